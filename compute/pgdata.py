@@ -26,7 +26,7 @@ import stat
 import tempfile
 from pathlib import Path
 
-from compute_ctl.compute import errors, pgtools
+from compute_ctl.compute import errors, pgconf, pgtools
 
 __all__ = [
     "Existing",
@@ -238,7 +238,11 @@ def write_config_files(
     postgresql_conf: str,
     hba: str | None = None,
 ) -> None:
-    """(Re)write ``postgresql.conf`` and, when given, ``pg_hba.conf``."""
+    """(Re)write ``postgresql.conf`` and, when given, ``pg_hba.conf``; make sure the
+    override file ``postgresql.conf`` includes last exists."""
     _write_atomic(pgdata / "postgresql.conf", postgresql_conf, user)
+    override = pgdata / pgconf.OVERRIDE_FILE
+    if not override.exists():  # else every process logs "skipping missing ..." per reload
+        _write_atomic(override, "", user)
     if hba is not None:
         _write_atomic(pgdata / "pg_hba.conf", hba, user)
