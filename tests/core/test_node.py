@@ -141,10 +141,19 @@ async def test_signal_during_start_stops_cleanly(scratch: Path) -> None:
 
 
 class _FailSecond(applier.SqlApplier):
-    async def apply_spec(self, **kwargs: object) -> object:  # type: ignore[override]
+    async def apply_spec(
+        self,
+        *,
+        connstr: str,
+        spec: spec_mod.ComputeSpec,
+        privileged_role: str,
+        concurrency: int,
+    ) -> object:
         if self.applied:
             raise errors.ApplyError('role "x": boom', phase="create_roles", obj="x")
-        return await super().apply_spec(**kwargs)  # type: ignore[arg-type]
+        return await super().apply_spec(
+            connstr=connstr, spec=spec, privileged_role=privileged_role, concurrency=concurrency
+        )
 
 
 async def test_failed_reconfigure_then_412_then_terminate(scratch: Path) -> None:
