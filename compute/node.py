@@ -260,7 +260,8 @@ class ComputeNode:
             s.set_applied(spec, generation)
             s.pending_restart = []
             s.timings.total_startup_ms = state_mod.monotonic_ms(self._spec_received)
-            s.set_status(S.RUNNING)
+            if s.status is S.INIT:  # else a termination arrived meanwhile: supervise handles it
+                s.set_status(S.RUNNING)
         logger.info("compute running: %s", self.state.timings.as_dict())
 
     async def _failed_start(self, failure: BaseException) -> int:

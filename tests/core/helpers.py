@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -21,6 +22,7 @@ ROLE_PASSWORD = "s3cret pass'word"
 REPO = Path(__file__).resolve().parent.parent.parent
 
 
+@functools.cache
 def scram(password: str, *, salt: bytes = b"core-tests-salt!") -> str:
     """A SCRAM-SHA-256 verifier, as the control plane sends them."""
     import base64
