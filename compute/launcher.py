@@ -133,7 +133,7 @@ class LocalLauncher:
                     f"PGDATA {self.pgdata} is PostgreSQL {found.major} but the binary is "
                     f"{major}; refusing to wipe it (--keep-pgdata)"
                 )
-            pgdata.clear_stale_pidfile(self.pgdata)
+            pgdata.clear_stale_locks(self.pgdata, socket_dir=pgdata.socket_dir_for(self.pgdata))
             logger.info("keeping PGDATA %s (PostgreSQL %s)", self.pgdata, major)
         else:
             if found.kind is pgdata.Existing.DAMAGED:

@@ -225,6 +225,7 @@ class ComputeNode:
             if stop.done():
                 return await self._shutdown(spec)
             code: int = exited.result()
+            logger.error("postgres exited with code %d; compute_ctl exits", code)
             async with self.state.lock() as s:
                 if not s.status.terminating:
                     s.set_status(S.FAILED, error=f"postgres exited with code {code}")

@@ -34,7 +34,7 @@ __all__ = [
     "binary_major",
     "check_parent_traversable",
     "check_wipe_safe",
-    "clear_stale_pidfile",
+    "clear_stale_locks",
     "init_empty",
     "init_fresh",
     "inspect",
@@ -200,27 +200,50 @@ async def init_fresh(
     await tools.run(argv)
 
 
-def clear_stale_pidfile(pgdata: Path) -> None:
-    """Remove a ``postmaster.pid`` left by a postmaster that is gone.
+def _live(pid: int) -> bool:
+    """Whether ``pid`` runs; a zombie does not (PostgreSQL's ``kill(pid, 0)`` test thinks
+    it does, and a SIGKILLed postmaster stays a zombie where nothing reaps orphans)."""
+    try:
+        stat_line = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat_line.rsplit(")", 1)[-1].split()[0] != "Z"
 
-    PostgreSQL refuses to start when the pid in the file belongs to any live process, which
-    after a container restart is often an unrelated one. A live postmaster of this PGDATA
-    (its working directory is PGDATA) is an error.
+
+def _lock_pid(path: Path) -> int | None:
+    try:
+        first = path.read_text().split("\n", 1)[0].strip()
+    except (FileNotFoundError, UnicodeDecodeError):
+        return None
+    return int(first) if first.lstrip("-").isdigit() else None
+
+
+def clear_stale_locks(pgdata: Path, *, socket_dir: str) -> None:
+    """Remove ``postmaster.pid`` and unix-socket lock files left by a postmaster that is gone.
+
+    PostgreSQL refuses to start while the pid in a lock file belongs to any live process,
+    which after a restart is often an unrelated one (or the zombie of the old postmaster).
+    A live postmaster of this PGDATA (its working directory is PGDATA) is an error. A socket
+    lock is removed only when its pid is dead: in a shared directory it may belong to
+    another cluster.
     """
     pidfile = pgdata / "postmaster.pid"
-    try:
-        first = pidfile.read_text().split("\n", 1)[0].strip()
-    except FileNotFoundError:
-        return
-    if first.isdigit():
-        pid = int(first)
-        with contextlib.suppress(OSError):
-            if Path(f"/proc/{pid}/cwd").resolve() == pgdata.resolve():
-                raise errors.PostgresError(
-                    f"another postmaster (pid {pid}) is running on PGDATA {pgdata}"
-                )
-    logger.info("removing stale %s (pid %s is gone)", pidfile, first or "?")
-    pidfile.unlink(missing_ok=True)
+    pid = _lock_pid(pidfile)
+    if pidfile.exists():
+        if pid is not None and _live(pid):
+            with contextlib.suppress(OSError):
+                if Path(f"/proc/{pid}/cwd").resolve() == pgdata.resolve():
+                    raise errors.PostgresError(
+                        f"another postmaster (pid {pid}) is running on PGDATA {pgdata}"
+                    )
+        logger.info("removing stale %s (pid %s is gone)", pidfile, pid)
+        pidfile.unlink(missing_ok=True)
+    for lock in Path(socket_dir).glob(".s.PGSQL.*.lock"):
+        owner = _lock_pid(lock)
+        if owner is not None and not _live(owner):
+            logger.info("removing stale socket lock %s (pid %s is gone)", lock, owner)
+            lock.unlink(missing_ok=True)
+            lock.with_suffix("").unlink(missing_ok=True)
 
 
 def _write_atomic(path: Path, text: str, user: pgtools.OsUser) -> None:
