@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib
 import json
 import logging
 import os
 import signal
+import socket
 import sys
 import urllib.parse
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import pydantic
 
@@ -207,15 +210,47 @@ def _install_signals(node: node_mod.ComputeNode) -> None:
         loop.add_signal_handler(sig, on_signal, sig)
 
 
+def _check_ports(p: params.Params) -> None:
+    """Fail before touching PGDATA if an HTTP port is taken (the servers bind later)."""
+    for host, port in (
+        ("127.0.0.1", p.internal_http_port),
+        (p.external_http_host, p.external_http_port),
+    ):
+        if port == 0:
+            continue
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((host, port))
+            except OSError as e:
+                raise OSError(e.errno, f"cannot listen on {host}:{port}: {e.strerror}") from e
+
+
+def _import_server() -> Any:
+    importlib.import_module("psycopg")
+    return importlib.import_module("compute_ctl.compute.http.server")
+
+
 async def _amain(ns: argparse.Namespace, environ: Mapping[str, str]) -> int:
     p = params_from_args(ns, environ)
     config = await _load_config(p, environ)
     tools, fps = _validate(p, config)
+    _check_ports(p)
     node = node_mod.ComputeNode(p, config=config, failpoints=fps, tools=tools)
     _install_signals(node)
-    server = importlib.import_module("compute_ctl.compute.http.server")
-    async with server.serving(node):
-        return await node.run()
+    run = asyncio.create_task(node.run())
+    try:
+        # The start's first step is a subprocess (initdb); meanwhile load the HTTP stack and
+        # libpq, the largest imports, in a thread. Cold start pays for them only once.
+        server = await asyncio.to_thread(_import_server)
+        async with server.serving(node):
+            return await run
+    finally:
+        if not run.done():
+            run.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await run
 
 
 def _setup_logging(environ: Mapping[str, str]) -> None:

@@ -28,8 +28,6 @@ import os
 import time
 from typing import Any, Literal
 
-import psycopg.conninfo
-
 from compute_ctl.compute import applier, checks, errors, failpoints, params, pgtools, postgres
 from compute_ctl.compute import launcher as launcher_mod
 from compute_ctl.compute import spec as spec_mod
@@ -100,6 +98,8 @@ class ComputeNode:
 
     def connstr(self, dbname: str = "postgres") -> str:
         """The ``-C`` superuser's conninfo to the local postgres, for ``dbname``."""
+        import psycopg.conninfo  # lazily: libpq loads off the start-up path (cli)
+
         return psycopg.conninfo.make_conninfo(self.params.connstr, dbname=dbname)
 
     async def configure(self, config: spec_mod.ComputeConfig) -> None:

@@ -26,8 +26,6 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-import psycopg
-
 from compute_ctl.compute import errors, pgtools
 
 __all__ = ["STOP_SIGNALS", "Postmaster", "StopMode", "cgroup_preexec", "exit_code"]
@@ -194,6 +192,8 @@ class Postmaster:
 
     async def _conf_load_time(self) -> datetime.datetime:
         # A new backend inherits the postmaster's pg_conf_load_time at fork time.
+        import psycopg  # lazily: libpq loads off the start-up path (cli)
+
         async with await psycopg.AsyncConnection.connect(
             self.connstr, autocommit=True, connect_timeout=5
         ) as conn:
