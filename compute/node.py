@@ -181,6 +181,8 @@ class ComputeNode:
                 checks.check_spec(self._initial, local=self._local)
                 async with self.state.lock() as s:
                     s.set_desired(self._initial)
+            if self._initial is None:
+                self.launcher.start_prewarm()
             received = await self._wait_for_spec()
             if received is None:
                 return 0
@@ -306,6 +308,7 @@ class ComputeNode:
 
     async def _cleanup(self) -> None:
         self._finished = True
+        await self.launcher.discard_prewarm()
         await self._stop_vm_monitor()
         if self.postmaster is not None:
             with contextlib.suppress(Exception):

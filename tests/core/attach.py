@@ -67,6 +67,12 @@ class AttachLauncher:
     async def final_lsn(self, spec: spec_mod.ComputeSpec) -> str | None:
         return None
 
+    def start_prewarm(self) -> None:
+        pass
+
+    async def discard_prewarm(self) -> None:
+        await asyncio.sleep(0)
+
 
 class StampApplier:
     """Writes (key, spec hash) into ``core_stress.stamp`` on one shared connection."""
