@@ -11,7 +11,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg import sql
+from psycopg import conninfo, sql
 
 from compute_ctl.compute import spec
 from compute_ctl.compute.catalog import apply as catalog_apply
@@ -61,6 +61,11 @@ def make_spec(
     )
 
 
+def dsn_of(server: pgserver.PgServer, dbname: str) -> str:
+    """A connection string for any database name (URLs would need percent-encoding)."""
+    return conninfo.make_conninfo(server.dsn(), dbname=dbname)
+
+
 def execute(dsn: str, *statements: str | sql.Composable) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
         for statement in statements:
@@ -69,7 +74,7 @@ def execute(dsn: str, *statements: str | sql.Composable) -> None:
 
 def fetch(dsn: str, query: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
     with psycopg.connect(dsn, autocommit=True) as conn:
-        return conn.execute(query, params).fetchall()  # type: ignore[arg-type]
+        return conn.execute(query, params).fetchall()
 
 
 def user_roles(dsn: str) -> set[str]:
@@ -78,7 +83,9 @@ def user_roles(dsn: str) -> set[str]:
 
 
 def user_databases(dsn: str) -> set[str]:
-    rows = fetch(dsn, "select datname from pg_database where not datname = any(%s)", [list(SYSTEM_DATABASES)])
+    rows = fetch(
+        dsn, "select datname from pg_database where not datname = any(%s)", [list(SYSTEM_DATABASES)]
+    )
     return {r[0] for r in rows}
 
 
@@ -106,7 +113,8 @@ def reset_catalog(server: pgserver.PgServer) -> None:
     dsn = server.dsn()
     for dbname, subname in fetch(
         dsn,
-        "select d.datname, s.subname from pg_subscription s join pg_database d on d.oid = s.subdbid",
+        "select d.datname, s.subname from pg_subscription s "
+        "join pg_database d on d.oid = s.subdbid",
     ):
         ident = sql.Identifier(subname)
         execute(
@@ -141,7 +149,9 @@ def pgc(pg_session: pgserver.PgServer) -> Iterator[pgserver.PgServer]:
     reset_catalog(pg_session)
 
 
-def scram_verifier(password: str, *, salt: bytes = b"compute-ctl-salt", iterations: int = 4096) -> str:
+def scram_verifier(
+    password: str, *, salt: bytes = b"compute-ctl-salt", iterations: int = 4096
+) -> str:
     """A real SCRAM-SHA-256 verifier, as a control plane would send it."""
     salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
     client_key = hmac.new(salted, b"Client Key", "sha256").digest()

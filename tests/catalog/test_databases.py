@@ -164,7 +164,7 @@ async def test_delete_template_database_with_subscriptions(pgc: pgserver.PgServe
         pgc.dsn("subscriber"),
         "CREATE SUBSCRIPTION sub_a CONNECTION 'host=127.0.0.1 port=1 dbname=nowhere' "
         "PUBLICATION pub WITH (connect = false)",
-        "CREATE SUBSCRIPTION \"sub \"\"b\" CONNECTION 'host=127.0.0.1 port=1 dbname=nowhere' "
+        'CREATE SUBSCRIPTION "sub ""b" CONNECTION \'host=127.0.0.1 port=1 dbname=nowhere\' '
         "PUBLICATION pub WITH (connect = false, slot_name = 'some_slot')",
     )
     # The control: PostgreSQL refuses to drop a database that has subscriptions.
@@ -174,7 +174,8 @@ async def test_delete_template_database_with_subscriptions(pgc: pgserver.PgServe
     deleting = make_spec(roles=[role("o")], deltas=[delta("delete_db", "subscriber")])
     plan = await replan(pgc, deleting)
     first, clear_template, drop = plan.operations
-    assert first.database == "subscriber" and first.phase is Phase.RENAME_AND_DELETE_DATABASES
+    assert first.database == "subscriber"
+    assert first.phase is Phase.RENAME_AND_DELETE_DATABASES
     assert first.statements[0].as_string(None).startswith("LOCK TABLE pg_catalog.pg_subscription")
     assert [s.as_string(None) for s in first.statements[1:4]] == [
         'ALTER SUBSCRIPTION "sub ""b" DISABLE',
@@ -275,6 +276,7 @@ async def test_schema_public_owned_by_the_superuser_goes_to_the_owner(
     assert per_db.statements[0].as_string(None) == 'ALTER SCHEMA public OWNER TO "o"'
     await apply(pgc, compute_spec)
     assert fetch(
-        pgc.dsn("legacy"), "select nspowner::regrole::text from pg_namespace where nspname = 'public'"
+        pgc.dsn("legacy"),
+        "select nspowner::regrole::text from pg_namespace where nspname = 'public'",
     ) == [("o",)]
     assert not await replan(pgc, compute_spec)

@@ -38,8 +38,10 @@ def attributes(dsn: str, name: str) -> dict[str, object]:
         [name],
     )
     assert rows, name
-    keys = ("superuser", "inherit", "createrole", "createdb", "login", "replication")
-    keys += ("bypassrls", "connlimit", "valid_until")
+    keys = (
+        *("superuser", "inherit", "createrole", "createdb", "login", "replication"),
+        *("bypassrls", "connlimit", "valid_until"),
+    )
     return dict(zip(keys, rows[0], strict=True))
 
 
@@ -58,14 +60,22 @@ async def test_privileged_role_and_pg_stat_statements_once(pgc: pgserver.PgServe
     first = await apply(pgc, empty)
     assert [op.phase for op in first.plan] == [Phase.CREATE_PRIVILEGED_ROLE, Phase.EXTENSIONS]
     attrs = attributes(pgc.dsn(), PRIVILEGED)
-    assert attrs["createdb"] and attrs["createrole"] and attrs["replication"]
-    assert attrs["bypassrls"] and not attrs["login"] and not attrs["superuser"]
+    assert attrs["createdb"]
+    assert attrs["createrole"]
+    assert attrs["replication"]
+    assert attrs["bypassrls"]
+    assert not attrs["login"]
+    assert not attrs["superuser"]
     assert member_of(pgc.dsn(), PRIVILEGED) == {"pg_read_all_data", "pg_write_all_data"}
     # pg_stat_statements is preloaded by the test server: installed in postgres only.
-    assert fetch(pgc.dsn(), "select extnamespace::regnamespace::text from pg_extension "
-                 "where extname = 'pg_stat_statements'") == [("public",)]
+    assert fetch(
+        pgc.dsn(),
+        "select extnamespace::regnamespace::text from pg_extension "
+        "where extname = 'pg_stat_statements'",
+    ) == [("public",)]
     second = await apply(pgc, empty)
-    assert not second.plan and second.statements_executed == 0
+    assert not second.plan
+    assert second.statements_executed == 0
 
 
 async def test_create_roles_with_options_and_passwords(pgc: pgserver.PgServer) -> None:
@@ -96,14 +106,22 @@ async def test_create_roles_with_options_and_passwords(pgc: pgserver.PgServer) -
     assert password_of(dsn, "md5user") == "md5" + bare_md5
     assert password_of(dsn, "nopass") is None
     console = attributes(dsn, "scram")
-    assert console["login"] and console["createrole"] and console["createdb"]
-    assert console["replication"] and console["bypassrls"] and console["inherit"]
+    assert console["login"]
+    assert console["createrole"]
+    assert console["createdb"]
+    assert console["replication"]
+    assert console["bypassrls"]
+    assert console["inherit"]
     assert member_of(dsn, "scram") == {PRIVILEGED}
     limited = attributes(dsn, "limited")
-    assert not limited["createdb"] and limited["createrole"] and limited["connlimit"] == 5
+    assert not limited["createdb"]
+    assert limited["createrole"]
+    assert limited["connlimit"] == 5
     assert limited["valid_until"] == "2031-02-03 04:05:06+00"
     plain = attributes(dsn, "jwt_user")
-    assert plain["login"] and not plain["createrole"] and not plain["replication"]
+    assert plain["login"]
+    assert not plain["createrole"]
+    assert not plain["replication"]
     assert member_of(dsn, "jwt_user") == set()
     assert not await replan(pgc, compute_spec)
 
@@ -140,7 +158,9 @@ async def test_existing_role_keeps_attributes_the_spec_does_not_state(
     ]
     await apply(pgc, compute_spec)
     attrs = attributes(pgc.dsn(), "outsider")
-    assert attrs["login"] and not attrs["createdb"] and not attrs["replication"]
+    assert attrs["login"]
+    assert not attrs["createdb"]
+    assert not attrs["replication"]
     assert member_of(pgc.dsn(), "outsider") == set()
 
 
@@ -167,7 +187,9 @@ async def test_rename_keeps_scram_and_skips_when_target_exists(pgc: pgserver.PgS
     verifier = scram_verifier("x")
     await apply(pgc, make_spec(roles=[role("a", verifier), role("b")]))
     # Both exist: the rename is skipped instead of failing.
-    both = make_spec(roles=[role("a", verifier), role("b")], deltas=[delta("rename_role", "a", "b")])
+    both = make_spec(
+        roles=[role("a", verifier), role("b")], deltas=[delta("rename_role", "a", "b")]
+    )
     assert not await replan(pgc, both)
     only_new = make_spec(roles=[role("c", verifier)], deltas=[delta("rename_role", "a", "c")])
     plan = await replan(pgc, only_new)
