@@ -9,7 +9,8 @@ packet take precedence over both, so every session we open sends its own values:
 ``role=none`` resets to the login (superuser) role, whatever the database says.
 
 Sessions are autocommit, named ``compute_ctl`` in ``pg_stat_activity``, and are checked
-to really be superuser before they are used. Only ``observe``, ``execute`` and
+to really be superuser before they are used; failing to connect raises ``ApplyError``
+with phase ``connect``. Only ``observe``, ``execute`` and
 ``settings`` open connections, always through ``connect``.
 """
 
@@ -23,7 +24,13 @@ from psycopg import conninfo
 
 from compute_ctl.compute import errors
 
-__all__ = ["APPLICATION_NAME", "SESSION_SETTINGS", "connect", "session_conninfo"]
+__all__ = [
+    "APPLICATION_NAME",
+    "CONNECT_PHASE",
+    "SESSION_SETTINGS",
+    "connect",
+    "session_conninfo",
+]
 
 APPLICATION_NAME = "compute_ctl"
 SESSION_SETTINGS: tuple[tuple[str, str], ...] = (
@@ -45,6 +52,7 @@ SESSION_SETTINGS: tuple[tuple[str, str], ...] = (
     ("pgaudit.log", "none"),
 )
 CONNECT_TIMEOUT = 10
+CONNECT_PHASE = "connect"
 
 
 def _options() -> str:
@@ -69,17 +77,23 @@ async def connect(
     connstr: str, *, dbname: str | None = None
 ) -> AsyncIterator[psycopg.AsyncConnection[tuple[object, ...]]]:
     """A checked superuser session on ``dbname`` (default: the connection string's)."""
-    conn = await psycopg.AsyncConnection.connect(
-        session_conninfo(connstr, dbname=dbname), autocommit=True
-    )
+    where = f"database {dbname!r}" if dbname is not None else "the maintenance database"
+    try:
+        conn = await psycopg.AsyncConnection.connect(
+            session_conninfo(connstr, dbname=dbname), autocommit=True
+        )
+    except psycopg.Error as e:
+        raise errors.ApplyError(
+            f"cannot connect to {where}: {e}", phase=CONNECT_PHASE, obj=where
+        ) from e
     try:
         cur = await conn.execute("SELECT pg_catalog.current_setting('is_superuser')")
         row = await cur.fetchone()
         if row is None or row[0] != "on":
             raise errors.ApplyError(
-                "the catalog connection is not a superuser session",
-                phase="connect",
-                obj=f"database {dbname or conn.info.dbname!r}",
+                f"the session to {where} is not a superuser session",
+                phase=CONNECT_PHASE,
+                obj=where,
             )
         yield conn
     finally:

@@ -108,8 +108,11 @@ async def _on_database(
     try:
         async with db.connect(connstr, dbname=database) as conn:
             return await _run_ops(conn, ops)
-    except psycopg.Error as e:  # connecting failed; statement errors are ApplyErrors
-        raise _failure(ops[0], e) from e
+    except errors.ApplyError as e:
+        if e.phase != db.CONNECT_PHASE:
+            raise
+        phase = ops[0].phase.value
+        raise errors.ApplyError(f"{phase}: {e}", phase=phase, obj=e.obj) from e
 
 
 def _runs(ops: Sequence[plan_mod.Operation]) -> list[list[plan_mod.Operation]]:

@@ -3,11 +3,14 @@ ApplyError naming phase and object (never a secret); re-running after a failure 
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
+import psycopg
 import pytest
 
 from compute_ctl.compute import errors
+from compute_ctl.compute.catalog import apply as catalog_apply
 from tests import pgserver
 from tests.catalog.conftest import (
     PRIVILEGED,
@@ -150,3 +153,61 @@ async def test_bad_specs_are_refused_and_nothing_changes(
     with pytest.raises(errors.ConfigError):
         await apply(pgc, make_spec(**parts))
     assert fetch(pgc.dsn(), CATALOG_QUERY) == before
+
+
+async def test_unreachable_server_is_an_apply_error() -> None:
+    connstr = f"postgresql://cloud_admin@127.0.0.1:{pgserver.free_port()}/postgres"
+    with pytest.raises(errors.ApplyError) as failed:
+        await catalog_apply.apply_spec(
+            connstr=connstr, spec=make_spec(), privileged_role=PRIVILEGED, concurrency=1
+        )
+    assert failed.value.phase == "connect"
+    assert failed.value.obj == "the maintenance database"
+
+
+async def test_per_database_connection_failure_names_the_phase(pgc: pgserver.PgServer) -> None:
+    """A database that refuses us (pg_hba reject) fails observation or the per-database
+    phase, naming the database."""
+    execute(pgc.dsn(), "CREATE ROLE o", "CREATE ROLE leaver", "CREATE DATABASE refusing OWNER o")
+    execute(pgc.dsn("refusing"), "CREATE TABLE public.t (x int)", "ALTER TABLE t OWNER TO leaver")
+    hba = pgc.datadir / "pg_hba.conf"
+    original = hba.read_text()
+    hba.write_text("host refusing all 127.0.0.1/32 reject\n" + original)
+    try:
+        execute(pgc.dsn(), "select pg_reload_conf()")
+        wait_until_refused(pgc, "refusing")
+        # In the spec: its schema work needs a look inside, while observing.
+        in_spec = make_spec(roles=[role("o")], databases=[database("refusing", "o")])
+        with pytest.raises(errors.ApplyError) as failed:
+            await catalog_apply.plan_spec(
+                connstr=pgc.dsn(), spec=in_spec, privileged_role=PRIVILEGED
+            )
+        assert failed.value.phase == "connect"
+        assert failed.value.obj == "database 'refusing'"
+        # Not in the spec, but holding a deleted role's table: the per-database phase.
+        deleting = make_spec(roles=[role("o")], deltas=[delta("delete_role", "leaver")])
+        with pytest.raises(errors.ApplyError) as failed:
+            await apply(pgc, deleting)
+        assert failed.value.phase == "per_database"
+        assert failed.value.obj == "database 'refusing'"
+        assert "cannot connect" in str(failed.value)
+    finally:
+        hba.write_text(original)
+        execute(pgc.dsn(), "select pg_reload_conf()")
+        wait_until_refused(pgc, "refusing", refused=False)
+    await apply(pgc, deleting)  # re-run once reachable
+    assert "leaver" not in user_roles(pgc.dsn())
+
+
+def wait_until_refused(server: pgserver.PgServer, dbname: str, *, refused: bool = True) -> None:
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            psycopg.connect(server.dsn(dbname)).close()
+            now_refused = False
+        except psycopg.OperationalError:
+            now_refused = True
+        if now_refused == refused:
+            return
+        assert time.monotonic() < deadline, "pg_hba.conf reload did not take effect"
+        time.sleep(0.01)

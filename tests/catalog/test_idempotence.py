@@ -119,9 +119,7 @@ def scenarios(draw: st.DrawFn) -> Scenario:
     deltas.append(delta("delete_role", "ghost role"))
     deltas.append(delta("rename_db", "ghost db", "still a ghost"))
     deltas = draw(st.permutations(deltas))
-    second = make_spec(
-        roles=list(second_specs.values()), databases=second_dbs, deltas=deltas
-    )
+    second = make_spec(roles=list(second_specs.values()), databases=second_dbs, deltas=deltas)
     return Scenario(first=first, second=second)
 
 
