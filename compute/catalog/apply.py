@@ -23,7 +23,6 @@ __all__ = [
     "ApplyResult",
     "apply_spec",
     "drift_report",
-    "max_concurrency",
     "plan_spec",
 ]
 
@@ -31,7 +30,9 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_CONCURRENCY = 10
 MAX_CONCURRENCY = 100
-"""Neon caps per-database sessions at 100 ("Too many open files", #12663)."""
+"""Neon caps per-database sessions at 100 ("Too many open files", #12663). The caller
+chooses the concurrency (the node follows Neon's rule: a third of ``max_connections``
+while starting, ``reconfigure_concurrency`` afterwards); we only clamp it."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,25 +41,6 @@ class ApplyResult:
     statements_executed: int
     elapsed: float
     """Seconds from the first connection to the last statement."""
-
-
-def max_concurrency(spec: spec_mod.ComputeSpec, *, starting: bool) -> int:
-    """Neon's rule for per-database sessions: while the compute starts there are no user
-    sessions, so use ``max_connections`` from the spec (default 10); once it serves
-    users, ``reconfigure_concurrency``. Capped at ``MAX_CONCURRENCY``."""
-    if not starting:
-        return max(1, min(spec.reconfigure_concurrency, MAX_CONCURRENCY))
-    value = spec.cluster.setting("max_connections")
-    if value is None and spec.cluster.postgresql_conf:
-        for line in spec.cluster.postgresql_conf.splitlines():
-            key, sep, rest = line.partition("=")
-            if sep and key.strip() == "max_connections":
-                value = rest.split("#", 1)[0].strip().strip("'")
-    try:
-        limit = int(value) if value is not None else DEFAULT_CONCURRENCY
-    except ValueError:
-        limit = DEFAULT_CONCURRENCY
-    return max(1, min(limit, MAX_CONCURRENCY))
 
 
 async def _observe(
@@ -87,6 +69,7 @@ async def apply_spec(
     """Bring the catalog to ``spec``; raises ``ConfigError`` (nothing touched) or
     ``ApplyError`` (naming phase and object; re-running is safe)."""
     desired = desired_mod.from_spec(spec, privileged_role=privileged_role)
+    concurrency = max(1, min(concurrency, MAX_CONCURRENCY))
     started = time.monotonic()
     async with db.connect(connstr) as conn:
         catalog = await _observe(conn, connstr=connstr, desired=desired, concurrency=concurrency)

@@ -14,11 +14,11 @@ from __future__ import annotations
 import dataclasses
 import enum
 from collections.abc import Iterator
-from typing import TypedDict
+from typing import Any
 
 from psycopg import sql
 
-__all__ = ["REDACTED", "Operation", "OperationJson", "Phase", "Plan", "Statement"]
+__all__ = ["REDACTED", "Operation", "Phase", "Plan", "Statement"]
 
 REDACTED = "<redacted>"
 Statement = sql.Composed | sql.SQL
@@ -44,13 +44,6 @@ class Phase(enum.StrEnum):
 
 
 PHASE_ORDER: tuple[Phase, ...] = tuple(Phase)
-
-
-class OperationJson(TypedDict):
-    phase: str
-    database: str | None
-    sql: str
-    comment: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,7 +73,8 @@ class Operation:
         """The SQL with secrets redacted, statements separated by ``;``."""
         return "; ".join(s.as_string(None) for s in self.safe_statements)
 
-    def to_json(self) -> OperationJson:
+    def to_json(self) -> dict[str, Any]:
+        """``{"phase", "database", "sql" (secrets redacted), "comment"}``."""
         return {
             "phase": self.phase.value,
             "database": self.database,
@@ -111,7 +105,7 @@ class Plan:
     def phase(self, phase: Phase) -> tuple[Operation, ...]:
         return tuple(op for op in self.operations if op.phase is phase)
 
-    def to_json(self) -> list[OperationJson]:
+    def to_json(self) -> list[dict[str, Any]]:
         return [op.to_json() for op in self.operations]
 
     def render(self) -> str:

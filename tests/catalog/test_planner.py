@@ -7,7 +7,6 @@ import dataclasses
 import pytest
 
 from compute_ctl.compute import errors, spec
-from compute_ctl.compute.catalog import apply as catalog_apply
 from compute_ctl.compute.catalog import desired as desired_mod
 from compute_ctl.compute.catalog import drift, model, planner
 from compute_ctl.compute.catalog import plan as plan_mod
@@ -246,25 +245,6 @@ def test_role_options_are_whitelisted_and_case_insensitive() -> None:
     assert attrs == desired_mod.RoleAttrs(createdb=False, connlimit=3, login=False)
     with pytest.raises(errors.ConfigError, match="not a supported role option"):
         desired_mod.parse_role_options("r", [spec.GenericOption(name="IN ROLE x", vartype="x")])
-
-
-def test_max_concurrency_follows_neon() -> None:
-    base = {"format_version": 1.0, "suspend_timeout_seconds": -1}
-    settings = [{"name": "max_connections", "value": "40", "vartype": "integer"}]
-    with_setting = spec.ComputeSpec.model_validate(
-        {**base, "cluster": {"roles": [], "databases": [], "settings": settings}}
-    )
-    assert catalog_apply.max_concurrency(with_setting, starting=True) == 40
-    conf = spec.ComputeSpec.model_validate(
-        {
-            **base,
-            "cluster": {"roles": [], "databases": [], "postgresql_conf": "max_connections = 500\n"},
-            "reconfigure_concurrency": 3,
-        }
-    )
-    assert catalog_apply.max_concurrency(conf, starting=True) == catalog_apply.MAX_CONCURRENCY
-    assert catalog_apply.max_concurrency(conf, starting=False) == 3
-    assert catalog_apply.max_concurrency(make_spec(), starting=True) == 10
 
 
 def test_operation_json_shape_and_redaction() -> None:
