@@ -141,12 +141,23 @@ def reset_catalog(server: pgserver.PgServer) -> None:
             execute(dsn, sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
 
 
+@pytest.fixture(scope="package")
+def catalog_server() -> Iterator[pgserver.PgServer]:
+    """This tier's own PostgreSQL: its tests wipe the user catalog, which must not touch
+    objects other tiers keep in ``pg_session``."""
+    server = pgserver.PgServer.create()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture
-def pgc(pg_session: pgserver.PgServer) -> Iterator[pgserver.PgServer]:
-    """The session PostgreSQL with an empty user catalog, emptied again afterwards."""
-    reset_catalog(pg_session)
-    yield pg_session
-    reset_catalog(pg_session)
+def pgc(catalog_server: pgserver.PgServer) -> Iterator[pgserver.PgServer]:
+    """The tier's PostgreSQL with an empty user catalog, emptied again afterwards."""
+    reset_catalog(catalog_server)
+    yield catalog_server
+    reset_catalog(catalog_server)
 
 
 def scram_verifier(

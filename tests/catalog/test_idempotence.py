@@ -1,12 +1,11 @@
 """Idempotence as a property: for generated specs (hostile names, passwords, options,
 renames and deletes, replayed deltas), after an apply the plan of the same spec is empty
-and a re-apply executes nothing. Runs against a real PostgreSQL of its own."""
+and a re-apply executes nothing. Runs against the tier's real PostgreSQL."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -123,15 +122,6 @@ def scenarios(draw: st.DrawFn) -> Scenario:
     return Scenario(first=first, second=second)
 
 
-@pytest.fixture(scope="module")
-def own_pg() -> Iterator[pgserver.PgServer]:
-    server = pgserver.PgServer.create()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 async def check(server: pgserver.PgServer, scenario: Scenario) -> None:
     for compute_spec in (scenario.first, scenario.second):
         await apply(server, compute_spec, concurrency=3)
@@ -150,6 +140,6 @@ async def check(server: pgserver.PgServer, scenario: Scenario) -> None:
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 @given(scenario=scenarios())
-def test_apply_then_plan_is_empty(own_pg: pgserver.PgServer, scenario: Scenario) -> None:
-    reset_catalog(own_pg)
-    asyncio.run(check(own_pg, scenario))
+def test_apply_then_plan_is_empty(catalog_server: pgserver.PgServer, scenario: Scenario) -> None:
+    reset_catalog(catalog_server)
+    asyncio.run(check(catalog_server, scenario))

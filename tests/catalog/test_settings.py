@@ -21,27 +21,27 @@ def wait_for_pending(server: pgserver.PgServer, *, expected: bool) -> None:
         time.sleep(0.01)
 
 
-async def test_pending_restart_lists_names(pg_session: pgserver.PgServer) -> None:
-    assert await settings.pending_restart(connstr=pg_session.dsn()) == []
+async def test_pending_restart_lists_names(catalog_server: pgserver.PgServer) -> None:
+    assert await settings.pending_restart(connstr=catalog_server.dsn()) == []
     execute(
-        pg_session.dsn(),
+        catalog_server.dsn(),
         "ALTER SYSTEM SET max_prepared_transactions = 17",
         "ALTER SYSTEM SET work_mem = '7MB'",  # reloadable: never pending
         "select pg_reload_conf()",
     )
     try:
-        wait_for_pending(pg_session, expected=True)
-        assert await settings.pending_restart(connstr=pg_session.dsn()) == [
+        wait_for_pending(catalog_server, expected=True)
+        assert await settings.pending_restart(connstr=catalog_server.dsn()) == [
             "max_prepared_transactions"
         ]
     finally:
         # Setting it back to the running value clears the flag (RESET would not:
         # removing a restart-only setting from the file is itself pending a restart).
         execute(
-            pg_session.dsn(),
+            catalog_server.dsn(),
             "ALTER SYSTEM SET max_prepared_transactions = 0",
             "ALTER SYSTEM RESET work_mem",
             "select pg_reload_conf()",
         )
-        wait_for_pending(pg_session, expected=False)
-    assert await settings.pending_restart(connstr=pg_session.dsn()) == []
+        wait_for_pending(catalog_server, expected=False)
+    assert await settings.pending_restart(connstr=catalog_server.dsn()) == []
