@@ -196,3 +196,49 @@ async def test_apply_through_hostile_maintenance_and_target_databases(
     assert not await catalog_apply.plan_spec(
         connstr=maint, spec=compute_spec, privileged_role=PRIVILEGED
     )
+
+
+EACH_SETTING = [
+    # (ALTER DATABASE ... SET, what a plain session shows, what ours shows)
+    ("role = 'evil'", "select current_user", "evil", "cloud_admin"),
+    ("search_path = 'evil'", "select current_setting('search_path')", "evil", ""),
+    ("statement_timeout = 1", "select current_setting('statement_timeout')", "1ms", "0"),
+    ("lock_timeout = 1", "select current_setting('lock_timeout')", "1ms", "0"),
+    (
+        "default_transaction_read_only = on",
+        "select current_setting('default_transaction_read_only')",
+        "on",
+        "off",
+    ),
+    ("client_encoding = 'LATIN1'", "select current_setting('client_encoding')", "LATIN1", "UTF8"),
+    (
+        "default_tablespace = 'nowhere'",
+        "select current_setting('default_tablespace')",
+        "nowhere",
+        "",
+    ),
+    (
+        "idle_in_transaction_session_timeout = 1",
+        "select current_setting('idle_in_transaction_session_timeout')",
+        "1ms",
+        "0",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("setting", "query", "plain", "ours"), EACH_SETTING, ids=[s[0] for s in EACH_SETTING]
+)
+@pytest.mark.parametrize("level", ["database", "role in database"])
+async def test_each_hostile_setting_is_neutralised(
+    pgc: pgserver.PgServer, setting: str, query: str, plain: str, ours: str, level: str
+) -> None:
+    execute(pgc.dsn(), "CREATE ROLE evil NOLOGIN", "CREATE DATABASE trap")
+    target = "DATABASE trap" if level == "database" else "ROLE cloud_admin IN DATABASE trap"
+    execute(pgc.dsn(), f"ALTER {target} SET {setting}")
+    with psycopg.connect(pgc.dsn("trap"), autocommit=True) as conn:
+        assert conn.execute(query).fetchone() == (plain,)  # the control
+    async with db.connect(pgc.dsn(), dbname="trap") as session:
+        cur = await session.execute(query)
+        assert await cur.fetchone() == (ours,)
+    execute(pgc.dsn(), "ALTER ROLE cloud_admin IN DATABASE trap RESET ALL")
