@@ -212,12 +212,6 @@ EACH_SETTING = [
     ),
     ("client_encoding = 'LATIN1'", "select current_setting('client_encoding')", "LATIN1", "UTF8"),
     (
-        "default_tablespace = 'nowhere'",
-        "select current_setting('default_tablespace')",
-        "nowhere",
-        "",
-    ),
-    (
         "idle_in_transaction_session_timeout = 1",
         "select current_setting('idle_in_transaction_session_timeout')",
         "1ms",
