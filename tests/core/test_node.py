@@ -34,7 +34,7 @@ def _node(
     return node.ComputeNode(
         helpers.make_params(pgdata=pgdata, port=port, **params),
         config=spec_mod.ComputeConfig(spec=spec),
-        catalog=catalog or applier.SqlApplier(),  # type: ignore[arg-type]
+        catalog=catalog,  # type: ignore[arg-type]  (None: the real catalog package)
         failpoints=fps,
     )
 
