@@ -13,6 +13,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from compute_ctl.compute import applier as applier_mod
 from compute_ctl.compute import errors, failpoints, node, state
 from compute_ctl.compute import spec as spec_mod
 from tests import pgserver
@@ -27,14 +28,14 @@ def _node(
     port: int,
     *,
     spec: spec_mod.ComputeSpec | None,
-    catalog: object | None = None,
+    catalog: applier_mod.CatalogApplier | None = None,
     fps: failpoints.Failpoints | None = None,
     **params: object,
 ) -> node.ComputeNode:
     return node.ComputeNode(
         helpers.make_params(pgdata=pgdata, port=port, **params),
         config=spec_mod.ComputeConfig(spec=spec),
-        catalog=catalog,  # type: ignore[arg-type]  (None: the real catalog package)
+        catalog=catalog,  # None: the real catalog package
         failpoints=fps,
     )
 
