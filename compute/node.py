@@ -239,7 +239,9 @@ class ComputeNode:
 
     async def _start_compute(self, spec: spec_mod.ComputeSpec, generation: int) -> None:
         """Neon's ``start_compute``: PGDATA, postgres, the catalog apply; then running."""
+        started = time.monotonic()
         await self.launcher.prepare(spec)
+        logger.info("PGDATA ready in %d ms", state_mod.monotonic_ms(started))
         await self.failpoints.hit("before-start-postgres")
         started = time.monotonic()
         self.postmaster = await self.launcher.spawn(spec)
