@@ -22,7 +22,11 @@ async def start_vm_monitor(params: params_mod.Params, spec: spec_mod.ComputeSpec
     """The running vm-monitor, or None when autoscaling is off or it failed to start."""
     if not params.autoscaling:
         return None
-    module = importlib.import_module("compute_ctl.compute.vm_monitor")
+    try:
+        module = importlib.import_module("compute_ctl.compute.vm_monitor")
+    except ImportError as e:
+        logger.error("AUTOSCALING is set but this build has no vm-monitor: %s", e)
+        return None
     monitor = module.VmMonitor(
         addr=params.vm_monitor_addr,
         cgroup_path=params.cgroup_root / params.cgroup,
