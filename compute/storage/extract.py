@@ -176,7 +176,7 @@ def extract_tar(reader: GunzipReader, dest: Path, *, owner: pgtools.OsUser) -> N
             bufsize=_TAR_BUFSIZE,
             ignore_zeros=True,
         ) as tar:
-            tar.copybufsize = _COPY_BUFSIZE
+            tar.copybufsize = _COPY_BUFSIZE  # type: ignore[attr-defined]  # missing in typeshed
             # S202: the data filter is what makes this safe (see the module docstring).
             tar.extractall(  # noqa: S202
                 os.fspath(dest), filter=_owned_by(owner), numeric_owner=True
