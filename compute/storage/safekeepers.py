@@ -31,6 +31,7 @@ import psycopg
 
 from compute_ctl.compute import errors, pgtools
 from compute_ctl.compute import spec as spec_mod
+from compute_ctl.compute.storage import libpq
 
 __all__ = [
     "MAX_SYNC_RETRIES",
@@ -89,27 +90,33 @@ async def timeline_status(
     tenant: str,
     timeline: str,
     token: str | None,
+    timeout: float | None = None,
 ) -> TimelineStatus | None:
     """Ask one safekeeper; ``None`` when it has no row (the timeline is unknown there)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
     kwargs: dict[str, str] = {"options": f"-c timeline_id={timeline} tenant_id={tenant}"}
     if token is not None:
         kwargs["password"] = token
     dsn = psycopg.conninfo.make_conninfo(f"postgresql://no_user@{connstring}", **kwargs)
-    conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
-    async with conn:
+    conn = await asyncio.wait_for(psycopg.AsyncConnection.connect(dsn, autocommit=True), timeout)
+
+    async def query() -> tuple[list[str], tuple[object, ...] | None]:
         cur = await conn.execute("TIMELINE_STATUS")
-        row = await cur.fetchone()
-        if row is None:
-            return None
-        names = [c.name for c in cur.description or ()]
-        values = dict(zip(names, row, strict=True))
-        try:
-            return TimelineStatus(
-                flush_lsn=spec_mod.lsn_to_int(str(values["flush_lsn"])),
-                commit_lsn=spec_mod.lsn_to_int(str(values["commit_lsn"])),
-            )
-        except (KeyError, ValueError) as e:
-            raise errors.StorageError(f"safekeeper {connstring}: bad TIMELINE_STATUS row") from e
+        return [c.name for c in cur.description or ()], await cur.fetchone()
+
+    async with conn:
+        remaining = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+        names, row = await libpq.bounded(conn, query, timeout=remaining)
+    if row is None:
+        return None
+    values = dict(zip(names, row, strict=True))
+    try:
+        return TimelineStatus(
+            flush_lsn=spec_mod.lsn_to_int(str(values["flush_lsn"])),
+            commit_lsn=spec_mod.lsn_to_int(str(values["commit_lsn"])),
+        )
+    except (KeyError, ValueError) as e:
+        raise errors.StorageError(f"safekeeper {connstring}: bad TIMELINE_STATUS row") from e
 
 
 async def timeline_status_lsn(
@@ -127,9 +134,8 @@ async def timeline_status_lsn(
     quorum = len(connstrings) // 2 + 1
 
     async def ask(connstring: str) -> TimelineStatus | None:
-        return await asyncio.wait_for(
-            timeline_status(connstring, tenant=tenant, timeline=timeline, token=token),
-            per_call,
+        return await timeline_status(
+            connstring, tenant=tenant, timeline=timeline, token=token, timeout=per_call
         )
 
     tasks = [asyncio.create_task(ask(c)) for c in connstrings]

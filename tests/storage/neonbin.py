@@ -22,6 +22,12 @@ __all__ = ["FAKE_SYNC", "NeonBin"]
 FAKE_SYNC = Path(__file__).with_name("fake_sync_safekeepers")
 
 
+def _interpreter() -> str:
+    """A Python the postgres user can run (the venv's and pyenv's may sit under /root)."""
+    system = Path("/usr/bin/python3")
+    return str(system) if system.exists() else str(Path(sys.executable).resolve())
+
+
 @dataclasses.dataclass
 class NeonBin:
     bindir: Path
@@ -42,7 +48,7 @@ class NeonBin:
                 (bindir / tool.name).symlink_to(tool)
         state = base / "sync-state.json"
         wrapper = bindir / "postgres"
-        fake = [sys.executable, str(FAKE_SYNC)]
+        fake = [_interpreter(), "-S", str(FAKE_SYNC)]
         wrapper.write_text(
             "#!/bin/sh\n"
             "# TEST STAND-IN for Neon's postgres fork (see tests/storage/neonbin.py)\n"

@@ -80,6 +80,7 @@ class WireServer:
         self.queries: list[str] = []
         self.auth_failures = 0
         self._server: asyncio.Server | None = None
+        self._handlers: set[asyncio.Task[None]] = set()
         self.port = 0
 
     async def __aenter__(self) -> WireServer:
@@ -90,6 +91,9 @@ class WireServer:
     async def __aexit__(self, *exc: object) -> None:
         assert self._server is not None
         self._server.close()
+        for task in self._handlers:
+            task.cancel()
+        await asyncio.gather(*self._handlers, return_exceptions=True)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._server.wait_closed(), 5)
 
@@ -101,6 +105,9 @@ class WireServer:
         raise NotImplementedError
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
         try:
             params = await self._startup(reader, writer)
             if params is None:
@@ -124,7 +131,11 @@ class WireServer:
                 await session.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
+        except asyncio.CancelledError:
+            # Only __aexit__ cancels handlers; asyncio's streams would log a re-raise.
+            pass
         finally:
+            self._handlers.discard(task)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
