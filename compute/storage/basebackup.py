@@ -25,7 +25,7 @@ import psycopg
 from psycopg import sql
 
 from compute_ctl.compute import errors, pgtools, state
-from compute_ctl.compute.storage import extract
+from compute_ctl.compute.storage import extract, libpq
 
 __all__ = ["BASEBACKUP_RETRIES", "Request", "fetch", "fetch_with_retries", "query_text"]
 
@@ -103,10 +103,15 @@ async def fetch(
     dsn = psycopg.conninfo.make_conninfo(request.url, **kwargs)
     conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
     timings.pageserver_connect_micros = int((time.monotonic() - start) * 1_000_000)
-    async with conn:
+
+    async def stream() -> int:
         cur = conn.cursor()
         async with cur.copy(query_text(request)) as copy:
-            size = await extract.extract_stream(_copy_chunks(copy), pgdata, owner=owner)
+            return await extract.extract_stream(_copy_chunks(copy), pgdata, owner=owner)
+
+    async with conn:
+        # Cancelled mid-stream (a terminate during start): cut, do not wait for psycopg.
+        size = await libpq.bounded(conn, stream, timeout=None)
     timings.basebackup_bytes = size
     timings.basebackup_ms = int((time.monotonic() - start) * 1000)
     logger.info(

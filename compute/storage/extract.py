@@ -157,8 +157,24 @@ class GunzipReader:
 
 
 def _owned_by(user: pgtools.OsUser) -> Callable[[tarfile.TarInfo, str], tarfile.TarInfo]:
+    made: set[str] = set()
+
+    def make_parents(dest: str, name: str) -> None:
+        # tarfile creates missing parents as the caller (root); postgres must own them.
+        parts = name.split("/")[:-1]
+        for depth in range(1, len(parts) + 1):
+            rel = "/".join(parts[:depth])
+            if rel in made:
+                continue
+            made.add(rel)
+            path = os.path.join(dest, rel)
+            if not os.path.lexists(path):
+                os.mkdir(path, 0o700)
+                user.chown(Path(path))
+
     def member_filter(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
         safe = tarfile.data_filter(member, dest)
+        make_parents(dest, safe.name)
         if user.uid is None or user.gid is None:
             return safe
         # numeric_owner: the archive's user names mean nothing here.
