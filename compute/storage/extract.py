@@ -1,18 +1,23 @@
 """Stream a gzip tar archive into a directory while it is still arriving.
 
-The event loop reads the chunks (a basebackup's ``COPY OUT`` data) and puts them in a
-bounded ``ChunkPipe``; one worker thread gunzips and untars from it, so the CPU work
-never runs on the loop and the archive is never held in memory (at most
-``max_chunks`` chunks are buffered; the producer waits when the pipe is full).
+Three stages joined by bounded ``ChunkPipe``s, so the archive is never held in
+memory and no CPU work runs on the event loop:
+
+1. the event loop reads the chunks (a basebackup's ``COPY OUT`` data) into pipe 1,
+   waiting whenever it is full;
+2. an *inflate* thread gunzips pipe 1 into pipe 2 (zlib releases the GIL);
+3. an *untar* thread extracts pipe 2 into the directory (file writes release it too),
+   so decompression and writing overlap, as ``tar -xzf`` overlaps gzip and tar.
 
 The tar reader runs with ``ignore_zeros``: it reads past the end-of-archive zero
 blocks to the very end of the stream, so the producer always drains the stream and
 an error sent after the archive (a pageserver failing late) is seen and raised.
-Extraction is path-traversal safe (``tarfile.data_filter``: no absolute paths, no
-``..``, no links leaving the directory, no devices) and every member is owned by the
-given user.
+Extraction is path-traversal safe (``tarfile.data_filter``: leading ``/`` stripped,
+no ``..``, no links leaving the directory, no devices) and every member, including
+parent directories the archive does not list, is owned by the given user.
 
-Owns the pipe, the gunzip reader and the extraction; knows nothing of libpq.
+A failure anywhere stops all three stages; the first real error is the one raised.
+Owns the pipes, the gunzip stage and the extraction; knows nothing of libpq.
 """
 
 from __future__ import annotations
@@ -24,16 +29,16 @@ import os
 import tarfile
 import threading
 import zlib
-from collections.abc import AsyncIterable, Callable
+from collections.abc import AsyncIterable, Callable, Sequence
 from pathlib import Path
 
 from compute_ctl.compute import errors, pgtools
 
-__all__ = ["ChunkPipe", "GunzipReader", "PipeClosed", "extract_stream"]
+__all__ = ["ChunkPipe", "PipeClosed", "PipeReader", "extract_stream", "inflate"]
 
-# tarfile's stream mode copies its read buffer on every header read: keep it modest.
 _TAR_BUFSIZE = 64 * 1024
 _COPY_BUFSIZE = 1024 * 1024
+_INFLATE_CHUNK = 256 * 1024
 _GZIP_WBITS = 16 + zlib.MAX_WBITS
 
 
@@ -42,68 +47,84 @@ class PipeClosed(Exception):
 
 
 class ChunkPipe:
-    """A bounded pipe of byte chunks: one async producer, one thread consumer."""
+    """A bounded pipe of byte chunks: one producer (async or thread), one thread consumer."""
 
-    def __init__(self, *, loop: asyncio.AbstractEventLoop, max_chunks: int = 64) -> None:
+    def __init__(
+        self, *, loop: asyncio.AbstractEventLoop | None = None, max_chunks: int = 64
+    ) -> None:
         self._loop = loop
         self._max = max_chunks
         self._chunks: collections.deque[bytes] = collections.deque()
         self._cond = threading.Condition()
         self._eof = False
-        self._aborted = False
+        self._error: BaseException | None = None
         self._reader_gone = False
         self._space: asyncio.Future[None] | None = None
 
-    # --- producer (event loop) ---------------------------------------------
+    # --- producer ------------------------------------------------------------
 
     async def put(self, chunk: bytes) -> None:
+        """Put from the event loop; waits (without blocking the loop) while full."""
+        assert self._loop is not None
         while True:
             with self._cond:
                 if self._reader_gone:
                     raise PipeClosed("the archive reader stopped")
                 if len(self._chunks) < self._max:
                     self._chunks.append(chunk)
-                    self._cond.notify()
+                    self._cond.notify_all()
                     return
                 space = self._space = self._loop.create_future()
             await space
+
+    def put_blocking(self, chunk: bytes) -> None:
+        """Put from a thread; blocks while full."""
+        with self._cond:
+            while len(self._chunks) >= self._max and not self._reader_gone:
+                self._cond.wait()
+            if self._reader_gone:
+                raise PipeClosed("the archive reader stopped")
+            self._chunks.append(chunk)
+            self._cond.notify_all()
 
     def close(self) -> None:
         """End of stream: the reader sees EOF after the buffered chunks."""
         with self._cond:
             self._eof = True
-            self._cond.notify()
+            self._cond.notify_all()
 
-    def abort(self) -> None:
-        """The producer failed: the reader raises ``PipeClosed`` at its next read."""
+    def abort(self, error: BaseException | None = None) -> None:
+        """The producer failed: the reader raises ``error`` (or ``PipeClosed``) next."""
         with self._cond:
-            self._aborted = True
-            self._cond.notify()
+            self._error = error or PipeClosed("the archive stream was aborted")
+            self._cond.notify_all()
 
-    # --- consumer (worker thread) ------------------------------------------
+    # --- consumer (a thread) -------------------------------------------------
 
     def get(self) -> bytes:
         """The next chunk, or ``b""`` at the end of the stream."""
         with self._cond:
-            while not self._chunks and not self._eof and not self._aborted:
+            while not self._chunks and not self._eof and self._error is None:
                 self._cond.wait()
-            if self._aborted:
-                raise PipeClosed("the archive stream was aborted")
+            if self._error is not None:
+                raise self._error
             if not self._chunks:
                 return b""
             chunk = self._chunks.popleft()
+            self._cond.notify_all()
             space, self._space = self._space, None
-        if space is not None:
+        if space is not None and self._loop is not None:
             self._loop.call_soon_threadsafe(_resolve, space)
         return chunk
 
     def reader_done(self) -> None:
-        """The reader stopped (finished or failed): wake and fail a waiting producer."""
+        """The reader stopped (finished or failed): fail any waiting producer."""
         with self._cond:
             self._reader_gone = True
             self._chunks.clear()
+            self._cond.notify_all()
             space, self._space = self._space, None
-        if space is not None:
+        if space is not None and self._loop is not None:
             self._loop.call_soon_threadsafe(_resolve, space)
 
 
@@ -112,13 +133,66 @@ def _resolve(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-class GunzipReader:
-    """A read-only file object that gunzips the chunks of a ``ChunkPipe``."""
+def inflate(src: ChunkPipe, dst: ChunkPipe) -> None:
+    """Gunzip ``src`` into ``dst`` (blocking: the inflate thread).
+
+    Concatenated gzip members are read in turn. A truncated or corrupt stream aborts
+    ``dst`` with a ``StorageError``.
+    """
+    z = zlib.decompressobj(_GZIP_WBITS)
+    try:
+        while True:
+            if z.unconsumed_tail:
+                data = z.unconsumed_tail
+            elif z.eof:
+                data = z.unused_data or src.get()
+                if not data:
+                    break
+                z = zlib.decompressobj(_GZIP_WBITS)
+            else:
+                data = src.get()
+                if not data:
+                    raise errors.StorageError("basebackup archive is truncated (gzip stream)")
+            try:
+                out = z.decompress(data, _INFLATE_CHUNK)
+            except zlib.error as e:
+                raise errors.StorageError(f"basebackup archive is not valid gzip: {e}") from e
+            if out:
+                dst.put_blocking(out)
+    except PipeClosed:
+        dst.abort()  # one side is gone; the other learns it
+        raise
+    except BaseException as e:
+        dst.abort(e)
+        raise
+    else:
+        dst.close()
+    finally:
+        src.reader_done()
+
+
+class PipeReader:
+    """A read-only file object over a ``ChunkPipe``; ``read(n)`` returns at most n bytes.
+
+    tarfile's stream mode keeps and re-slices whatever a read returns, so handing it
+    small pieces keeps its buffer (and its copying) small.
+    """
 
     def __init__(self, pipe: ChunkPipe) -> None:
         self._pipe = pipe
-        self._z = zlib.decompressobj(_GZIP_WBITS)
+        self._chunk = memoryview(b"")
         self._pos = 0
+
+    def read(self, size: int = -1) -> bytes:
+        if not self._chunk:
+            self._chunk = memoryview(self._pipe.get())
+            if not self._chunk:
+                return b""
+        n = len(self._chunk) if size < 0 else min(size, len(self._chunk))
+        out = self._chunk[:n].tobytes()
+        self._chunk = self._chunk[n:]
+        self._pos += n
+        return out
 
     def tell(self) -> int:
         return self._pos
@@ -131,29 +205,6 @@ class GunzipReader:
 
     def close(self) -> None:
         pass
-
-    def read(self, size: int = -1) -> bytes:
-        limit = size if size > 0 else _COPY_BUFSIZE
-        while True:
-            if self._z.unconsumed_tail:
-                data = self._z.unconsumed_tail
-            elif self._z.eof:
-                # A concatenated gzip member may follow; nothing at all is the end.
-                data = self._z.unused_data or self._pipe.get()
-                if not data:
-                    return b""
-                self._z = zlib.decompressobj(_GZIP_WBITS)
-            else:
-                data = self._pipe.get()
-                if not data:
-                    raise errors.StorageError("basebackup archive is truncated (gzip stream)")
-            try:
-                out = self._z.decompress(data, limit)
-            except zlib.error as e:
-                raise errors.StorageError(f"basebackup archive is not valid gzip: {e}") from e
-            if out:
-                self._pos += len(out)
-                return out
 
 
 def _owned_by(user: pgtools.OsUser) -> Callable[[tarfile.TarInfo, str], tarfile.TarInfo]:
@@ -183,11 +234,11 @@ def _owned_by(user: pgtools.OsUser) -> Callable[[tarfile.TarInfo, str], tarfile.
     return member_filter
 
 
-def extract_tar(reader: GunzipReader, dest: Path, *, owner: pgtools.OsUser) -> None:
-    """Untar everything ``reader`` yields into ``dest`` (blocking: a worker thread)."""
+def untar(pipe: ChunkPipe, dest: Path, *, owner: pgtools.OsUser) -> None:
+    """Extract the tar stream in ``pipe`` into ``dest`` (blocking: the untar thread)."""
     try:
         with tarfile.open(
-            fileobj=reader,
+            fileobj=PipeReader(pipe),
             mode="r|",
             bufsize=_TAR_BUFSIZE,
             ignore_zeros=True,
@@ -201,6 +252,14 @@ def extract_tar(reader: GunzipReader, dest: Path, *, owner: pgtools.OsUser) -> N
         raise errors.StorageError(f"unsafe member in basebackup archive: {e}") from e
     except tarfile.TarError as e:
         raise errors.StorageError(f"bad basebackup archive: {e}") from e
+    finally:
+        pipe.reader_done()
+
+
+def _first_error(results: Sequence[BaseException | None]) -> BaseException | None:
+    """The error that explains a failure: anything but a ``PipeClosed`` echo."""
+    real = [r for r in results if isinstance(r, BaseException) and not isinstance(r, PipeClosed)]
+    return real[0] if real else None
 
 
 async def extract_stream(
@@ -213,29 +272,31 @@ async def extract_stream(
     """Gunzip and untar ``chunks`` into ``dest`` as they arrive; return the compressed size.
 
     Errors of the stream (including one raised after the archive's end) and of the
-    extraction are raised here; on any failure or cancellation the worker stops.
+    extraction are raised here; on any failure or cancellation the workers stop.
     """
-    pipe = ChunkPipe(loop=asyncio.get_running_loop(), max_chunks=max_chunks)
-
-    def work() -> None:
-        try:
-            extract_tar(GunzipReader(pipe), dest, owner=owner)
-        finally:
-            pipe.reader_done()
-
-    worker = asyncio.ensure_future(asyncio.to_thread(work))
+    compressed = ChunkPipe(loop=asyncio.get_running_loop(), max_chunks=max_chunks)
+    tar_stream = ChunkPipe(max_chunks=8)
+    workers = asyncio.gather(
+        asyncio.to_thread(untar, tar_stream, dest, owner=owner),
+        asyncio.to_thread(inflate, compressed, tar_stream),
+        return_exceptions=True,
+    )
     total = 0
     try:
         async for chunk in chunks:
             total += len(chunk)
-            await pipe.put(bytes(chunk))
+            await compressed.put(bytes(chunk))
     except PipeClosed:
-        await worker  # the reader failed: its error is the one to raise
-        raise errors.StorageError("basebackup archive ended before the stream") from None
+        error = _first_error(await workers)
+        if error is not None:
+            raise error from None
+        raise errors.StorageError("basebackup archive ended before its stream") from None
     except BaseException:
-        pipe.abort()
-        await asyncio.gather(worker, return_exceptions=True)
+        compressed.abort()
+        await asyncio.shield(workers)
         raise
-    pipe.close()
-    await worker
+    compressed.close()
+    error = _first_error(await workers)
+    if error is not None:
+        raise error
     return total
