@@ -3,7 +3,7 @@
 ``neon.stripe_size`` (before the connstring, which depends on it),
 ``neon.pageserver_connstring`` (every shard's libpq URL; left out when any shard has
 none), ``neon.pageserver_grpc_urls``, ``neon.safekeepers`` (``[g#N:]sk1,sk2``), the
-tenant/timeline/project/branch/endpoint ids, and ``neon.extension_server_port``.
+tenant/timeline/project/branch/endpoint ids.
 Values are quoted as postgresql.conf wants them. The storage token is never written
 here: postgres gets it as the environment variable ``NEON_AUTH_TOKEN``.
 
@@ -29,13 +29,16 @@ def neon_conf_lines(
     privileged_role: str,
     internal_port: int,
 ) -> list[str]:
-    """The ``neon.*`` lines pgconf puts at Neon's storage position; ``[]`` in local mode."""
+    """The ``neon.*`` lines pgconf puts at Neon's storage position; ``[]`` in local mode.
+
+    ``privileged_role`` and ``internal_port`` are part of the contract with pgconf, which
+    writes ``neon.privileged_role_name`` and ``neon.extension_server_port`` itself, at
+    their own (later) positions in Neon's order; they are not repeated here.
+    """
+    del privileged_role, internal_port
     if not spec.has_neon_storage():
         return []
-    lines = storage_lines(spec)
-    lines.append(f"neon.privileged_role_name={quote(privileged_role)}")
-    lines.append(f"neon.extension_server_port={internal_port}")
-    return lines
+    return storage_lines(spec)
 
 
 def storage_lines(spec: spec_mod.ComputeSpec) -> list[str]:

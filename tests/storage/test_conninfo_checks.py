@@ -192,8 +192,6 @@ def test_neon_conf_lines_golden() -> None:
         "neon.project_id='proj'",
         "neon.branch_id='br'",
         "neon.endpoint_id='ep-it''s'",
-        "neon.privileged_role_name='neon_superuser'",
-        "neon.extension_server_port=3081",
     ]
     assert not any("SECRET" in line for line in lines)
     assert storage.postgres_env(spec) == {"NEON_AUTH_TOKEN": "SECRET-TOKEN"}
