@@ -15,6 +15,7 @@ Records ``pageserver_connect_micros``, ``basebackup_ms`` and ``basebackup_bytes`
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import shutil
 import time
@@ -37,32 +38,24 @@ _BACKOFF_FACTOR = 1.5
 _KEEP = frozenset({"postgresql.conf"})
 
 
+@dataclasses.dataclass(frozen=True)
 class Request:
-    """What to ask the pageserver for (tenant, timeline, LSN, mode)."""
+    """What to ask the pageserver for. ``lsn`` ``None`` (or ``0/0``) means the latest."""
 
-    def __init__(
-        self,
-        *,
-        url: str,
-        tenant: str,
-        timeline: str,
-        lsn: str | None,
-        mode_type: str,
-        token: str | None,
-    ) -> None:
-        self.url = url
-        self.tenant = tenant
-        self.timeline = timeline
-        self.lsn = None if lsn in (None, "0/0") else lsn
-        self.mode_type = mode_type
-        self.token = token
+    url: str = dataclasses.field(repr=False)
+    tenant: str
+    timeline: str
+    lsn: str | None
+    mode_type: str  # primary, replica or static: neon.compute_mode
+    token: str | None = dataclasses.field(repr=False)
 
     @property
     def replica(self) -> bool:
         return self.mode_type != "primary"
 
-    def __repr__(self) -> str:  # never the token
-        return f"Request(tenant={self.tenant}, timeline={self.timeline}, lsn={self.lsn})"
+    @property
+    def at_lsn(self) -> str | None:
+        return None if self.lsn in (None, "0/0") else self.lsn
 
 
 def query_text(request: Request) -> sql.Composed:
@@ -72,8 +65,8 @@ def query_text(request: Request) -> sql.Composed:
     because the pageserver's command parser splits on spaces and takes no quoting.
     """
     words = [request.tenant, request.timeline]
-    if request.lsn is not None:
-        words.append(request.lsn)
+    if request.at_lsn is not None:
+        words.append(request.at_lsn)
     words.append("--gzip")
     if request.replica:
         words.append("--replica")
@@ -118,7 +111,7 @@ async def fetch(
         "basebackup of %s/%s at %s: %d bytes in %d ms",
         request.tenant,
         request.timeline,
-        request.lsn or "latest",
+        request.at_lsn or "latest",
         size,
         timings.basebackup_ms,
     )

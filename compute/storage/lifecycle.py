@@ -39,10 +39,6 @@ __all__ = ["final_lsn", "lsn_before_stop", "prepare"]
 logger = logging.getLogger(__name__)
 
 
-def _ms(since: float) -> int:
-    return int((time.monotonic() - since) * 1000)
-
-
 def _ensure_conf(spec: spec_mod.ComputeSpec, pgdata: Path, owner: pgtools.OsUser) -> None:
     """``--sync-safekeepers`` reads ``neon.safekeepers`` from PGDATA's postgresql.conf.
 
@@ -73,7 +69,7 @@ async def commit_lsn(
         timeline=target.timeline,
         token=spec.storage_auth_token,
     )
-    timings.sync_sk_check_ms = _ms(start)
+    timings.sync_sk_check_ms = state.monotonic_ms(start)
     if lsn is not None:
         logger.info("safekeepers are synced at %s (fast path)", lsn)
         return lsn
@@ -85,7 +81,7 @@ async def commit_lsn(
         tools=tools,
         token=spec.storage_auth_token,
     )
-    timings.sync_safekeepers_ms = _ms(start)
+    timings.sync_safekeepers_ms = state.monotonic_ms(start)
     logger.info("safekeepers synced at %s", lsn)
     return lsn
 
@@ -164,6 +160,6 @@ async def final_lsn(
         tools=tools,
         token=spec.storage_auth_token,
     )
-    timings.sync_safekeepers_ms = _ms(start)
+    timings.sync_safekeepers_ms = state.monotonic_ms(start)
     logger.info("final safekeeper sync: %s", lsn)
     return lsn

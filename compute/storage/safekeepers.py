@@ -240,7 +240,3 @@ async def sync_with_retries(
         if attempt:
             logger.info("sync-safekeepers succeeded after %d retries", attempt)
         return lsn
-
-
-def elapsed_ms(since: float) -> int:
-    return int((time.monotonic() - since) * 1000)
