@@ -282,7 +282,12 @@ class ComputeNode:
     async def _shutdown(self, spec: spec_mod.ComputeSpec) -> int:
         """A termination was requested: stop postgres (escalating on request), finish."""
         code = 0
+        replayed: str | None = None
         if self.postmaster is not None:
+            try:  # a vanilla replica's final LSN is what it replayed: read it while up
+                replayed = await self.launcher.lsn_before_stop(spec)
+            except Exception as e:
+                logger.error("replayed LSN not available: %s", e)
             immediate = self.state.status is S.TERMINATION_PENDING_IMMEDIATE
             mode = postgres.StopMode.IMMEDIATE if immediate else postgres.StopMode.FAST
             stopping = asyncio.create_task(self.postmaster.stop(mode))
@@ -296,7 +301,7 @@ class ComputeNode:
             code = await stopping
         lsn: str | None = None
         try:
-            lsn = await self.launcher.final_lsn(spec)
+            lsn = await self.launcher.final_lsn(spec, replayed_lsn=replayed)
         except Exception as e:
             logger.error("final LSN not available: %s", e)
         async with self.state.lock() as s:
