@@ -164,6 +164,15 @@ class LocalLauncher:
         # Neon writes postgresql.conf first: the basebackup does not carry one.
         self.write_conf(spec)
         await storage.prepare(spec=spec, pgdata=self.pgdata, tools=self.tools, timings=self.timings)
+        if spec.primary_connstring is not None:
+            # A clone carries the primary's pg_hba.conf, which need not trust our -C user.
+            pgdata.write_config_files(
+                pgdata=self.pgdata,
+                user=self.tools.user,
+                postgresql_conf=self.render_conf(spec),
+                hba=pgconf.render_hba(superuser=self._local.user),
+            )
+            return
         hba = self.pgdata / "pg_hba.conf"
         text = hba.read_text() if hba.exists() else ""
         if _NEON_HBA_LINE not in text.splitlines():

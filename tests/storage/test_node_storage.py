@@ -157,6 +157,10 @@ async def test_node_follows_a_vanilla_primary(pg: pgserver.PgServer, pgdata: Pat
     node = make_node(pgdata=pgdata, port=port, spec=spec)
     async with running(node) as task:
         assert await fetch_one(node.connstr(), "select pg_is_in_recovery()") == (True,)
+        # The clone's pg_hba.conf (the primary's, with its replication lines) was replaced.
+        hba = await asyncio.to_thread((pgdata / "pg_hba.conf").read_text)
+        assert "replication" not in hba
+        assert "host all all all md5" in " ".join(hba.split())
         async with await psycopg.AsyncConnection.connect(pg.dsn(), autocommit=True) as conn:
             await conn.execute("insert into notes values ('streamed')")
             (written,) = await fetch_one(pg.dsn(), "select pg_current_wal_lsn()::text")
