@@ -25,10 +25,12 @@ from aiohttp import web
 
 from compute_ctl.compute.vm_monitor import errors, protocol
 
-__all__ = ["Dispatcher", "Seat", "Switchboard"]
+__all__ = ["KILLED", "STOPPED", "Dispatcher", "Seat", "Switchboard"]
 
 logger = logging.getLogger(__name__)
 
+KILLED = "monitor was killed due to new connection"
+STOPPED = "vm-monitor is stopping"
 _CLOSING = (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED)
 
 
@@ -125,20 +127,25 @@ class Seat:
     def __init__(self) -> None:
         self.killed = asyncio.Event()
         self.gone = asyncio.Event()
-        self.task: asyncio.Task[None] | None = None
-        self._on_kill: list[Callable[[], None]] = []
+        self.task: asyncio.Task[tuple[int, str]] | None = None
+        self.reason = ""
+        self._on_kill: list[Callable[[str], None]] = []
 
-    def on_kill(self, callback: Callable[[], None]) -> None:
+    def on_kill(self, callback: Callable[[str], None]) -> None:
         self._on_kill.append(callback)
         if self.killed.is_set():
-            callback()
+            callback(self.reason)
 
-    def kill(self) -> None:
+    def kill(self, reason: str) -> None:
+        """Stop the session: between messages once serving, at once while setting up."""
         if self.killed.is_set():
             return
+        self.reason = reason
         self.killed.set()
+        if not self._on_kill and self.task is not None:
+            self.task.cancel()  # still in setup: nothing worth finishing
         for callback in self._on_kill:
-            callback()
+            callback(reason)
 
     async def wait_gone(self, grace: float) -> None:
         """Wait for a clean exit; past ``grace`` seconds, cancel the session outright."""
@@ -165,7 +172,7 @@ class Switchboard:
         try:
             if old is not None:
                 logger.info("new agent connection: killing the previous one")
-                old.kill()
+                old.kill(KILLED)
                 await old.wait_gone(self._grace)
             yield seat
         finally:
@@ -177,5 +184,5 @@ class Switchboard:
         """Kill the live connection (if any) and wait until it has gone."""
         seat = self._current
         if seat is not None:
-            seat.kill()
+            seat.kill(STOPPED)
             await seat.wait_gone(self._grace)

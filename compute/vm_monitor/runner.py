@@ -109,7 +109,7 @@ class Runner:
         self._filecache = filecache
         self._events: asyncio.Queue[_Event] = asyncio.Queue()
         self._sample_queued = False
-        self._stopping = False
+        self._stopping = ""
         self._last_upscale_request: float | None = None
         self._watcher: cgroup_mod.CgroupWatcher | None = None
         self.threshold = 0
@@ -125,9 +125,9 @@ class Runner:
             self.threshold = self._config.threshold(mem_total)
             logger.info("set initial cgroup threshold to %s MiB", mib(self.threshold))
 
-    def stop(self) -> None:
-        """Ask the loop to exit before its next event (a newer connection arrived)."""
-        self._stopping = True
+    def stop(self, reason: str) -> None:
+        """Ask the loop to exit before its next event (a newer connection, or shutdown)."""
+        self._stopping = reason
         self._events.put_nowait(_Signal.STOP)
 
     def _on_sample(self) -> None:
@@ -144,7 +144,7 @@ class Runner:
         try:
             while True:
                 if self._stopping:
-                    return "monitor was killed due to new connection"
+                    return self._stopping
                 event = await self._events.get()
                 if event is _Signal.STOP:
                     continue

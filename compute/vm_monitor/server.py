@@ -36,6 +36,7 @@ _CLOSE_NORMAL = 1000
 _CLOSE_GOING_AWAY = 1001
 _CLOSE_PROTOCOL_ERROR = 1002
 _CLOSE_INTERNAL_ERROR = 1011
+_CLOSE_TIMEOUT = 2.0  # how long a close waits for the agent's close frame
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,24 +129,34 @@ class VmMonitor:
         logger.info("vm-monitor stopped")
 
     async def _monitor(self, request: web.Request) -> web.StreamResponse:
-        ws = web.WebSocketResponse()
+        ws = web.WebSocketResponse(timeout=_CLOSE_TIMEOUT)
         await ws.prepare(request)
         logger.info("agent connected from %s", request.remote)
         dispatcher = dispatcher_mod.Dispatcher(ws)
+        # Unless the session says otherwise, it was killed (by a newer connection or stop).
+        code, reason = _CLOSE_GOING_AWAY, ""
         async with self._switchboard.seat() as seat:
-            task = asyncio.create_task(self._session(dispatcher, seat))
-            seat.task = task
-            await asyncio.wait([task])
-            if task.cancelled():
-                await dispatcher.close(code=_CLOSE_GOING_AWAY, message="monitor was stopped")
-            elif (exc := task.exception()) is not None:
-                logger.error("vm-monitor connection failed", exc_info=exc)
-                await dispatcher.close(code=_CLOSE_INTERNAL_ERROR, message="internal error")
+            # Killed already if a newer connection came while we waited for our turn.
+            if not seat.killed.is_set():
+                task = asyncio.create_task(self._session(dispatcher, seat))
+                seat.task = task
+                await asyncio.wait([task])
+                if not task.cancelled() and (exc := task.exception()) is not None:
+                    logger.error("vm-monitor connection failed", exc_info=exc)
+                    code, reason = _CLOSE_INTERNAL_ERROR, "internal error"
+                elif not task.cancelled():
+                    code, reason = task.result()
+            if not reason:
+                reason = seat.reason
+                logger.info("vm-monitor connection ended: %s", reason)
+        # Outside the seat: the close handshake waits for the agent, the next one must not.
+        await dispatcher.close(code=code, message=reason)
         return ws
 
     async def _session(
         self, dispatcher: dispatcher_mod.Dispatcher, seat: dispatcher_mod.Seat
-    ) -> None:
+    ) -> tuple[int, str]:
+        """Set up, then serve; return the websocket close code and reason."""
         count = self._metrics.connections
         try:
             async with asyncio.timeout(self._options.setup_timeout):
@@ -153,26 +164,21 @@ class VmMonitor:
         except TimeoutError:
             logger.warning("creating monitor timed out")
             count.labels(outcome="timeout").inc()
-            await dispatcher.close(code=_CLOSE_INTERNAL_ERROR, message="creating monitor timed out")
-            return
+            return _CLOSE_INTERNAL_ERROR, "creating monitor timed out"
         except errors.HandshakeError as e:
             logger.warning("failed to create monitor: handshake: %s", e)
             count.labels(outcome="handshake_failed").inc()
-            await dispatcher.close(code=_CLOSE_PROTOCOL_ERROR, message="protocol handshake failed")
-            return
+            return _CLOSE_PROTOCOL_ERROR, "protocol handshake failed"
         except errors.MonitorError as e:
             logger.warning("failed to create monitor: %s", e)
             count.labels(outcome="setup_failed").inc()
-            await dispatcher.close(code=_CLOSE_INTERNAL_ERROR, message="failed to create monitor")
-            return
+            return _CLOSE_INTERNAL_ERROR, "failed to create monitor"
         count.labels(outcome="established").inc()
+        # From here a kill asks the runner to stop between messages (no more cancelling).
         seat.on_kill(session.stop)
         reason = await session.run()
         logger.info("vm-monitor connection ended: %s", reason)
-        replaced = seat.killed.is_set()
-        await dispatcher.close(
-            code=_CLOSE_GOING_AWAY if replaced else _CLOSE_NORMAL, message=reason
-        )
+        return (_CLOSE_GOING_AWAY if seat.killed.is_set() else _CLOSE_NORMAL), reason
 
     async def _setup(self, dispatcher: dispatcher_mod.Dispatcher) -> runner.Runner:
         await dispatcher.handshake()
