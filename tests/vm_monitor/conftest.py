@@ -103,8 +103,13 @@ def start_monitor(
 
 @contextlib.asynccontextmanager
 async def connected(url: str) -> AsyncIterator[agent_mod.Agent]:
-    """An agent that has completed the handshake."""
+    """An agent past the handshake and the monitor's setup.
+
+    The health check (id 2) is answered only once setup is done and the runner serves;
+    by then its cgroup watcher has taken its first sample and sleeps on the clock.
+    """
     async with agent_mod.Agent.connect(url) as agent:
         answer = await agent.handshake()
         assert answer.raw == '{"version":1}'
+        assert (await agent.health_check()).id == 2
         yield agent

@@ -97,10 +97,10 @@ async def test_figures_come_from_postgres_cgroup(
         for _ in range(5):
             await clock.advance(0.1)
         # A 100 MiB target leaves no usable memory: always denied, and the status says
-        # what the monitor read as current usage.
+        # what the monitor read as current usage. (Memory charged before postgres moved
+        # in stays with the old cgroup, so this may be near zero.)
         before = _current_usage((await agent.downscale(100 * MiB)).body["Status"])
         on_disk = cgroup_mod.read_non_reclaimable(child) / MiB
-        assert before > 0
         assert abs(before - on_disk) < 8, (before, on_disk)
 
         # A backend in the cgroup holding 64 MiB of temp buffers (local, anonymous memory).

@@ -10,6 +10,7 @@ import asyncio
 
 import prometheus_client
 
+from tests.vm_monitor import agent as agent_mod
 from tests.vm_monitor import fakeclock
 from tests.vm_monitor.conftest import FakeCgroup, GiB, MiB, StartMonitor, connected, sample
 
@@ -28,14 +29,14 @@ async def test_downscale_waits_for_samples_then_approves_with_upstream_status(
         first = await agent.downscale(1 * GiB)
         assert first.raw == (
             '{"type":"DownscaleResult","Ok":false,'
-            '"Status":"haven\'t received enough cgroup memory stats yet","id":2}'
+            '"Status":"haven\'t received enough cgroup memory stats yet","id":4}'
         )
         await clock.advance(0.1)
         second = await agent.downscale(1 * GiB)
         # usable 924 MiB; threshold floor(0.85 * 924 MiB) = 785.4 MiB; initial 0.85 * MemTotal.
         assert second.raw == (
             '{"type":"DownscaleResult","Ok":true,"Status":"set cgroup memory threshold '
-            'from 3481.6 MiB to 785.4 MiB, of new total 924 MiB","id":4}'
+            'from 3481.6 MiB to 785.4 MiB, of new total 924 MiB","id":6}'
         )
         assert sample(registry, "vm_monitor_downscale_decisions_total", decision="denied") == 1
         assert sample(registry, "vm_monitor_downscale_decisions_total", decision="approved") == 1
@@ -57,7 +58,7 @@ async def test_downscale_denied_when_anonymous_memory_leaves_no_room(
             "Ok": False,
             "Status": "calculated memory threshold too low: 785.4 MiB (new threshold) "
             "< 700 (current usage) + 100 (downscale buffer)",
-            "id": 2,
+            "id": 4,
         }
         # The average over the window decides: after five samples at 500 MiB it fits.
         cgroup.set(500)
@@ -104,7 +105,7 @@ async def test_upscale_requests_follow_rising_memory_at_most_once_a_second(
 
         # Granted 2 GiB: threshold 0.85 * (2048 - 100) MiB = 1655.8 MiB; 1000 MiB is fine.
         confirmation = await agent.upscale(2 * GiB)
-        assert confirmation.raw == '{"type":"UpscaleConfirmation","id":14}'  # 7th request
+        assert confirmation.raw == '{"type":"UpscaleConfirmation","id":16}'  # 8th request
         for _ in range(12):
             await clock.advance(0.1)
         assert [f.type for f in await agent.barrier()] == []
@@ -127,7 +128,7 @@ async def test_stale_figures_are_an_internal_error_not_a_guess(
         assert (await agent.downscale(1 * GiB)).body["Ok"] is True
         await clock.advance(0.2)
         failed = await agent.downscale(1 * GiB)
-        assert failed.raw == '{"type":"InternalError","error":"failed to downscale","id":4}'
+        assert failed.raw == '{"type":"InternalError","error":"failed to downscale","id":6}'
         # The connection survives, and fresh figures bring decisions back.
         cgroup.set(300)
         await clock.advance(0.1)
@@ -141,8 +142,9 @@ async def test_unusable_cgroup_fails_the_connection_setup(
     cgroup.path.joinpath("memory.stat").write_text("anon 1\n")  # no active/inactive keys
     async with (
         start_monitor(cgroup_path=cgroup.path, clock=clock, mem_total=4 * GiB) as url,
-        connected(url) as agent,
+        agent_mod.Agent.connect(url) as agent,
     ):
+        assert (await agent.handshake()).raw == '{"version":1}'
         # Checked at setup (as upstream's watcher creation): the connection is closed.
         assert await agent.wait_closed() == 1011
 
@@ -155,7 +157,7 @@ async def test_health_check_is_echoed_with_its_id(
         connected(url) as agent,
     ):
         echoes = [await agent.health_check() for _ in range(3)]
-        assert [e.raw for e in echoes] == [f'{{"type":"HealthCheck","id":{i}}}' for i in (2, 4, 6)]
+        assert [e.raw for e in echoes] == [f'{{"type":"HealthCheck","id":{i}}}' for i in (4, 6, 8)]
         assert agent.inbox == []
 
 
@@ -164,10 +166,10 @@ async def test_nothing_managed_approves_and_confirms_at_once(start_monitor: Star
         approved = await agent.downscale(256 * MiB)
         assert approved.raw == (
             '{"type":"DownscaleResult","Ok":true,'
-            '"Status":"monitor is not managing cgroup or file cache","id":2}'
+            '"Status":"monitor is not managing cgroup or file cache","id":4}'
         )
         confirmed = await agent.upscale(8 * GiB)
-        assert confirmed.raw == '{"type":"UpscaleConfirmation","id":4}'
+        assert confirmed.raw == '{"type":"UpscaleConfirmation","id":6}'
 
 
 async def test_real_time_sampling_requests_upscale_and_rate_limits(

@@ -18,6 +18,7 @@ import pytest
 
 from compute_ctl.compute.vm_monitor import filecache
 from tests import pgserver
+from tests.vm_monitor import agent as agent_mod
 from tests.vm_monitor.conftest import GiB, StartMonitor, connected, sample
 
 pytestmark = pytest.mark.postgres
@@ -70,8 +71,7 @@ async def test_lfc_sized_at_connect_upscale_and_downscale(
     async with start_monitor(
         filecache_connstr=lfc_pg.dsn(), lfc_settings=SETTINGS, mem_total=1 * GiB
     ) as url:
-        async with connected(url) as agent:
-            await agent.health_check()  # answered only once setup is done
+        async with connected(url) as agent:  # set up (sized) once the health check is answered
             # MemTotal 1 GiB: min((1024 - 256) / 1.1, 0.75 * 1024) = 698 MiB.
             assert await sent(lfc_pg) == {ALTER.format(698): 1, RELOAD: 1}
 
@@ -86,8 +86,7 @@ async def test_lfc_sized_at_connect_upscale_and_downscale(
             assert await sent(lfc_pg) == {ALTER.format(607): 1, RELOAD: 1}
 
         # Per connection: the next one sizes again from MemTotal, even if unchanged.
-        async with connected(url) as agent:
-            await agent.health_check()
+        async with connected(url):
             assert await sent(lfc_pg) == {ALTER.format(698): 1, RELOAD: 1}
 
     auto_conf = (lfc_pg.datadir / "postgresql.auto.conf").read_text()
@@ -144,7 +143,6 @@ async def test_sql_failure_is_an_internal_error_and_the_connection_survives(
         ) as url,
         connected(url) as agent,
     ):
-        await agent.health_check()
         # ALTER SYSTEM needs superuser: take it away under the live connection.
         await _query(lfc_pg.dsn(), "ALTER ROLE lfc_monitor NOSUPERUSER")
         failed = await agent.upscale(2 * GiB)
@@ -167,6 +165,7 @@ async def test_unreachable_postgres_fails_the_connection_setup(
 ) -> None:
     dsn = f"postgresql://cloud_admin@127.0.0.1:{pgserver.free_port()}/postgres"
     async with start_monitor(filecache_connstr=dsn, mem_total=1 * GiB) as url:
-        async with connected(url) as agent:
+        async with agent_mod.Agent.connect(url) as agent:
+            assert (await agent.handshake()).raw == '{"version":1}'
             assert await agent.wait_closed() == 1011
         assert sample(registry, "vm_monitor_connections_total", outcome="setup_failed") == 1
