@@ -25,6 +25,7 @@ class Decision(enum.StrEnum):
 class Metrics:
     def __init__(self, registry: prometheus_client.CollectorRegistry) -> None:
         self._registry = registry
+        self._closed = False
         self.connections = prometheus_client.Counter(
             "vm_monitor_connections_total",
             "Agent websocket connections, by how their setup ended",
@@ -52,5 +53,9 @@ class Metrics:
             self.decisions.labels(decision=decision.value)
 
     def close(self) -> None:
+        """Unregister (once; closing twice is a no-op)."""
+        if self._closed:
+            return
+        self._closed = True
         for collector in (self.connections, self.requests, self.decisions, self.upscale_requests):
             self._registry.unregister(collector)

@@ -140,7 +140,7 @@ class Runner:
         """Serve until killed or disconnected; return why it ended."""
         tasks = [asyncio.create_task(self._read(), name="vm-monitor-reader")]
         if self._watcher is not None:
-            tasks.append(asyncio.create_task(self._watcher.run(), name="vm-monitor-cgroup"))
+            tasks.append(asyncio.create_task(self._watch(), name="vm-monitor-cgroup"))
         try:
             while True:
                 if self._stopping:
@@ -162,9 +162,19 @@ class Runner:
                 await self._filecache.close()
 
     async def _read(self) -> None:
-        while (item := await self._dispatcher.receive()) is not None:
-            self._events.put_nowait(item)
-        self._events.put_nowait(_Signal.CLOSED)
+        try:
+            while (item := await self._dispatcher.receive()) is not None:
+                self._events.put_nowait(item)
+        finally:
+            self._events.put_nowait(_Signal.CLOSED)
+
+    async def _watch(self) -> None:
+        assert self._watcher is not None
+        try:
+            await self._watcher.run()
+        except Exception:
+            # Figures now go stale: downscaling fails loudly rather than guessing.
+            logger.exception("cgroup watcher terminated")
 
     async def _handle(self, event: _Event) -> None:
         if event is _Signal.SAMPLE:

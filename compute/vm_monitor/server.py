@@ -121,6 +121,7 @@ class VmMonitor:
         )
 
     async def stop(self) -> None:
+        """Close the live connection (if any) and the listener. Idempotent."""
         await self._switchboard.close()
         if self._runner is not None:
             await self._runner.cleanup()

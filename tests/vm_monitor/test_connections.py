@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
 
 import aiohttp
 import prometheus_client
@@ -151,3 +152,61 @@ async def test_agent_error_reports_and_binary_frames_get_no_reply(
     assert "invalid message we sent" in caplog.text
     assert "agent experienced an internal error" in caplog.text
     assert "agent should only send text messages" in caplog.text
+
+
+@pytest.fixture
+async def silent_postgres() -> AsyncIterator[str]:
+    """A TCP port that accepts connections and never says a word (a wedged postgres)."""
+    writers: list[asyncio.StreamWriter] = []
+
+    async def accept(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+
+    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"postgresql://cloud_admin@127.0.0.1:{port}/postgres?connect_timeout=30"
+    finally:
+        for writer in writers:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_setup_that_takes_too_long_closes_the_connection(
+    start_monitor: StartMonitor,
+    silent_postgres: str,
+    registry: prometheus_client.CollectorRegistry,
+) -> None:
+    async with (
+        start_monitor(filecache_connstr=silent_postgres, mem_total=GiB, setup_timeout=0.3) as url,
+        agent_mod.Agent.connect(url) as agent,
+    ):
+        assert (await agent.handshake()).raw == '{"version":1}'
+        assert await agent.wait_closed(timeout=3) == 1011
+        assert sample(registry, "vm_monitor_connections_total", outcome="timeout") == 1
+
+
+async def test_newer_connection_and_stop_cut_a_setup_short(silent_postgres: str) -> None:
+    # A 30 s setup budget: only a kill can end a stuck setup quickly.
+    monitor = vm_monitor.VmMonitor(
+        addr="127.0.0.1:0",
+        cgroup_path=None,
+        filecache_connstr=silent_postgres,
+        disable_lfc_resizing=False,
+        options=vm_monitor.Options(mem_total=GiB, setup_timeout=30),
+    )
+    await monitor.start()
+    url = f"ws://127.0.0.1:{monitor.port}/monitor"
+    try:
+        async with agent_mod.Agent.connect(url) as first:
+            assert (await first.handshake()).raw == '{"version":1}'  # now stuck in LFC setup
+            async with agent_mod.Agent.connect(url) as second:
+                await second.ws.send_str('{"min":1,"max":1}')
+                assert await first.wait_closed(timeout=1.5) == 1001
+                assert await second.next_frame_raw() == '{"version":1}'
+                stopping = asyncio.create_task(monitor.stop())
+                assert await second.wait_closed(timeout=1.5) == 1001
+                await stopping
+    finally:
+        await monitor.stop()
