@@ -182,9 +182,10 @@ async def test_real_time_sampling_requests_upscale_and_rate_limits(
         connected(url) as agent,
     ):
         loop_time = asyncio.get_running_loop().time
-        first = await agent.wait_type("UpscaleRequest", timeout=3)
+        first = await agent.wait_type("UpscaleRequest", timeout=5)
         t0 = loop_time()
-        second = await agent.wait_for(lambda f: f.type == "UpscaleRequest" and f.id == 5, timeout=3)
+        second = await agent.wait_for(lambda f: f.type == "UpscaleRequest" and f.id == 5, timeout=5)
         elapsed = loop_time() - t0
         assert (first.id, second.id) == (3, 5)
-        assert 0.8 <= elapsed <= 2.0, elapsed
+        # Without the limit the second would follow 0.1 s later; loose bounds for a busy host.
+        assert 0.5 <= elapsed <= 3.0, elapsed
