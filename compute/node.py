@@ -26,12 +26,15 @@ import importlib
 import logging
 import os
 import time
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from compute_ctl.compute import applier, checks, errors, failpoints, params, pgtools, postgres
 from compute_ctl.compute import launcher as launcher_mod
 from compute_ctl.compute import spec as spec_mod
 from compute_ctl.compute import state as state_mod
+
+if TYPE_CHECKING:
+    from compute_ctl.compute import vm_monitor
 
 __all__ = ["ComputeNode"]
 
@@ -91,7 +94,7 @@ class ComputeNode:
             self.state.config = config.compute_ctl_config
         self._spec_received = time.monotonic()
         self._finished = False
-        self._vm_monitor: Any = None
+        self._vm_monitor: vm_monitor.VmMonitor | None = None
         self._background: set[asyncio.Task[None]] = set()
 
     # --- inputs ----------------------------------------------------------------
@@ -224,6 +227,7 @@ class ComputeNode:
                 await configurator
             if stop.done():
                 return await self._shutdown(spec)
+            await self._stop_vm_monitor()  # postgres is gone, and with it what it manages
             code: int = exited.result()
             logger.error("postgres exited with code %d; compute_ctl exits", code)
             async with self.state.lock() as s:
@@ -299,6 +303,7 @@ class ComputeNode:
                 await self.postmaster.stop(postgres.StopMode.IMMEDIATE)
             escalate.cancel()
             code = await stopping
+        await self._stop_vm_monitor()
         lsn: str | None = None
         try:
             lsn = await self.launcher.final_lsn(spec, replayed_lsn=replayed)
@@ -325,6 +330,8 @@ class ComputeNode:
     async def _start_vm_monitor(self, spec: spec_mod.ComputeSpec) -> None:
         if not self.params.autoscaling:
             return
+        # Imported here, not at the top: it loads aiohttp and psycopg, which the CLI keeps
+        # off the cold-start path (see cli._import_server).
         module = importlib.import_module("compute_ctl.compute.vm_monitor")
         self._vm_monitor = module.VmMonitor(
             addr=self.params.vm_monitor_addr,
