@@ -2,9 +2,9 @@
 
 A real ``ComputeNode`` (in process) with ``-b`` pointing at the Neon stand-in bin
 (real postgres, fake ``--sync-safekeepers``): it syncs, fetches the basebackup from the
-test pageserver, starts real postgres on it, and ``terminate`` returns the final LSN of
-the second sync. And a node following a vanilla primary: rows written there appear on
-the compute; ``terminate`` returns the replayed LSN.
+test pageserver, starts real postgres on it, and ``POST /terminate`` returns the LSN of
+the second sync. A node following a vanilla primary: rows written there appear on the
+compute, and ``terminate`` returns the replayed LSN.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import psycopg
 import pytest
 
@@ -24,6 +25,7 @@ from compute_ctl.compute import errors, state
 from compute_ctl.compute import node as node_mod
 from compute_ctl.compute import params as params_mod
 from compute_ctl.compute import spec as spec_mod
+from compute_ctl.compute.http import server as http_server
 from compute_ctl.compute.storage import safekeepers
 from tests import pgserver
 from tests.storage import archive, doubles, neonbin
@@ -77,6 +79,7 @@ def make_node(
         connstr=f"postgresql://{pgserver.SUPERUSER}@127.0.0.1:{port}/postgres",
         compute_id="compute-storage-test",
         pgbin=pgbin,
+        external_http_host="127.0.0.1",
         external_http_port=pgserver.free_port(),
         internal_http_port=pgserver.free_port(),
         failed_exit_delay=0.0,
@@ -140,8 +143,12 @@ async def test_node_starts_from_neon_storage_and_terminate_returns_the_final_lsn
             assert timings.basebackup_bytes == len(pgdata_archive)
             assert timings.sync_safekeepers_ms > 0
             neon_bin.configure(lsn="0/1A2B3C4")
-            already, lsn = await node.terminate("fast")
-            assert (already, lsn) == (False, "0/1A2B3C4")
+            # /terminate (internal port): postgres stops, the safekeepers sync again.
+            async with http_server.serving(node), aiohttp.ClientSession() as http:
+                url = f"http://127.0.0.1:{node.params.internal_http_port}/terminate?mode=fast"
+                async with http.post(url) as response:
+                    assert response.status == 200
+                    assert await response.json() == {"lsn": "0/1A2B3C4"}
             await asyncio.wait_for(task, 30)
     calls = neon_bin.calls()
     assert [c["token"] for c in calls] == [TOKEN, TOKEN]
