@@ -8,17 +8,24 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
-from typing import Any
+from typing import TYPE_CHECKING
 
 from compute_ctl.compute import params as params_mod
 from compute_ctl.compute import spec as spec_mod
+
+if TYPE_CHECKING:
+    # Imported for typing only: at run time it loads aiohttp and psycopg, which the CLI
+    # keeps off the cold-start path (cli._import_server).
+    from compute_ctl.compute.vm_monitor import VmMonitor
 
 __all__ = ["start_vm_monitor", "stop_vm_monitor"]
 
 logger = logging.getLogger(__name__)
 
 
-async def start_vm_monitor(params: params_mod.Params, spec: spec_mod.ComputeSpec) -> Any:
+async def start_vm_monitor(
+    params: params_mod.Params, spec: spec_mod.ComputeSpec
+) -> VmMonitor | None:
     """The running vm-monitor, or None when autoscaling is off or it failed to start."""
     if not params.autoscaling:
         return None
@@ -27,7 +34,7 @@ async def start_vm_monitor(params: params_mod.Params, spec: spec_mod.ComputeSpec
     except ImportError as e:
         logger.error("AUTOSCALING is set but this build has no vm-monitor: %s", e)
         return None
-    monitor = module.VmMonitor(
+    monitor: VmMonitor = module.VmMonitor(
         addr=params.vm_monitor_addr,
         cgroup_path=params.cgroup_root / params.cgroup,
         # Neon: with disable_lfc_resizing the vm-monitor gets no Postgres connection.
@@ -42,7 +49,7 @@ async def start_vm_monitor(params: params_mod.Params, spec: spec_mod.ComputeSpec
     return monitor
 
 
-async def stop_vm_monitor(monitor: Any) -> None:
+async def stop_vm_monitor(monitor: VmMonitor | None) -> None:
     if monitor is not None:
         with contextlib.suppress(Exception):
             await monitor.stop()

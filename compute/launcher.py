@@ -61,7 +61,13 @@ class Launcher(Protocol):
     def write_conf(self, spec: spec_mod.ComputeSpec) -> None:
         """Rewrite ``postgresql.conf`` for ``spec`` (before a reload)."""
 
-    async def final_lsn(self, spec: spec_mod.ComputeSpec) -> str | None:
+    async def lsn_before_stop(self, spec: spec_mod.ComputeSpec) -> str | None:
+        """Before postgres stops: what only a running postgres can tell (a replica's
+        replayed LSN); handed back to ``final_lsn``."""
+
+    async def final_lsn(
+        self, spec: spec_mod.ComputeSpec, *, replayed_lsn: str | None = None
+    ) -> str | None:
         """After postgres stopped: the LSN the storage has (None in local mode)."""
 
     def start_prewarm(self) -> None:
@@ -223,6 +229,15 @@ class LocalLauncher:
         # Neon writes postgresql.conf first: the basebackup does not carry one.
         self.write_conf(spec)
         await storage.prepare(spec=spec, pgdata=self.pgdata, tools=self.tools, timings=self.timings)
+        if spec.primary_connstring is not None:
+            # A clone carries the primary's pg_hba.conf, which need not trust our -C user.
+            pgdata.write_config_files(
+                pgdata=self.pgdata,
+                user=self.tools.user,
+                postgresql_conf=self.render_conf(spec),
+                hba=pgconf.render_hba(superuser=self._local.user),
+            )
+            return
         hba = self.pgdata / "pg_hba.conf"
         text = hba.read_text() if hba.exists() else ""
         if _NEON_HBA_LINE not in text.splitlines():
@@ -253,10 +268,22 @@ class LocalLauncher:
             cgroup_dir=cgroup_dir,
         )
 
-    async def final_lsn(self, spec: spec_mod.ComputeSpec) -> str | None:
-        if not spec.has_neon_storage():
+    async def lsn_before_stop(self, spec: spec_mod.ComputeSpec) -> str | None:
+        if spec.primary_connstring is None:
+            return None
+        lsn: str | None = await _storage().lsn_before_stop(spec=spec, connstr=self.params.connstr)
+        return lsn
+
+    async def final_lsn(
+        self, spec: spec_mod.ComputeSpec, *, replayed_lsn: str | None = None
+    ) -> str | None:
+        if not _uses_storage(spec):
             return None
         lsn: str | None = await _storage().final_lsn(
-            spec=spec, pgdata=self.pgdata, tools=self.tools, timings=self.timings
+            spec=spec,
+            pgdata=self.pgdata,
+            tools=self.tools,
+            timings=self.timings,
+            replayed_lsn=replayed_lsn,
         )
         return lsn

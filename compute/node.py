@@ -99,7 +99,7 @@ class ComputeNode:
             self.state.config = config.compute_ctl_config
         self._spec_received = time.monotonic()
         self._finished = False
-        self._vm_monitor: Any = None
+        self._vm_monitor: autoscaling.VmMonitor | None = None
         self._background: set[asyncio.Task[None]] = set()
 
     # --- inputs ----------------------------------------------------------------
@@ -234,6 +234,7 @@ class ComputeNode:
                 await configurator
             if stop.done():
                 return await self._shutdown(spec)
+            await self._stop_vm_monitor()  # postgres is gone, and with it what it manages
             code: int = exited.result()
             logger.error("postgres exited with code %d; compute_ctl exits", code)
             async with self.state.lock() as s:
@@ -294,7 +295,12 @@ class ComputeNode:
     async def _shutdown(self, spec: spec_mod.ComputeSpec) -> int:
         """A termination was requested: stop postgres (escalating on request), finish."""
         code = 0
+        replayed: str | None = None
         if self.postmaster is not None:
+            try:  # a vanilla replica's final LSN is what it replayed: read it while up
+                replayed = await self.launcher.lsn_before_stop(spec)
+            except Exception as e:
+                logger.error("replayed LSN not available: %s", e)
             immediate = self.state.status is S.TERMINATION_PENDING_IMMEDIATE
             mode = postgres.StopMode.IMMEDIATE if immediate else postgres.StopMode.FAST
             stopping = asyncio.create_task(self.postmaster.stop(mode))
@@ -306,9 +312,10 @@ class ComputeNode:
                 await self.postmaster.stop(postgres.StopMode.IMMEDIATE)
             escalate.cancel()
             code = await stopping
+        await self._stop_vm_monitor()
         lsn: str | None = None
         try:
-            lsn = await self.launcher.final_lsn(spec)
+            lsn = await self.launcher.final_lsn(spec, replayed_lsn=replayed)
         except Exception as e:
             logger.error("final LSN not available: %s", e)
         async with self.state.lock() as s:
@@ -319,8 +326,7 @@ class ComputeNode:
     async def _cleanup(self) -> None:
         self._finished = True
         await self.launcher.discard_prewarm()
-        await autoscaling.stop_vm_monitor(self._vm_monitor)
-        self._vm_monitor = None
+        await self._stop_vm_monitor()
         if self.postmaster is not None:
             with contextlib.suppress(Exception):
                 await self.postmaster.stop(postgres.StopMode.IMMEDIATE, timeout=10.0)
@@ -328,6 +334,10 @@ class ComputeNode:
         async with self.state.lock() as s:
             if s.status in (S.TERMINATION_PENDING_FAST, S.TERMINATION_PENDING_IMMEDIATE):
                 s.set_status(S.TERMINATED)
+
+    async def _stop_vm_monitor(self) -> None:
+        monitor, self._vm_monitor = self._vm_monitor, None
+        await autoscaling.stop_vm_monitor(monitor)
 
     # --- the configurator --------------------------------------------------------
 
