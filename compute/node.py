@@ -25,7 +25,7 @@ import contextlib
 import logging
 import os
 import time
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from compute_ctl.compute import (
     applier,
@@ -40,6 +40,9 @@ from compute_ctl.compute import (
 from compute_ctl.compute import launcher as launcher_mod
 from compute_ctl.compute import spec as spec_mod
 from compute_ctl.compute import state as state_mod
+
+if TYPE_CHECKING:
+    from compute_ctl.compute import vm_monitor
 
 __all__ = ["ComputeNode"]
 
@@ -99,7 +102,7 @@ class ComputeNode:
             self.state.config = config.compute_ctl_config
         self._spec_received = time.monotonic()
         self._finished = False
-        self._vm_monitor: autoscaling.VmMonitor | None = None
+        self._vm_monitor: vm_monitor.VmMonitor | None = None
         self._background: set[asyncio.Task[None]] = set()
 
     # --- inputs ----------------------------------------------------------------
