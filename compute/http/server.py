@@ -1,0 +1,65 @@
+"""Run the external and internal HTTP servers for one node: ``serving(node)``.
+
+The external server listens on ``params.external_http_host:external_http_port`` and
+requires JWTs (``auth``); the internal one listens on ``127.0.0.1:internal_http_port``
+only, without auth, and also serves ``/grants``, ``/extensions`` and ``/failpoints``.
+Both stop when the context exits (open requests get a short grace period). This
+module only starts and stops sockets; what is served is ``app``'s business.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from compute_ctl.compute import metrics as metrics_mod
+from compute_ctl.compute.http import app as app_mod
+from compute_ctl.compute.http import interface
+
+__all__ = ["INTERNAL_HOST", "serving"]
+
+logger = logging.getLogger(__name__)
+
+INTERNAL_HOST = "127.0.0.1"
+SHUTDOWN_GRACE_SECONDS = 2.0
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    node: interface.Node,
+    *,
+    metrics: metrics_mod.Metrics | None = None,
+) -> AsyncIterator[None]:
+    """Serve the node's API until the context exits.
+
+    Pass the node's ``Metrics`` so what the node and the activity monitor record is
+    what ``/metrics`` shows; without one, a fresh ``Metrics`` over ``node.state`` is used.
+    """
+    params = node.params
+    if metrics is None:
+        metrics = metrics_mod.Metrics(build_tag=params.build_tag, state=node.state)
+    runners: list[web.AppRunner] = []
+    try:
+        for external, host, port in (
+            (True, params.external_http_host, params.external_http_port),
+            (False, INTERNAL_HOST, params.internal_http_port),
+        ):
+            app = app_mod.build_app(node, metrics=metrics, external=external)
+            runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_GRACE_SECONDS)
+            await runner.setup()
+            runners.append(runner)
+            site = web.TCPSite(runner, host, port, reuse_address=True)
+            await site.start()
+            logger.info(
+                "%s HTTP API listening on %s:%s",
+                "external" if external else "internal",
+                host,
+                port,
+            )
+        yield
+    finally:
+        for runner in reversed(runners):
+            await runner.cleanup()
