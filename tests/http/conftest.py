@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import aiohttp
@@ -58,6 +58,24 @@ async def serve_double(
     )
     async with server.serving(node), aiohttp.ClientSession() as session:
         yield Api(node=node, session=session)
+
+
+@pytest.fixture(scope="module")
+def own_pg() -> Iterator[pgserver.PgServer]:
+    """A PostgreSQL for one test module that writes to the catalog (never the shared one)."""
+    server = pgserver.PgServer.create()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def catalog_api(own_pg: pgserver.PgServer) -> AsyncIterator[Api]:
+    """A running double over the module's own postgres."""
+    async with serve_double(own_pg) as served:
+        await served.node.start_running()
+        yield served
 
 
 @pytest.fixture

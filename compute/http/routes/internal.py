@@ -49,15 +49,19 @@ class Privilege(enum.StrEnum):
 
 # PostgreSQL identifiers: at most NAMEDATALEN - 1 bytes, never NUL.
 Ident = Annotated[
-    str, pydantic.StringConstraints(min_length=1, max_length=63, pattern=r"^[^\x00]+$")
+    str,
+    pydantic.Strict(),
+    pydantic.StringConstraints(min_length=1, max_length=63, pattern=r"^[^\x00]+$"),
 ]
 Version = Annotated[
-    str, pydantic.StringConstraints(min_length=1, max_length=256, pattern=r"^[^\x00]+$")
+    str,
+    pydantic.Strict(),
+    pydantic.StringConstraints(min_length=1, max_length=256, pattern=r"^[^\x00]+$"),
 ]
 
 
 class _Request(pydantic.BaseModel):
-    model_config = pydantic.ConfigDict(extra="ignore", strict=True, populate_by_name=True)
+    model_config = pydantic.ConfigDict(extra="ignore", populate_by_name=True)
 
 
 class GrantsRequest(_Request):
