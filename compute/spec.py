@@ -153,7 +153,7 @@ class ComputeMode(_Model):
         if isinstance(value, dict) and set(value) == {"Static"}:
             return {"kind": "Static", "lsn": parse_lsn(str(value["Static"]))}
         if isinstance(value, dict) and ("kind" in value or not value):
-            return value  # the model's own fields; {} is the default (Primary)
+            return value  # already ours, or {} from the default factory (Primary)
         raise ValueError('mode must be "Primary", "Replica" or {"Static": "X/Y"}')
 
     @pydantic.model_serializer(mode="plain")
