@@ -25,6 +25,7 @@ __all__ = [
     "error",
     "from_compute_error",
     "json_response",
+    "parse_json",
     "query_flag",
     "read_json",
     "require_running",
@@ -108,7 +109,10 @@ def require_running(state: state_mod.ComputeState) -> None:
 
 async def read_json(request: web.Request) -> Any:
     """The request body as JSON, or a 400 that says why not."""
-    raw = await request.read()
+    return parse_json(await request.read())
+
+
+def parse_json(raw: bytes) -> Any:
     if not raw.strip():
         raise ApiError(400, "request body must be JSON, got an empty body")
     try:

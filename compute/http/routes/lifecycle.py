@@ -39,8 +39,13 @@ async def get_status(request: web.Request) -> web.Response:
     )
 
 
-def _parse_config(body: object) -> spec_mod.ComputeConfig:
-    """Neon requires both keys of ``ComputeConfig`` in a ``/configure`` body."""
+def _parse_config(raw: bytes) -> spec_mod.ComputeConfig:
+    """Neon's ``/configure`` body: both keys of ``ComputeConfig``, types as serde takes them.
+
+    Validated as JSON in pydantic's strict mode, so ``false`` or ``"5"`` is not an integer
+    (serde would refuse them too); the models' own wire conversions still apply.
+    """
+    body = responses.parse_json(raw)
     if not isinstance(body, dict):
         raise responses.ApiError(400, "request body must be a JSON object")
     missing = [key for key in ("spec", "compute_ctl_config") if key not in body]
@@ -49,7 +54,7 @@ def _parse_config(body: object) -> spec_mod.ComputeConfig:
     if body["spec"] is None:
         raise responses.ApiError(400, "spec: must not be null")
     try:
-        return spec_mod.ComputeConfig.model_validate(body)
+        return spec_mod.ComputeConfig.model_validate_json(raw, strict=True)
     except pydantic.ValidationError as e:
         raise responses.ApiError(400, spec_mod.format_validation_error(e)) from None
 
@@ -71,7 +76,7 @@ def _if_match(header: str, current_hash: str) -> bool:
 async def configure(request: web.Request) -> web.Response:
     node = request.app[responses.NODE]
     dry_run = responses.query_flag(request, "dry_run")
-    config = _parse_config(await responses.read_json(request))
+    config = _parse_config(await request.read())
     assert config.spec is not None
     if dry_run:
         try:
