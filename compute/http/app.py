@@ -49,7 +49,13 @@ def _request_id(request: web.Request) -> str:
 
 async def _add_request_id(request: web.Request, response: web.StreamResponse) -> None:
     # on_response_prepare runs for every response, streamed ones included.
-    response.headers[REQUEST_ID_HEADER] = _request_id(request)
+    request_id = _request_id(request)
+    response.headers[REQUEST_ID_HEADER] = request_id
+    if response.status >= 400:
+        # Method, path and code only: never headers, query strings or bodies (tokens, specs).
+        logger.info(
+            "%s %s -> %d (request %s)", request.method, request.path, response.status, request_id
+        )
 
 
 @web.middleware

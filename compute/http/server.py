@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from compute_ctl.compute import errors
 from compute_ctl.compute import metrics as metrics_mod
 from compute_ctl.compute.http import app as app_mod
 from compute_ctl.compute.http import interface
@@ -52,7 +53,13 @@ async def serving(
             await runner.setup()
             runners.append(runner)
             site = web.TCPSite(runner, host, port, reuse_address=True)
-            await site.start()
+            try:
+                await site.start()
+            except OSError as e:
+                which = "external" if external else "internal"
+                raise errors.ConfigError(
+                    f"cannot listen on {host}:{port} (--{which}-http-port): {e.strerror or e}"
+                ) from e
             logger.info(
                 "%s HTTP API listening on %s:%s",
                 "external" if external else "internal",

@@ -7,7 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.http.conftest import Api
+from compute_ctl.compute import errors
+from compute_ctl.compute.http import server
+from tests import pgserver
+from tests.http import nodedouble
+from tests.http.conftest import Api, ApiFactory
 
 
 async def test_unknown_path_is_json_404_on_both_ports(api: Api) -> None:
@@ -78,11 +82,24 @@ def _listening_addresses(port: int) -> set[str]:
     return found
 
 
-@pytest.mark.parametrize("host", ["0.0.0.0"])
-async def test_internal_port_binds_loopback_only(make_api: object, host: str) -> None:
-    from tests.http.conftest import ApiFactory
-
-    factory: ApiFactory = make_api  # type: ignore[assignment]
-    async with factory(external_http_host=host) as api:
+async def test_internal_port_binds_loopback_only(make_api: ApiFactory) -> None:
+    host = "0.0.0.0"
+    async with make_api(external_http_host=host) as api:
         assert _listening_addresses(api.node.params.internal_http_port) == {"127.0.0.1"}
         assert _listening_addresses(api.node.params.external_http_port) == {host}
+
+
+async def test_a_port_in_use_is_a_clear_config_error(api: Api) -> None:
+    busy = api.node.params.internal_http_port
+    node = nodedouble.NodeDouble(
+        params=nodedouble.Params(
+            compute_id="c", external_http_port=pgserver.free_port(), internal_http_port=busy
+        ),
+        dsn="postgresql://cloud_admin@127.0.0.1:1/postgres",
+    )
+    with pytest.raises(errors.ConfigError, match="--internal-http-port"):
+        async with server.serving(node):
+            pass
+    # The external server it had started is closed again.
+    external = node.params.external_http_port
+    assert _listening_addresses(external) == set()
