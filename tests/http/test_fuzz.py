@@ -10,7 +10,7 @@ is not sent.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Protocol
 
 import hypothesis
 import pytest
@@ -20,20 +20,34 @@ from schemathesis import GenerationMode
 
 from compute_ctl.compute.http import openapi
 from tests import pgserver
-from tests.http import jwts, live
+from tests.http import jwts, live, realcompute
 
 NEVER_MATCHES = '"fuzz-never-matches"'
 EXAMPLES_PER_OPERATION = 15  # 6 operations take input, 8 do not: about 100 requests
 
 
 _KEY = jwts.ed25519()
-_AUTH = {"Authorization": "Bearer " + jwts.token(_KEY, {"compute_id": live.COMPUTE_ID})}
+_AUTH = {"Authorization": "Bearer " + jwts.token(_KEY, {"compute_id": realcompute.COMPUTE_ID})}
+
+
+class Served(Protocol):
+    @property
+    def internal(self) -> str: ...
+
+    @property
+    def external(self) -> str: ...
 
 
 @pytest.fixture(scope="module")
-def served(own_pg: pgserver.PgServer) -> Iterator[live.LiveDouble]:
-    with live.live_double(own_pg, jwks=[jwts.public_jwk(_KEY)]) as api:
-        yield api
+def served(own_pg: pgserver.PgServer) -> Iterator[Served]:
+    """A real compute_ctl when the node is in the tree; else the HTTP layer over the double."""
+    jwks = [jwts.public_jwk(_KEY)]
+    if realcompute.available():
+        with realcompute.compute_ctl(jwks=jwks) as compute:
+            yield compute
+    else:
+        with live.live_double(own_pg, jwks=jwks) as double:
+            yield double
 
 
 schema = schemathesis.openapi.from_dict(openapi.load())
@@ -75,7 +89,7 @@ def _would_terminate(case: Any) -> bool:
 
 @schema.parametrize()
 @hypothesis.settings(deadline=None, suppress_health_check=list(hypothesis.HealthCheck))
-def test_api_survives_fuzzing(case: Any, served: live.LiveDouble) -> None:
+def test_api_survives_fuzzing(case: Any, served: Served) -> None:
     if _would_terminate(case):
         return
     if case.path == "/configure":
