@@ -36,15 +36,16 @@ _Body = pydantic.TypeAdapter(list[FailpointConfig])
 @routes.post("/failpoints")
 async def configure_failpoints(request: web.Request) -> web.Response:
     fps = request.app[responses.NODE].failpoints
-    if not fps.enabled:
-        raise responses.ApiError(
-            412, "cannot manage failpoints: compute_ctl was started without --failpoints"
-        )
+    # The body is checked first, as Neon's JSON extractor does before the handler runs.
     body = await responses.read_json(request)
     try:
         items = _Body.validate_python(body)
     except pydantic.ValidationError as e:
         raise responses.ApiError(400, spec_mod.format_validation_error(e)) from None
+    if not fps.enabled:
+        raise responses.ApiError(
+            412, "cannot manage failpoints: compute_ctl was started without --failpoints"
+        )
     for item in items:
         try:
             failpoints_mod.parse_action(item.actions)
