@@ -21,6 +21,8 @@ from compute_ctl.compute.http import interface
 __all__ = [
     "METRICS",
     "NODE",
+    "REQUEST_ID",
+    "REQUEST_ID_HEADER",
     "ApiError",
     "error",
     "from_compute_error",
@@ -31,10 +33,13 @@ __all__ = [
     "require_running",
     "rfc3339",
     "status_body",
+    "stream_response",
 ]
 
 NODE = web.AppKey("node", interface.Node)
 METRICS = web.AppKey("metrics", metrics_mod.Metrics)
+REQUEST_ID = web.RequestKey("request_id", str)
+REQUEST_ID_HEADER = "x-request-id"
 
 
 class ApiError(Exception):
@@ -55,6 +60,13 @@ def json_response(
 ) -> web.Response:
     return web.Response(
         text=_dumps(value), status=status, content_type="application/json", headers=headers
+    )
+
+
+def stream_response(request: web.Request, *, content_type: str) -> web.StreamResponse:
+    """A streamed response; it is prepared by the handler, so it carries the request id now."""
+    return web.StreamResponse(
+        headers={"Content-Type": content_type, REQUEST_ID_HEADER: request[REQUEST_ID]}
     )
 
 

@@ -88,9 +88,10 @@ async def test_waits_for_running_and_never_sets_last_active_at_start(
 async def test_idle_client_sets_its_last_state_change(
     watched: monitor.ActivityMonitor, quiet_pg: pgserver.PgServer
 ) -> None:
-    await _running(watched.state)
     async with await _app_session(quiet_pg) as app:
         await app.execute("SELECT 1")
+        # Running only now, so the monitor's first look finds the session already idle.
+        await _running(watched.state)
         async with await psycopg.AsyncConnection.connect(quiet_pg.dsn()) as admin:
             cur = await admin.execute(
                 "SELECT state_change FROM pg_stat_activity WHERE pid = %s", (app.info.backend_pid,)

@@ -123,17 +123,21 @@ async def database_schema(request: web.Request) -> web.StreamResponse:
             if "does not exist" in err:
                 raise responses.ApiError(404, f"database {dbname!r} does not exist")
             raise responses.ApiError(500, f"pg_dump failed with code {code}")
-        response = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
+        response = responses.stream_response(request, content_type="text/plain; charset=utf-8")
         await response.prepare(request)
-        chunk = first
-        while chunk:
-            await response.write(chunk)
-            chunk = await proc.stdout.read(65536)
-        code = await proc.wait()
-        if code != 0:
-            err = (await stderr_task).decode(errors="replace").strip()
-            logger.warning("pg_dump of %r exited with code %s: %s", dbname, code, err[-2000:])
-        await response.write_eof()
+        try:
+            chunk = first
+            while chunk:
+                await response.write(chunk)
+                chunk = await proc.stdout.read(65536)
+            code = await proc.wait()
+            if code != 0:
+                err = (await stderr_task).decode(errors="replace").strip()
+                logger.warning("pg_dump of %r exited with code %s: %s", dbname, code, err[-2000:])
+            await response.write_eof()
+        except (ConnectionError, OSError) as e:
+            # Headers are sent: nothing to answer any more; the finally kills pg_dump.
+            logger.info("schema dump of %r aborted: %s", dbname, e)
         return response
     finally:
         if proc.returncode is None:
