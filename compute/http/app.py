@@ -119,6 +119,7 @@ def build_app(
     app = web.Application(middlewares=[_middleware(check)], client_max_size=MAX_BODY_BYTES)
     app[responses.NODE] = node
     app[responses.METRICS] = metrics
+    app[responses.STATUS_CACHE] = responses.StatusCache()
     for module in (lifecycle, metrics_routes, catalog, probes):
         app.add_routes(module.routes)
     if not external:

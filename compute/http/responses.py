@@ -23,9 +23,12 @@ __all__ = [
     "NODE",
     "REQUEST_ID",
     "REQUEST_ID_HEADER",
+    "STATUS_CACHE",
     "ApiError",
+    "StatusCache",
     "error",
     "from_compute_error",
+    "json_bytes_response",
     "json_response",
     "parse_json",
     "query_flag",
@@ -33,6 +36,7 @@ __all__ = [
     "require_running",
     "rfc3339",
     "status_body",
+    "status_response",
     "stream_response",
 ]
 
@@ -55,12 +59,22 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
+_JSON = "application/json"
+
+
 def json_response(
     value: Any, *, status: int = 200, headers: dict[str, str] | None = None
 ) -> web.Response:
-    return web.Response(
-        text=_dumps(value), status=status, content_type="application/json", headers=headers
-    )
+    return json_bytes_response(_dumps(value).encode(), status=status, headers=headers)
+
+
+def json_bytes_response(
+    body: bytes, *, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    # Content-Type as a plain header: cheaper than aiohttp's content_type/charset logic,
+    # which matters on /status (polled by every control plane and operator).
+    all_headers = {"Content-Type": _JSON, **headers} if headers else {"Content-Type": _JSON}
+    return web.Response(body=body, status=status, headers=all_headers)
 
 
 def stream_response(request: web.Request, *, content_type: str) -> web.StreamResponse:
@@ -107,6 +121,42 @@ def status_body(state: state_mod.ComputeState) -> dict[str, Any]:
         "pending_restart": list(state.pending_restart),
         "mode": desired.mode.type_name if desired else None,
     }
+
+
+class StatusCache:
+    """The encoded ``/status`` document, re-rendered only when the state it shows changed."""
+
+    def __init__(self) -> None:
+        self._key: tuple[object, ...] | None = None
+        self._body = b""
+
+    def body(self, state: state_mod.ComputeState) -> bytes:
+        key = (
+            state.status,
+            state.start_time,
+            id(state.desired),
+            state.desired_generation,
+            state.applied_generation,
+            state.desired_hash,
+            state.applied_hash,
+            state.error,
+            state.last_active,
+            tuple(state.pending_restart),
+        )
+        if key != self._key:
+            self._body = _dumps(status_body(state)).encode()
+            self._key = key
+        return self._body
+
+
+STATUS_CACHE = web.AppKey("status_cache", StatusCache)
+
+
+def status_response(request: web.Request) -> web.Response:
+    """The ``/status`` document with its ``ETag`` (the desired spec hash)."""
+    state = request.app[NODE].state
+    body = request.app[STATUS_CACHE].body(state)
+    return json_bytes_response(body, headers={"ETag": f'"{state.desired_hash}"'})
 
 
 def invalid_status(status: state_mod.ComputeStatus) -> ApiError:

@@ -263,3 +263,21 @@ async def test_terminate_is_412_while_configuring(running_api: Api) -> None:
     api.node.failpoints.set("configurator-apply", "off")
     async with await pending as r:
         assert r.status == 200
+
+
+async def test_status_follows_every_change_of_the_state(running_api: Api) -> None:
+    """/status is rendered once per state change, never stale."""
+    api = running_api
+    first = await api.status()
+    state = api.node.state
+    when = datetime.datetime(2030, 1, 2, 3, 4, 5, 6, tzinfo=datetime.UTC)
+    async with state.lock():
+        state.touch_active(when)
+    assert (await api.status())["last_active"] == "2030-01-02T03:04:05.000006Z"
+    state.pending_restart.append("shared_buffers")
+    assert (await api.status())["pending_restart"] == ["shared_buffers"]
+    async with state.lock():
+        state.set_status(S.FAILED, error="boom")
+    body = await api.status()
+    assert (body["status"], body["error"]) == ("failed", "boom")
+    assert body["start_time"] == first["start_time"]

@@ -33,10 +33,7 @@ def _etag(spec_hash: str) -> str:
 
 @routes.get("/status")
 async def get_status(request: web.Request) -> web.Response:
-    state = request.app[responses.NODE].state
-    return responses.json_response(
-        responses.status_body(state), headers={"ETag": _etag(state.desired_hash)}
-    )
+    return responses.status_response(request)
 
 
 def _parse_config(raw: bytes) -> spec_mod.ComputeConfig:
@@ -98,10 +95,7 @@ async def configure(request: web.Request) -> web.Response:
         await node.configure(config)
     except errors.ComputeError as e:
         raise responses.from_compute_error(e) from None
-    state = node.state
-    return responses.json_response(
-        responses.status_body(state), headers={"ETag": _etag(state.desired_hash)}
-    )
+    return responses.status_response(request)
 
 
 @routes.post("/terminate")
