@@ -23,8 +23,8 @@ def _served(*, external: bool) -> set[tuple[str, str]]:
     application: web.Application = app_mod.build_app(node, metrics=metrics, external=external)
     served = set()
     for route in application.router.routes():
-        if route.method == "HEAD":
-            continue  # aiohttp adds HEAD to every GET
+        if route.method in ("HEAD", "*"):
+            continue  # aiohttp adds HEAD to every GET; "*" is the 404/405 catch-all
         info = route.resource.get_info() if route.resource is not None else {}
         served.add((route.method.lower(), str(info.get("path", ""))))
     return served

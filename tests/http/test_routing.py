@@ -30,6 +30,11 @@ async def test_wrong_method_is_json_405_with_allow(api: Api) -> None:
     async with api.session.get(f"{api.internal}/configure") as r:
         assert r.status == 405
         assert r.headers["Allow"] == "POST"
+    async with api.session.head(f"{api.internal}/status") as r:
+        assert r.status == 200
+    async with api.session.put(f"{api.internal}/metrics") as r:
+        assert r.status == 405
+        assert r.headers["Allow"] == "GET, HEAD"
 
 
 async def test_request_id_is_echoed(api: Api) -> None:
@@ -46,6 +51,7 @@ async def test_request_id_is_generated_when_missing_or_unsafe(api: Api) -> None:
         async with api.session.get(f"{api.internal}/status", headers=headers) as r:
             generated = r.headers["x-request-id"]
             assert str(uuid.UUID(generated)) == generated
+            assert uuid.UUID(generated).version == 4
             seen.add(generated)
     assert len(seen) == 3
 
