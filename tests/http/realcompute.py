@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import importlib.util
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -171,3 +172,4 @@ def compute_ctl(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        shutil.rmtree(base, ignore_errors=True)

@@ -13,6 +13,8 @@ from compute_ctl.compute import state as state_mod
 from tests import pgserver
 from tests.http.conftest import Api
 
+pytestmark = pytest.mark.postgres
+
 HOSTILE_ROLE = "we\"ird 'role\\ \u00e9"
 HOSTILE_DB = "d\"b 'x; DROP DATABASE postgres; --"
 

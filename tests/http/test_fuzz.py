@@ -22,6 +22,8 @@ from compute_ctl.compute.http import openapi
 from tests import pgserver
 from tests.http import jwts, live, realcompute
 
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+
 NEVER_MATCHES = '"fuzz-never-matches"'
 EXAMPLES_PER_OPERATION = 15  # 6 operations take input, 8 do not: about 100 requests
 
@@ -39,13 +41,14 @@ class Served(Protocol):
 
 
 @pytest.fixture(scope="module")
-def served(own_pg: pgserver.PgServer) -> Iterator[Served]:
+def served(request: pytest.FixtureRequest) -> Iterator[Served]:
     """A real compute_ctl when the node is in the tree; else the HTTP layer over the double."""
     jwks = [jwts.public_jwk(_KEY)]
     if realcompute.available():
         with realcompute.compute_ctl(jwks=jwks) as compute:
             yield compute
     else:
+        own_pg: pgserver.PgServer = request.getfixturevalue("own_pg")
         with live.live_double(own_pg, jwks=jwks) as double:
             yield double
 

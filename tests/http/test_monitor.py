@@ -19,6 +19,8 @@ from compute_ctl.compute import state as state_mod
 from tests import pgserver
 from tests.http import nodedouble
 
+pytestmark = pytest.mark.postgres
+
 S = state_mod.ComputeStatus
 APP_ROLE = "monitor_app"
 INTERVAL = 0.05

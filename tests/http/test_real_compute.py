@@ -18,6 +18,7 @@ from tests.http import jwts, realcompute
 
 pytestmark = [
     pytest.mark.postgres,
+    pytest.mark.slow,
     pytest.mark.skipif(not realcompute.available(), reason="compute_ctl.compute.node missing"),
 ]
 

@@ -13,6 +13,8 @@ from tests import pgserver
 from tests.http import nodedouble
 from tests.http.conftest import Api, ApiFactory
 
+pytestmark = pytest.mark.postgres
+
 
 async def test_unknown_path_is_json_404_on_both_ports(api: Api) -> None:
     for base in (api.external, api.internal):
