@@ -16,6 +16,11 @@ recording calls the rest of compute_ctl makes:
   the activity monitor through ``report_up()`` / ``report_down()`` (Neon's names).
 
 It must not do I/O, and it must not import the node or the HTTP layer (both import it).
+
+Wiring: the node owns one, ``Metrics(build_tag=params.build_tag, state=node.state)``,
+hands it to ``http.server.serving(node, metrics=...)`` and to the activity monitor, and
+wraps each configurator pass in ``with metrics.reconcile() as record:`` (setting
+``record.outcome = "noop"`` when the plan was empty).
 """
 
 from __future__ import annotations

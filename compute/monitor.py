@@ -18,6 +18,11 @@ one statement per poll, so polling never looks like activity and costs one round
 On an error it records downtime (``compute_pg_current_downtime_ms``,
 ``compute_pg_downtime_ms_total``) and reconnects; it stops on termination or failure.
 It never changes anything but ``last_active`` and those metrics.
+
+The node runs one per compute, next to the configurator (it waits for ``running`` on
+its own and returns on termination)::
+
+    ActivityMonitor(state=node.state, connstr=node.connstr(), metrics=node.metrics).run()
 """
 
 from __future__ import annotations
