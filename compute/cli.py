@@ -291,16 +291,17 @@ async def _amain(ns: argparse.Namespace, environ: Mapping[str, str]) -> int:
             with contextlib.suppress(asyncio.CancelledError):
                 await warm
         raise
+    # The speculative initdb runs as a subprocess while we load the HTTP stack and libpq
+    # (the largest imports) here. Not in a thread: importing psycopg in two threads at once
+    # can fail with "partially initialized module".
+    server = _import_server()
     from compute_ctl.compute import node as node_mod
 
     node = node_mod.ComputeNode(p, config=config, failpoints=fps, tools=tools, prewarm=warm)
     _install_signals(node)
     run = asyncio.create_task(node.run())
     try:
-        # While the start runs initdb, load the HTTP stack and libpq (the largest imports)
-        # in a thread; the servers bind before postgres is even up.
-        server = await asyncio.to_thread(_import_server)
-        async with server.serving(node):
+        async with server.serving(node, metrics=node.metrics):
             return await run
     finally:
         if not run.done():

@@ -33,6 +33,8 @@ from compute_ctl.compute import (
     checks,
     errors,
     failpoints,
+    metrics,
+    monitor,
     params,
     pgtools,
     postgres,
@@ -104,6 +106,7 @@ class ComputeNode:
             self.state.config = config.compute_ctl_config
         self._spec_received = time.monotonic()
         self._finished = False
+        self.metrics = metrics.Metrics(build_tag=params.build_tag, state=self.state)
         self._vm_monitor: vm_monitor.VmMonitor | None = None
         self._background: set[asyncio.Task[None]] = set()
 
@@ -232,7 +235,10 @@ class ComputeNode:
             assert self.postmaster is not None
             configurator = asyncio.create_task(self._configurator())
             exited = asyncio.create_task(self.postmaster.wait())
-            tasks += [configurator, exited]
+            activity = monitor.ActivityMonitor(
+                state=self.state, connstr=self.connstr(), metrics=self.metrics
+            )
+            tasks += [configurator, exited, asyncio.create_task(activity.run())]
             await asyncio.wait({exited, stop}, return_when=asyncio.FIRST_COMPLETED)
             configurator.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -371,7 +377,8 @@ class ComputeNode:
                 s.set_status(S.CONFIGURATION_PENDING)
                 s.set_status(S.CONFIGURATION)
             try:
-                pending = await self._reconfigure(spec)
+                with self.metrics.reconcile():
+                    pending = await self._reconfigure(spec)
             except Exception as e:
                 logger.error("reconfiguration failed: %s", e, exc_info=e)
                 async with self.state.lock() as s:
@@ -410,18 +417,22 @@ class ComputeNode:
         if spec is None or not _applies_catalog(spec):
             return
         try:
-            plan = await self.catalog.plan_spec(
-                connstr=self.connstr(), spec=spec, privileged_role=self.params.privileged_role_name
-            )
-            if not plan:
-                return
-            logger.warning("catalog drift: %d statement(s) to restore it", plan.statement_count)
-            await self.catalog.apply_spec(
-                connstr=self.connstr(),
-                spec=spec,
-                privileged_role=self.params.privileged_role_name,
-                concurrency=spec.reconfigure_concurrency,
-            )
+            with self.metrics.reconcile() as record:
+                plan = await self.catalog.plan_spec(
+                    connstr=self.connstr(),
+                    spec=spec,
+                    privileged_role=self.params.privileged_role_name,
+                )
+                if not plan:
+                    record.outcome = "noop"
+                    return
+                logger.warning("catalog drift: %d statement(s) to restore it", plan.statement_count)
+                await self.catalog.apply_spec(
+                    connstr=self.connstr(),
+                    spec=spec,
+                    privileged_role=self.params.privileged_role_name,
+                    concurrency=spec.reconfigure_concurrency,
+                )
         except Exception as e:
             logger.warning("drift check failed: %s", e)
 

@@ -1,10 +1,10 @@
-"""The HTTP API of a real compute_ctl process: auth, configure, catalog reads, terminate.
-
-Skipped until the node (``compute_ctl.compute.node``) is in the tree.
-"""
+"""The HTTP API of a real compute_ctl process: auth, configure, catalog reads, metrics,
+activity, terminate."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,7 +19,6 @@ from tests.http import jwts, realcompute
 pytestmark = [
     pytest.mark.postgres,
     pytest.mark.slow,
-    pytest.mark.skipif(not realcompute.available(), reason="compute_ctl.compute.node missing"),
 ]
 
 _KEY: OKPKey = jwts.ed25519()
@@ -76,6 +75,36 @@ async def test_configure_applies_one_setting(compute: realcompute.ComputeProcess
     with psycopg.connect(compute.dsn) as conn:
         row = conn.execute("SHOW work_mem").fetchone()
     assert row == ("7MB",)
+
+
+async def test_node_feeds_metrics_and_activity(compute: realcompute.ComputeProcess) -> None:
+    """The node hands its registry to the server, times each reconcile, and runs the
+    activity monitor: a client session moves ``last_active`` forward."""
+    spec = realcompute.local_spec(port=compute.pg_port, settings=[("work_mem", "9MB", "string")])
+    async with aiohttp.ClientSession(headers=_auth()) as session:
+        async with session.post(f"{compute.external}/configure", json={"spec": spec}) as r:
+            assert r.status == 200, await r.text()
+        async with session.get(f"{compute.external}/metrics") as r:
+            text = await r.text()
+        assert 'compute_ctl_reconcile_total{outcome="applied"}' in text
+        assert 'compute_ctl_startup_phase_seconds_count{phase="start_postgres"} 1.0' in text
+        async with session.get(f"{compute.external}/status") as r:
+            before = (await r.json())["last_active"]
+        with psycopg.connect(compute.dsn, autocommit=True) as admin:
+            # The monitor ignores the superuser's own sessions: act as another role.
+            admin.execute("CREATE ROLE activity_probe LOGIN PASSWORD 'probe-pw'")
+        user_dsn = compute.dsn.replace("cloud_admin@", "activity_probe:probe-pw@")
+        with psycopg.connect(user_dsn) as conn:
+            conn.execute("BEGIN")
+            conn.execute("SELECT 1")  # idle in transaction counts as active (Neon)
+            deadline = time.monotonic() + 20
+            after = before
+            while after == before and time.monotonic() < deadline:
+                async with session.get(f"{compute.external}/status") as r:
+                    after = (await r.json())["last_active"]
+                await asyncio.sleep(0.1)  # polling a condition with a deadline
+    assert after is not None
+    assert after != before
 
 
 async def test_catalog_reads(compute: realcompute.ComputeProcess) -> None:
