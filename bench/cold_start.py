@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import json
 import os
-import re
 import shutil
 import statistics
 import sys
@@ -135,12 +134,11 @@ def _get(port: int, path: str) -> Any:
 
 
 def _timings(proc: process.ComputeProcess) -> dict[str, int]:
-    """Neon's /metrics.json timings; from the log line if this build's API lacks the route."""
-    metrics = _get(proc.internal_port, "/metrics.json")
-    if isinstance(metrics, dict):
-        return {k: int(v) for k, v in metrics.items() if isinstance(v, int | float)}
-    match = re.search(r"compute running: (\{.*\})", proc.log())
-    return json.loads(match.group(1).replace("'", '"')) if match else {}
+    """Neon's /metrics.json timings."""
+    code, metrics = proc.request("GET", "/metrics.json")
+    if code != 200 or not isinstance(metrics, dict):
+        raise RuntimeError(f"/metrics.json answered {code}: {metrics}")
+    return {k: int(v) for k, v in metrics.items() if isinstance(v, int | float)}
 
 
 def _wait_status(proc: process.ComputeProcess, wanted: str, *, poll: float = 0.005) -> None:

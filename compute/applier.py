@@ -2,18 +2,17 @@
 default implementation over ``compute_ctl.compute.catalog``.
 
 The node only sequences; the catalog package owns planning and executing SQL (CONTRACTS
-"Catalog"). The default applier imports it lazily, so the node (and its tests) do not
-depend on its import cost or presence until a spec is applied, and tolerates either sync
-or async functions there. Tests may inject another real applier. No SQL is written here.
+"Catalog"). Tests may inject another real applier (a cheap one, or one that fails on
+cue). No SQL is written here.
 """
 
 from __future__ import annotations
 
-import importlib
-import inspect
 from typing import Any, Protocol
 
 from compute_ctl.compute import spec as spec_mod
+from compute_ctl.compute.catalog import apply as catalog_apply
+from compute_ctl.compute.catalog import settings as catalog_settings
 
 __all__ = ["CatalogApplier", "ModuleApplier", "PlanLike", "start_concurrency"]
 
@@ -50,19 +49,8 @@ class CatalogApplier(Protocol):
     async def pending_restart(self, *, connstr: str) -> list[str]: ...
 
 
-async def _call(module: str, name: str, **kwargs: Any) -> Any:
-    function = getattr(importlib.import_module(module), name)
-    result = function(**kwargs)
-    if inspect.isawaitable(result):
-        result = await result
-    return result
-
-
 class ModuleApplier:
-    """``compute_ctl.compute.catalog.apply`` / ``.settings``, imported on first use."""
-
-    _APPLY = "compute_ctl.compute.catalog.apply"
-    _SETTINGS = "compute_ctl.compute.catalog.settings"
+    """``compute_ctl.compute.catalog.apply`` and ``.settings``."""
 
     async def apply_spec(
         self,
@@ -71,10 +59,8 @@ class ModuleApplier:
         spec: spec_mod.ComputeSpec,
         privileged_role: str,
         concurrency: int,
-    ) -> object:
-        return await _call(
-            self._APPLY,
-            "apply_spec",
+    ) -> catalog_apply.ApplyResult:
+        return await catalog_apply.apply_spec(
             connstr=connstr,
             spec=spec,
             privileged_role=privileged_role,
@@ -88,14 +74,12 @@ class ModuleApplier:
         spec: spec_mod.ComputeSpec,
         privileged_role: str,
     ) -> PlanLike:
-        plan: PlanLike = await _call(
-            self._APPLY, "plan_spec", connstr=connstr, spec=spec, privileged_role=privileged_role
+        return await catalog_apply.plan_spec(
+            connstr=connstr, spec=spec, privileged_role=privileged_role
         )
-        return plan
 
     async def pending_restart(self, *, connstr: str) -> list[str]:
-        names: list[str] = await _call(self._SETTINGS, "pending_restart", connstr=connstr)
-        return names
+        return await catalog_settings.pending_restart(connstr=connstr)
 
 
 def start_concurrency(spec: spec_mod.ComputeSpec) -> int:

@@ -6,7 +6,6 @@ imported only when autoscaling is on. Its failures are logged, never the compute
 from __future__ import annotations
 
 import contextlib
-import importlib
 import logging
 from typing import TYPE_CHECKING
 
@@ -14,8 +13,7 @@ from compute_ctl.compute import params as params_mod
 from compute_ctl.compute import spec as spec_mod
 
 if TYPE_CHECKING:
-    # Imported for typing only: at run time it loads aiohttp and psycopg, which the CLI
-    # keeps off the cold-start path (cli._import_server).
+    # At run time the package is imported only when autoscaling is on.
     from compute_ctl.compute.vm_monitor import VmMonitor
 
 __all__ = ["start_vm_monitor", "stop_vm_monitor"]
@@ -29,12 +27,9 @@ async def start_vm_monitor(
     """The running vm-monitor, or None when autoscaling is off or it failed to start."""
     if not params.autoscaling:
         return None
-    try:
-        module = importlib.import_module("compute_ctl.compute.vm_monitor")
-    except ImportError as e:
-        logger.error("AUTOSCALING is set but this build has no vm-monitor: %s", e)
-        return None
-    monitor: VmMonitor = module.VmMonitor(
+    from compute_ctl.compute import vm_monitor
+
+    monitor = vm_monitor.VmMonitor(
         addr=params.vm_monitor_addr,
         cgroup_path=params.cgroup_root / params.cgroup,
         # Neon: with disable_lfc_resizing the vm-monitor gets no Postgres connection.

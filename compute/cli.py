@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib
 import json
 import logging
 import os
@@ -28,7 +27,7 @@ import sys
 import urllib.parse
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from compute_ctl.compute import errors, failpoints, params, pgdata, pgtools
 
@@ -269,11 +268,6 @@ def _check_ports(p: params.Params) -> None:
                 raise OSError(e.errno, f"cannot listen on {host}:{port}: {e.strerror}") from e
 
 
-def _import_server() -> Any:
-    importlib.import_module("psycopg")
-    return importlib.import_module("compute_ctl.compute.http.server")
-
-
 async def _amain(ns: argparse.Namespace, environ: Mapping[str, str]) -> int:
     p = params_from_args(ns, environ)
     tools, fps = _check_local(p)
@@ -294,8 +288,8 @@ async def _amain(ns: argparse.Namespace, environ: Mapping[str, str]) -> int:
     # The speculative initdb runs as a subprocess while we load the HTTP stack and libpq
     # (the largest imports) here. Not in a thread: importing psycopg in two threads at once
     # can fail with "partially initialized module".
-    server = _import_server()
     from compute_ctl.compute import node as node_mod
+    from compute_ctl.compute.http import server
 
     node = node_mod.ComputeNode(p, config=config, failpoints=fps, tools=tools, prewarm=warm)
     _install_signals(node)

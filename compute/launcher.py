@@ -5,7 +5,8 @@
 - local mode (no pageserver, no safekeepers): Neon's fresh start (wipe, ``initdb`` with the
   ``-C`` user as superuser) or, with ``--keep-pgdata``, an existing valid PGDATA kept;
 - Neon storage or a vanilla primary to follow (``spec.primary_connstring``): the storage
-  package's ``prepare`` (sync safekeepers, basebackup, signal files), imported lazily;
+  package's ``prepare`` (sync safekeepers, basebackup, signal files), imported only by
+  the starts that need it (a local-mode start never loads it);
 - either way ``postgresql.conf`` (``pgconf``) and ``pg_hba.conf`` are (re)written, then
   ``postgres.Postmaster.spawn``; with ``AUTOSCALING`` the child joins the cgroup.
 
@@ -17,11 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 import shutil
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from compute_ctl.compute import errors, params, pgconf, pgdata, pgtools, postgres, state
 from compute_ctl.compute import spec as spec_mod
@@ -30,7 +30,6 @@ __all__ = ["Launcher", "LocalLauncher", "PostgresHandle"]
 
 logger = logging.getLogger(__name__)
 
-_STORAGE = "compute_ctl.compute.storage"
 _NEON_HBA_LINE = "host all all all md5"
 
 
@@ -81,15 +80,6 @@ def _uses_storage(spec: spec_mod.ComputeSpec) -> bool:
     return spec.has_neon_storage() or spec.primary_connstring is not None
 
 
-def _storage() -> Any:
-    try:
-        return importlib.import_module(_STORAGE)
-    except ImportError as e:
-        raise errors.ConfigError(
-            "this spec needs Neon storage or a primary to follow, which this build lacks"
-        ) from e
-
-
 class LocalLauncher:
     """PGDATA and postmaster on this machine, as ``Params`` describe them."""
 
@@ -116,8 +106,10 @@ class LocalLauncher:
     def render_conf(self, spec: spec_mod.ComputeSpec) -> str:
         storage_lines: list[str] = []
         if spec.has_neon_storage():
+            from compute_ctl.compute import storage
+
             storage_lines = list(
-                _storage().neon_conf_lines(
+                storage.neon_conf_lines(
                     spec,
                     privileged_role=self.params.privileged_role_name,
                     internal_port=self.params.internal_http_port,
@@ -215,7 +207,8 @@ class LocalLauncher:
             shutil.rmtree(self._warmup, ignore_errors=True)
 
     async def _prepare_from_storage(self, spec: spec_mod.ComputeSpec) -> None:
-        storage = _storage()
+        from compute_ctl.compute import storage
+
         pgdata.check_wipe_safe(self.pgdata)
         pgdata.init_empty(self.pgdata, self.tools.user)
         # Neon writes postgresql.conf first: the basebackup does not carry one.
@@ -263,19 +256,21 @@ class LocalLauncher:
     async def lsn_before_stop(self, spec: spec_mod.ComputeSpec) -> str | None:
         if spec.primary_connstring is None:
             return None
-        lsn: str | None = await _storage().lsn_before_stop(spec=spec, connstr=self.params.connstr)
-        return lsn
+        from compute_ctl.compute import storage
+
+        return await storage.lsn_before_stop(spec=spec, connstr=self.params.connstr)
 
     async def final_lsn(
         self, spec: spec_mod.ComputeSpec, *, replayed_lsn: str | None = None
     ) -> str | None:
         if not _uses_storage(spec):
             return None
-        lsn: str | None = await _storage().final_lsn(
+        from compute_ctl.compute import storage
+
+        return await storage.final_lsn(
             spec=spec,
             pgdata=self.pgdata,
             tools=self.tools,
             timings=self.timings,
             replayed_lsn=replayed_lsn,
         )
-        return lsn

@@ -2,14 +2,13 @@
 
 Starts ``python -m compute_ctl.compute`` with a local-mode spec (initdb, no Neon storage)
 on free loopback ports, waits until ``/status`` says ``running`` and stops it at the end
-(``/terminate``, then signals). ``available()`` tells whether the node is in this tree.
+(``/terminate``, then signals).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import importlib.util
 import json
 import shutil
 import signal
@@ -27,14 +26,6 @@ from tests import pgserver
 REPO = Path(__file__).resolve().parent.parent.parent
 SUPERUSER = "cloud_admin"
 COMPUTE_ID = "compute-under-test"
-
-
-def available() -> bool:
-    """Whether ``compute_ctl.compute.node`` and its CLI exist in this tree."""
-    return all(
-        importlib.util.find_spec(name) is not None
-        for name in ("compute_ctl.compute.node", "compute_ctl.compute.__main__")
-    )
 
 
 def local_spec(*, port: int, settings: Sequence[tuple[str, str, str]] = ()) -> dict[str, Any]:
@@ -75,12 +66,6 @@ class ComputeProcess:
     @property
     def dsn(self) -> str:
         return f"postgresql://{SUPERUSER}@127.0.0.1:{self.pg_port}/postgres"
-
-    def rss_bytes(self) -> int:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-        raise RuntimeError("no VmRSS")
 
     def log_tail(self) -> str:
         return (self.base / "compute_ctl.log").read_text(errors="replace")[-4000:]

@@ -10,7 +10,7 @@ is not sent.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any, Protocol
+from typing import Any
 
 import hypothesis
 import pytest
@@ -19,8 +19,7 @@ import schemathesis
 from schemathesis import GenerationMode
 
 from compute_ctl.compute.http import openapi
-from tests import pgserver
-from tests.http import jwts, live, realcompute
+from tests.http import jwts, realcompute
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -32,25 +31,11 @@ _KEY = jwts.ed25519()
 _AUTH = {"Authorization": "Bearer " + jwts.token(_KEY, {"compute_id": realcompute.COMPUTE_ID})}
 
 
-class Served(Protocol):
-    @property
-    def internal(self) -> str: ...
-
-    @property
-    def external(self) -> str: ...
-
-
 @pytest.fixture(scope="module")
-def served(request: pytest.FixtureRequest) -> Iterator[Served]:
-    """A real compute_ctl when the node is in the tree; else the HTTP layer over the double."""
-    jwks = [jwts.public_jwk(_KEY)]
-    if realcompute.available():
-        with realcompute.compute_ctl(jwks=jwks) as compute:
-            yield compute
-    else:
-        own_pg: pgserver.PgServer = request.getfixturevalue("own_pg")
-        with live.live_double(own_pg, jwks=jwks) as double:
-            yield double
+def served() -> Iterator[realcompute.ComputeProcess]:
+    """A real compute_ctl process."""
+    with realcompute.compute_ctl(jwks=[jwts.public_jwk(_KEY)]) as compute:
+        yield compute
 
 
 schema = schemathesis.openapi.from_dict(openapi.load())
@@ -92,7 +77,7 @@ def _would_terminate(case: Any) -> bool:
 
 @schema.parametrize()
 @hypothesis.settings(deadline=None, suppress_health_check=list(hypothesis.HealthCheck))
-def test_api_survives_fuzzing(case: Any, served: Served) -> None:
+def test_api_survives_fuzzing(case: Any, served: realcompute.ComputeProcess) -> None:
     if _would_terminate(case):
         return
     if case.path == "/configure":
