@@ -14,23 +14,32 @@ Three measurements per run, interleaved so machine noise hits each alike:
 
 Prints each median, the ratios against the baseline (target: at most 1.15x; the paired
 ratio is the median of per-run ratios), and the phase breakdown of compute_ctl (Neon's
-``/metrics.json`` timings) and of the baseline. On a busy machine the ``process`` ratio
-grows: compute_ctl's own start-up (Python imports) overlaps initdb and needs a free core.
+``/metrics.json`` timings, and the CPU compute_ctl itself used until ``running``) and of
+the baseline. On a busy machine the ``process`` ratio grows: compute_ctl's own start-up
+(Python imports) overlaps initdb and needs a free core; its CPU figure does not depend on
+the load.
+
+compute_ctl runs as installed: with its modules' bytecode compiled (into a cache of this
+run, warmed before the first start), as ``pip install`` leaves it. ``--no-bytecode`` keeps
+the environment's setting instead (a development tree with ``PYTHONDONTWRITEBYTECODE``
+recompiles every module of compute_ctl on every start). ``/status`` is polled every 5 ms
+over one kept-alive connection, so the observer costs the observed little CPU.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import http.client
 import json
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -125,12 +134,58 @@ async def _baseline(base: Path, spec: spec_mod.ComputeSpec, port: int) -> dict[s
     return phases
 
 
-def _get(port: int, path: str) -> Any:
+class _Poller:
+    """GET one path again and again over a kept-alive connection (reopened on failure)."""
+
+    def __init__(self, port: int) -> None:
+        self._port = port
+        self._conn: http.client.HTTPConnection | None = None
+
+    def get(self, path: str) -> Any:
+        if self._conn is None:
+            self._conn = http.client.HTTPConnection("127.0.0.1", self._port, timeout=10)
+        try:
+            self._conn.request("GET", path)
+            response = self._conn.getresponse()
+            body = response.read()
+        except (OSError, http.client.HTTPException):
+            self.close()
+            return None
+        return json.loads(body) if response.status == 200 else None
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+@contextlib.contextmanager
+def _bytecode_env(enabled: bool) -> Iterator[Mapping[str, str]]:
+    """The environment compute_ctl runs with: its bytecode in a cache of this run, warmed
+    by importing its start path once (nothing timed), or the environment as it is."""
+    if not enabled:
+        yield {}
+        return
+    cache = pgserver.scratch_dir("bench-pycache-")
+    env = {"PYTHONPYCACHEPREFIX": str(cache), "PYTHONDONTWRITEBYTECODE": ""}
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:
-            return json.loads(r.read())
-    except (OSError, urllib.error.HTTPError):
-        return None
+        start_path = ("cli", "node", "http.server")
+        warm = "import " + ", ".join(f"compute_ctl.compute.{m}" for m in start_path)
+        subprocess.run(
+            [sys.executable, "-c", warm],
+            env={**os.environ, **env},
+            cwd=helpers.REPO,
+            check=True,
+        )
+        yield env
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+
+
+def _cpu_ms(pid: int) -> int:
+    """User + system CPU of one process so far (not its children: initdb, postgres)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 1000 // os.sysconf("SC_CLK_TCK")
 
 
 def _timings(proc: process.ComputeProcess) -> dict[str, int]:
@@ -142,14 +197,18 @@ def _timings(proc: process.ComputeProcess) -> dict[str, int]:
 
 
 def _wait_status(proc: process.ComputeProcess, wanted: str, *, poll: float = 0.005) -> None:
+    poller = _Poller(proc.internal_port)
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        status = _get(proc.internal_port, "/status")
-        if status is not None and status.get("status") == wanted:
-            return
-        if proc.proc.poll() is not None:
-            raise RuntimeError(f"compute_ctl exited:\n{proc.log()}")
-        time.sleep(poll)
+    try:
+        while time.monotonic() < deadline:
+            status = poller.get("/status")
+            if status is not None and status.get("status") == wanted:
+                return
+            if proc.proc.poll() is not None:
+                raise RuntimeError(f"compute_ctl exited:\n{proc.log()}")
+            time.sleep(poll)
+    finally:
+        poller.close()
     raise RuntimeError(f"compute_ctl not {wanted}:\n{proc.log()}")
 
 
@@ -158,23 +217,28 @@ def _finish(proc: process.ComputeProcess) -> None:
     proc.wait_exit(timeout=30)
 
 
-def _process_run(base: Path, spec: dict[str, Any], port: int) -> tuple[float, dict[str, int]]:
+def _process_run(
+    base: Path, spec: dict[str, Any], port: int, env: Mapping[str, str]
+) -> tuple[float, dict[str, int]]:
     config = base / "config.json"
     config.write_text(json.dumps({"spec": spec}))
     started = time.monotonic()
-    proc = process.ComputeProcess(pgdata=base / "pgdata", port=port, config=config)
+    proc = process.ComputeProcess(pgdata=base / "pgdata", port=port, config=config, env=dict(env))
     try:
         _wait_status(proc, "running")
         elapsed = time.monotonic() - started
-        return elapsed, _timings(proc)
+        cpu_ms = _cpu_ms(proc.proc.pid)
+        return elapsed, {**_timings(proc), "compute_ctl_cpu_ms": cpu_ms}
     finally:
         _finish(proc)
 
 
-def _pooled_run(base: Path, spec: dict[str, Any], port: int) -> tuple[float, dict[str, int]]:
+def _pooled_run(
+    base: Path, spec: dict[str, Any], port: int, env: Mapping[str, str]
+) -> tuple[float, dict[str, int]]:
     config = base / "config.json"
     config.write_text(json.dumps({"spec": None}))
-    proc = process.ComputeProcess(pgdata=base / "pgdata", port=port, config=config)
+    proc = process.ComputeProcess(pgdata=base / "pgdata", port=port, config=config, env=dict(env))
     try:
         _wait_status(proc, "empty", poll=0.02)
         # A pooled compute has sat idle a while: let its prewarm (a spare initdb) finish.
@@ -196,19 +260,17 @@ def _median_phases(runs: Sequence[dict[str, Any]]) -> dict[str, float]:
     return {k: statistics.median(float(r[k]) for r in runs) for k in keys}
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="bench.cold_start", description=__doc__)
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--roles", type=int, default=1, help="roles in the spec")
-    args = parser.parse_args(argv)
+def _measure(
+    *, runs: int, roles: int, env: Mapping[str, str]
+) -> tuple[dict[str, list[float]], dict[str, list[dict[str, int]]], list[dict[str, float]]]:
     results: dict[str, list[float]] = {"process": [], "pooled": [], "baseline": []}
     timings: dict[str, list[dict[str, int]]] = {"process": [], "pooled": []}
     baseline_phases: list[dict[str, float]] = []
-    for run in range(args.runs):
+    for run in range(runs):
         for kind in ("baseline", "process", "pooled"):
             base = pgserver.scratch_dir(f"bench-{kind}-")
             port = pgserver.free_port()
-            raw = _spec(port, args.roles)
+            raw = _spec(port, roles)
             try:
                 if kind == "baseline":
                     spec = spec_mod.ComputeSpec.model_validate(raw)
@@ -217,18 +279,37 @@ def main(argv: Sequence[str] | None = None) -> int:
                     baseline_phases.append(phases)
                 else:
                     runner = _process_run if kind == "process" else _pooled_run
-                    elapsed, t = runner(base, raw, port)
+                    elapsed, t = runner(base, raw, port, env)
                     results[kind].append(elapsed)
                     timings[kind].append(t)
             finally:
                 shutil.rmtree(base, ignore_errors=True)
         print(
-            f"run {run + 1}/{args.runs}: "
+            f"run {run + 1}/{runs}: "
             + ", ".join(f"{k} {v[-1] * 1000:.0f} ms" for k, v in results.items()),
             file=sys.stderr,
         )
+    return results, timings, baseline_phases
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench.cold_start", description=__doc__)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--roles", type=int, default=1, help="roles in the spec")
+    parser.add_argument(
+        "--no-bytecode",
+        action="store_true",
+        help="run compute_ctl with the environment's bytecode setting, not a warmed cache",
+    )
+    args = parser.parse_args(argv)
+    with _bytecode_env(not args.no_bytecode) as env:
+        results, timings, baseline_phases = _measure(runs=args.runs, roles=args.roles, env=env)
     base_median = statistics.median(results["baseline"])
-    print(f"cold start to running, small spec ({args.roles} role(s), 1 database), {args.runs} runs")
+    bytecode = "environment's bytecode setting" if args.no_bytecode else "bytecode compiled"
+    print(
+        f"cold start to running, small spec ({args.roles} role(s), 1 database), "
+        f"{args.runs} runs, {bytecode}"
+    )
     for kind, values in results.items():
         median = statistics.median(values)
         # Also the median of per-run ratios: each run's three starts ran back to back, so
@@ -244,7 +325,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     for kind in ("process", "pooled"):
         phases = _median_phases(timings[kind]) if timings[kind] else {}
-        shown = ("wait_for_spec_ms", "start_postgres_ms", "config_ms", "total_startup_ms")
+        shown = (
+            "wait_for_spec_ms",
+            "start_postgres_ms",
+            "config_ms",
+            "total_startup_ms",
+            "compute_ctl_cpu_ms",
+        )
         print(
             f"  {kind} timings (median): "
             + ", ".join(f"{k} {phases[k]:.0f}" for k in shown if k in phases)

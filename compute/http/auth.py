@@ -16,6 +16,8 @@ external API refuses every request (401) unless ``--allow-unauthenticated`` was 
 ``/metrics`` and the probes are open. Tokens are never logged or echoed.
 
 This module owns verification only; the middleware that applies it is in ``app``.
+joserfc (and with it ``cryptography``, a large import) is loaded when the first key is,
+so a compute without keys never loads it and one with keys loads it off the start path.
 """
 
 from __future__ import annotations
@@ -26,13 +28,13 @@ import logging
 import time
 import warnings
 from collections.abc import Mapping, Sequence
-from typing import Any
-
-from joserfc import errors as jose_errors
-from joserfc import jwk, jwt
+from typing import TYPE_CHECKING, Any
 
 from compute_ctl.compute import spec as spec_mod
 from compute_ctl.compute.http import responses
+
+if TYPE_CHECKING:
+    from joserfc import jwk
 
 __all__ = ["ADMIN_SCOPE", "COMPUTE_AUDIENCE", "Authorizer", "Claims"]
 
@@ -88,6 +90,11 @@ class _Key:
 
 def _load_keys(jwks: spec_mod.Jwks) -> list[_Key]:
     """Import every usable JWK; a key that cannot be imported is skipped with a warning."""
+    if not jwks.keys:
+        return []
+    from joserfc import errors as jose_errors
+    from joserfc import jwk
+
     keys = []
     for index, raw in enumerate(jwks.keys):
         label = raw.get("kid", f"#{index}")
@@ -182,6 +189,9 @@ def _bearer_token(authorization: str | None) -> str:
 
 def _verify(token: str, keys: Sequence[_Key]) -> Mapping[str, Any]:
     """The token's claims if any key verifies its signature; 401 otherwise."""
+    from joserfc import errors as jose_errors
+    from joserfc import jwt
+
     for candidate in keys:
         try:
             with warnings.catch_warnings():
