@@ -112,10 +112,10 @@ async def round_a(
         plan = await catalog_apply.plan_spec(
             connstr=ours.dsn(), spec=compute_spec, privileged_role=PRIVILEGED
         )
-        baseline_s = await asyncio.to_thread(run_psql, theirs, write_script(plan))
+        baseline_s = await asyncio.to_thread(run_psql, theirs, write_script(plan, theirs))
     apply_s, result = await timed_apply(ours, compute_spec)
     if ours_first:
-        baseline_s = await asyncio.to_thread(run_psql, theirs, write_script(result.plan))
+        baseline_s = await asyncio.to_thread(run_psql, theirs, write_script(result.plan, theirs))
     return apply_s, baseline_s, result.statements_executed
 
 
@@ -131,8 +131,9 @@ async def reapply(server: pgserver.PgServer, compute_spec: spec.ComputeSpec, rep
     print(f"    median time: {median_ms:.1f} ms over {repeat} runs (target < 100 ms)")
 
 
-def write_script(plan: plan_mod.Plan) -> Path:
-    script = pgserver.scratch_dir("bench-catalog-") / "baseline.sql"
+def write_script(plan: plan_mod.Plan, server: pgserver.PgServer) -> Path:
+    """The script beside the server's data directory, removed with it by ``stop()``."""
+    script = server.datadir.parent / "baseline.sql"
     script.write_text(psql_script(plan))
     return script
 

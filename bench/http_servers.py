@@ -104,6 +104,7 @@ def _spawn(args: Sequence[str]) -> subprocess.Popen[bytes]:
         cwd=REPO,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        preexec_fn=pgserver.die_with_parent(),
     )
 
 

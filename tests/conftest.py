@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 
 import pytest
@@ -27,3 +28,15 @@ def pg() -> Iterator[pgserver.PgServer]:
         yield server
     finally:
         server.stop()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Name the scratch directories some test or fixture did not remove (a leak to fix),
+    then remove them so they do not pile up in /tmp."""
+    left = pgserver.leftovers()
+    if not left:
+        return
+    terminalreporter.write_sep("=", f"{len(left)} scratch directories left behind", yellow=True)
+    for path in left:
+        terminalreporter.write_line(str(path))
+        shutil.rmtree(path, ignore_errors=True)

@@ -3,24 +3,35 @@
 Runs the real Debian binaries as the unprivileged OS user when the suite runs as root
 (through ``pgtools.parent_death_preexec``), listens on a free loopback port with trust
 authentication, and is torn down by the fixture that made it.
+
+``scratch_dir`` makes the directories postgres can reach; whoever makes one removes it,
+also when the test fails. ``leftovers()`` lists those that were not removed: the suite
+reports (and then removes) them at its end.
 """
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from compute_ctl.compute import pgtools
 
-__all__ = ["PgServer", "free_port", "scratch_dir", "tools"]
+__all__ = ["PgServer", "die_with_parent", "free_port", "leftovers", "scratch_dir", "tools"]
 
 SUPERUSER = "cloud_admin"
+
+# Every scratch directory this process made, for the suite's end-of-session check.
+_made: list[Path] = []
+_PR_SET_PDEATHSIG = 1
 
 
 def free_port() -> int:
@@ -43,9 +54,29 @@ def scratch_dir(prefix: str) -> Path:
     base.mkdir(mode=0o755, exist_ok=True)
     base.chmod(0o755)
     path = Path(tempfile.mkdtemp(prefix=prefix, dir=base))
+    _made.append(path)
     path.chmod(0o755)
     tools().user.chown(path)
     return path
+
+
+def die_with_parent() -> Callable[[], None]:
+    """A ``preexec_fn`` for a process a test starts (compute_ctl): SIGKILL it when the
+    thread that started it dies, so it cannot outlive an interrupted suite. Its postgres
+    follows it the same way (``pgtools.parent_death_preexec``)."""
+    parent = os.getpid()
+
+    def preexec() -> None:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return preexec
+
+
+def leftovers() -> list[Path]:
+    """The scratch directories this process made that its code did not remove."""
+    return [path for path in _made if path.exists()]
 
 
 @dataclasses.dataclass
@@ -58,38 +89,41 @@ class PgServer:
 
     @classmethod
     def create(cls, *, extra_conf: str = "") -> PgServer:
+        """initdb and start one; on any failure nothing is left running or on disk."""
         t = tools()
         base = scratch_dir("pg-")
-        datadir = base / "data"
-        run_as = pgtools.parent_death_preexec(t.user)
-        subprocess.run(
-            [
-                t.tool("initdb"),
-                "-D",
-                datadir,
-                "-U",
-                SUPERUSER,
-                "--auth=trust",
-                "-E",
-                "UTF8",
-                "--locale=C.UTF-8",
-                "--no-sync",
-            ],
-            check=True,
-            capture_output=True,
-            preexec_fn=run_as,
-            env=t.env(),
-        )
-        port = free_port()
-        with open(datadir / "postgresql.conf", "a") as f:
-            f.write(
-                f"port = {port}\nlisten_addresses = '127.0.0.1'\n"
-                f"unix_socket_directories = '{base}'\nfsync = off\n"
-                "max_connections = 100\nshared_preload_libraries = 'pg_stat_statements'\n"
-                f"{extra_conf}\n"
+        server = cls(datadir=base / "data", port=0)
+        try:
+            subprocess.run(
+                [
+                    t.tool("initdb"),
+                    "-D",
+                    server.datadir,
+                    "-U",
+                    SUPERUSER,
+                    "--auth=trust",
+                    "-E",
+                    "UTF8",
+                    "--locale=C.UTF-8",
+                    "--no-sync",
+                ],
+                check=True,
+                capture_output=True,
+                preexec_fn=pgtools.parent_death_preexec(t.user),
+                env=t.env(),
             )
-        server = cls(datadir=datadir, port=port)
-        server.start()
+            server.port = free_port()  # as late as possible: another process may take it
+            with open(server.datadir / "postgresql.conf", "a") as f:
+                f.write(
+                    f"port = {server.port}\nlisten_addresses = '127.0.0.1'\n"
+                    f"unix_socket_directories = '{base}'\nfsync = off\n"
+                    "max_connections = 100\nshared_preload_libraries = 'pg_stat_statements'\n"
+                    f"{extra_conf}\n"
+                )
+            server.start()
+        except BaseException:
+            server.stop()
+            raise
         return server
 
     def start(self) -> None:
@@ -114,6 +148,8 @@ class PgServer:
             except (FileNotFoundError, IndexError):
                 pass
             time.sleep(0.02)
+        self.proc.kill()  # not ready in time: leave nothing running
+        self.proc.wait()
         raise TimeoutError(f"postgres not ready: {self.log_tail()}")
 
     def log_tail(self, limit: int | None = 2000) -> str:

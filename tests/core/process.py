@@ -65,7 +65,12 @@ class ComputeProcess:
         full_env.update(env or {})
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                argv, stdout=log, stderr=log, env=full_env, cwd=helpers.REPO
+                argv,
+                stdout=log,
+                stderr=log,
+                env=full_env,
+                cwd=helpers.REPO,
+                preexec_fn=pgserver.die_with_parent(),
             )
 
     # --- HTTP --------------------------------------------------------------------

@@ -99,6 +99,29 @@ def compute_ctl(
     timeout: float = 60.0,
 ) -> Iterator[ComputeProcess]:
     base = pgserver.scratch_dir("compute-ctl-")
+    try:
+        compute = _spawn(
+            base,
+            jwks=jwks,
+            allow_unauthenticated=allow_unauthenticated,
+            extra_args=extra_args,
+        )
+        try:
+            _wait_running(compute, timeout=timeout)
+            yield compute
+        finally:
+            _stop(compute)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _spawn(
+    base: Path,
+    *,
+    jwks: Sequence[dict[str, Any]],
+    allow_unauthenticated: bool,
+    extra_args: Sequence[str],
+) -> ComputeProcess:
     pg_port = pgserver.free_port()
     config = base / "config.json"
     config.write_text(
@@ -136,25 +159,30 @@ def compute_ctl(
     # Run from the repository root rather than with PYTHONPATH, which would let its
     # ``operator/`` folder shadow the standard library's ``operator`` module.
     with open(base / "compute_ctl.log", "wb") as log:
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
-    compute = ComputeProcess(
+        proc = subprocess.Popen(
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+            preexec_fn=pgserver.die_with_parent(),
+        )
+    return ComputeProcess(
         proc=proc,
         pg_port=pg_port,
         external_port=external_port,
         internal_port=internal_port,
         base=base,
     )
-    try:
-        _wait_running(compute, timeout=timeout)
-        yield compute
-    finally:
-        if proc.poll() is None:
-            with contextlib.suppress(requests.RequestException):
-                requests.post(f"{compute.internal}/terminate?mode=immediate", timeout=30)
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        shutil.rmtree(base, ignore_errors=True)
+
+
+def _stop(compute: ComputeProcess) -> None:
+    proc = compute.proc
+    if proc.poll() is None:
+        with contextlib.suppress(requests.RequestException):
+            requests.post(f"{compute.internal}/terminate?mode=immediate", timeout=30)
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

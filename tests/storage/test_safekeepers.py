@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -112,18 +114,22 @@ async def test_fast_path_refuses_unsynced_safekeepers(sks: list[dict[str, object
     assert await _fast_path(*made) is None
 
 
-def _pgdata_with_conf() -> Path:
+@pytest.fixture
+def pgdata_with_conf() -> Iterator[Path]:
     base = pgserver.scratch_dir("sync-")
-    pgdata = base / "data"
-    pgdata.mkdir(mode=0o700)
-    (pgdata / "postgresql.conf").write_text("neon.safekeepers='sk-0:5454'\n")
-    pgserver.tools().user.chown_tree(pgdata)
-    return pgdata
+    try:
+        pgdata = base / "data"
+        pgdata.mkdir(mode=0o700)
+        (pgdata / "postgresql.conf").write_text("neon.safekeepers='sk-0:5454'\n")
+        pgserver.tools().user.chown_tree(pgdata)
+        yield pgdata
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
-async def test_sync_safekeepers_contract(neon_bin: neonbin.NeonBin) -> None:
+async def test_sync_safekeepers_contract(neon_bin: neonbin.NeonBin, pgdata_with_conf: Path) -> None:
     neon_bin.configure(lsn="0/16B3748")
-    pgdata = _pgdata_with_conf()
+    pgdata = pgdata_with_conf
     lsn = await safekeepers.sync_safekeepers(
         pgbin=neon_bin.postgres, pgdata=pgdata, tools=pgserver.tools(), token=TOKEN
     )
@@ -131,7 +137,9 @@ async def test_sync_safekeepers_contract(neon_bin: neonbin.NeonBin) -> None:
     assert neon_bin.calls() == [{"pgdata": str(pgdata), "token": TOKEN, "safekeepers": "sk-0:5454"}]
 
 
-async def test_sync_retries_with_backoff_then_succeeds(neon_bin: neonbin.NeonBin) -> None:
+async def test_sync_retries_with_backoff_then_succeeds(
+    neon_bin: neonbin.NeonBin, pgdata_with_conf: Path
+) -> None:
     neon_bin.configure(lsn="1/2", fail=3)
     slept: list[float] = []
 
@@ -140,7 +148,7 @@ async def test_sync_retries_with_backoff_then_succeeds(neon_bin: neonbin.NeonBin
 
     lsn = await safekeepers.sync_with_retries(
         pgbin=neon_bin.postgres,
-        pgdata=_pgdata_with_conf(),
+        pgdata=pgdata_with_conf,
         tools=pgserver.tools(),
         token=None,
         sleep=sleep,
@@ -151,7 +159,9 @@ async def test_sync_retries_with_backoff_then_succeeds(neon_bin: neonbin.NeonBin
     assert neon_bin.calls()[0]["token"] is None
 
 
-async def test_sync_gives_up_after_five_retries(neon_bin: neonbin.NeonBin) -> None:
+async def test_sync_gives_up_after_five_retries(
+    neon_bin: neonbin.NeonBin, pgdata_with_conf: Path
+) -> None:
     neon_bin.configure(lsn="1/2", fail=100)
     slept: list[float] = []
 
@@ -161,7 +171,7 @@ async def test_sync_gives_up_after_five_retries(neon_bin: neonbin.NeonBin) -> No
     with pytest.raises(errors.StorageError, match="could not reach a quorum"):
         await safekeepers.sync_with_retries(
             pgbin=neon_bin.postgres,
-            pgdata=_pgdata_with_conf(),
+            pgdata=pgdata_with_conf,
             tools=pgserver.tools(),
             token=TOKEN,
             sleep=sleep,
