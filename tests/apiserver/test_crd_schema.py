@@ -1,0 +1,75 @@
+"""The ComputeSpec CRD on a real API server: its schema is structural and enforced there."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kubernetes
+import pytest
+
+from tests.apiserver import conftest
+from tests.apiserver import resources as resources_
+
+pytestmark = pytest.mark.apiserver
+
+
+def test_crd_is_structural_and_established(admin: Any, crd: conftest.Crd) -> None:
+    ext: Any = kubernetes.client.ApiextensionsV1Api(admin)
+    stored = ext.read_custom_resource_definition(crd.document["metadata"]["name"])
+    conditions = {c.type: c for c in stored.status.conditions}
+    assert conditions["Established"].status == "True"
+    assert conditions["NamesAccepted"].status == "True"
+    # A non-structural schema is accepted by v1 only with this condition set: must be absent.
+    assert "NonStructuralSchema" not in conditions
+    assert stored.status.accepted_names.kind == crd.kind
+
+
+def test_valid_resource_round_trips(resources: resources_.Resources) -> None:
+    spec = resources_.minimal_spec(roles=("alice",), databases=("app",))
+    created = resources.create("ok", spec)
+    assert created["metadata"]["generation"] == 1
+    stored = resources.get("ok")["spec"]
+    assert stored["cluster"]["roles"][0]["name"] == "alice"
+    assert stored["cluster"]["databases"][0]["owner"] == "alice"
+    assert stored["format_version"] == 1.0
+
+
+def _rejection(resources: resources_.Resources, spec: dict[str, Any]) -> str:
+    with pytest.raises(kubernetes.client.ApiException) as info:
+        resources.create("bad", spec)
+    assert info.value.status == 422, info.value.body
+    assert not resources.exists("bad")
+    return str(info.value.body)
+
+
+def test_missing_required_field_rejected_by_server(resources: resources_.Resources) -> None:
+    spec = resources_.minimal_spec()
+    del spec["cluster"]
+    assert "spec.cluster: Required value" in _rejection(resources, spec)
+
+
+def test_missing_nested_required_field_rejected(resources: resources_.Resources) -> None:
+    spec = resources_.minimal_spec(roles=("alice",), databases=("app",))
+    del spec["cluster"]["databases"][0]["owner"]
+    assert "spec.cluster.databases[0].owner: Required value" in _rejection(resources, spec)
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "field"),
+    [
+        (("format_version",), "one", "spec.format_version"),
+        (("suspend_timeout_seconds",), "soon", "spec.suspend_timeout_seconds"),
+        (("cluster", "roles"), "alice", "spec.cluster.roles"),
+        (("cluster", "databases"), [{"name": 5, "owner": "x"}], "spec.cluster.databases[0].name"),
+    ],
+)
+def test_wrong_type_rejected_by_server(
+    resources: resources_.Resources, path: tuple[str, ...], value: Any, field: str
+) -> None:
+    spec = resources_.minimal_spec()
+    target = spec
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    body = _rejection(resources, spec)
+    assert f"{field}: Invalid value" in body, body
