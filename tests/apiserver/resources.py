@@ -1,7 +1,7 @@
 """ComputeSpec resources for the real-API tests: valid bodies and raw CRUD on the CRD.
 
-Owns the shape of a test resource (a minimal valid ComputeSpec in ``.spec``) and thin
-wrappers over ``CustomObjectsApi``; it starts nothing and asserts nothing.
+Owns the shape of a test resource (a minimal valid ComputeSpec under ``.spec.computeSpec``)
+and thin wrappers over ``CustomObjectsApi``; it starts nothing and asserts nothing.
 """
 
 from __future__ import annotations
@@ -20,10 +20,9 @@ def minimal_spec(*, roles: tuple[str, ...] = (), databases: tuple[str, ...] = ()
         "format_version": 1.0,
         "suspend_timeout_seconds": -1,
         "cluster": {
-            "roles": [{"name": r, "encrypted_password": None, "options": None} for r in roles],
+            "roles": [{"name": r} for r in roles],
             "databases": [
-                {"name": d, "owner": roles[0] if roles else "cloud_admin", "options": None}
-                for d in databases
+                {"name": d, "owner": roles[0] if roles else "cloud_admin"} for d in databases
             ],
             "settings": [],
         },
@@ -43,13 +42,30 @@ class Resources:
     def _args(self) -> tuple[str, str, str, str]:
         return self.group, self.version, self.namespace, self.plural
 
+    FIELD = "spec.computeSpec"
+    """Where the ComputeSpec sits in the resource (as the server names it in errors)."""
+
+    @staticmethod
+    def wrap(compute_spec: dict[str, Any]) -> dict[str, Any]:
+        """A resource ``.spec`` (or a patch of it) holding this ComputeSpec (or patch)."""
+        return {"computeSpec": compute_spec}
+
     def body(self, name: str, spec: dict[str, Any] | None = None) -> dict[str, Any]:
+        """A resource whose ComputeSpec is ``spec`` (default: ``minimal_spec()``)."""
         return {
             "apiVersion": f"{self.group}/{self.version}",
             "kind": self.kind,
             "metadata": {"name": name},
-            "spec": copy.deepcopy(spec if spec is not None else minimal_spec()),
+            "spec": self.wrap(copy.deepcopy(spec if spec is not None else minimal_spec())),
         }
+
+    def compute_spec(self, obj: dict[str, Any]) -> dict[str, Any]:
+        value: dict[str, Any] = obj["spec"]["computeSpec"]
+        return value
+
+    def patch_spec(self, name: str, compute_spec_patch: dict[str, Any]) -> dict[str, Any]:
+        """Merge-patch the resource's ComputeSpec."""
+        return self.patch(name, {"spec": self.wrap(compute_spec_patch)})
 
     def create(self, name: str, spec: dict[str, Any] | None = None) -> dict[str, Any]:
         created: dict[str, Any] = self.api.create_namespaced_custom_object(

@@ -22,10 +22,14 @@ def test_status_subresource_drops_spec_changes(resources: resources_.Resources) 
     created = resources.create("c1")
     patched = resources.patch_status(
         "c1",
-        {"spec": {"suspend_timeout_seconds": 99}, "status": {"observedGeneration": 1}},
+        {
+            "spec": resources.wrap({"suspend_timeout_seconds": 99}),
+            "status": {"observedGeneration": 1},
+        },
     )
     assert patched["status"] == {"observedGeneration": 1}
-    assert patched["spec"]["suspend_timeout_seconds"] == -1  # the spec part was dropped
+    # The spec part was dropped.
+    assert resources.compute_spec(patched)["suspend_timeout_seconds"] == -1
     assert patched["metadata"]["generation"] == created["metadata"]["generation"]
 
 
@@ -34,7 +38,7 @@ def test_main_resource_drops_status_changes(resources: resources_.Resources) -> 
     patched = resources.patch("c1", {"status": {"observedGeneration": 7}})
     assert "status" not in patched
     # A spec change bumps generation; the status subresource is where status lives.
-    patched = resources.patch("c1", {"spec": {"suspend_timeout_seconds": 5}})
+    patched = resources.patch_spec("c1", {"suspend_timeout_seconds": 5})
     assert patched["metadata"]["generation"] == 2
 
 
@@ -51,12 +55,12 @@ def test_finalizer_holds_deletion_until_removed(resources: resources_.Resources)
 
 def test_stale_resource_version_conflicts(resources: resources_.Resources) -> None:
     stale = resources.create("c1")
-    resources.patch("c1", {"spec": {"suspend_timeout_seconds": 5}})
-    stale["spec"]["suspend_timeout_seconds"] = 6
+    resources.patch_spec("c1", {"suspend_timeout_seconds": 5})
+    resources.compute_spec(stale)["suspend_timeout_seconds"] = 6
     with pytest.raises(kubernetes.client.ApiException) as info:
         resources.replace("c1", stale)
     assert info.value.status == 409
-    assert resources.get("c1")["spec"]["suspend_timeout_seconds"] == 5
+    assert resources.compute_spec(resources.get("c1"))["suspend_timeout_seconds"] == 5
     # The json-patch precondition kopf uses for finalizers is refused the same way.
     with pytest.raises(kubernetes.client.ApiException) as info:
         resources.api.patch_namespaced_custom_object(
@@ -102,14 +106,14 @@ def test_field_selector_filters_list_and_watch(resources: resources_.Resources) 
         ):
             obj: dict[str, Any] = event["object"]
             seen.append((event["type"], obj["metadata"]["name"]))
-            if obj["spec"]["suspend_timeout_seconds"] == 2:
+            if resources.compute_spec(obj)["suspend_timeout_seconds"] == 2:
                 break
         done.set()
 
     thread = threading.Thread(target=consume, daemon=True)
     thread.start()
-    resources.patch("other", {"spec": {"suspend_timeout_seconds": 1}})
-    resources.patch("mine", {"spec": {"suspend_timeout_seconds": 2}})
+    resources.patch_spec("other", {"suspend_timeout_seconds": 1})
+    resources.patch_spec("mine", {"suspend_timeout_seconds": 2})
     kube.wait_for(done.is_set, what="the watch to see the patch of 'mine'")
     watch.stop()  # type: ignore[no-untyped-call]
     assert seen == [("MODIFIED", "mine")]

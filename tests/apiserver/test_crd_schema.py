@@ -28,7 +28,7 @@ def test_valid_resource_round_trips(resources: resources_.Resources) -> None:
     spec = resources_.minimal_spec(roles=("alice",), databases=("app",))
     created = resources.create("ok", spec)
     assert created["metadata"]["generation"] == 1
-    stored = resources.get("ok")["spec"]
+    stored = resources.compute_spec(resources.get("ok"))
     assert stored["cluster"]["roles"][0]["name"] == "alice"
     assert stored["cluster"]["databases"][0]["owner"] == "alice"
     assert stored["format_version"] == 1.0
@@ -45,22 +45,23 @@ def _rejection(resources: resources_.Resources, spec: dict[str, Any]) -> str:
 def test_missing_required_field_rejected_by_server(resources: resources_.Resources) -> None:
     spec = resources_.minimal_spec()
     del spec["cluster"]
-    assert "spec.cluster: Required value" in _rejection(resources, spec)
+    assert f"{resources.FIELD}.cluster: Required value" in _rejection(resources, spec)
 
 
 def test_missing_nested_required_field_rejected(resources: resources_.Resources) -> None:
     spec = resources_.minimal_spec(roles=("alice",), databases=("app",))
     del spec["cluster"]["databases"][0]["owner"]
-    assert "spec.cluster.databases[0].owner: Required value" in _rejection(resources, spec)
+    body = _rejection(resources, spec)
+    assert f"{resources.FIELD}.cluster.databases[0].owner: Required value" in body
 
 
 @pytest.mark.parametrize(
     ("path", "value", "field"),
     [
-        (("format_version",), "one", "spec.format_version"),
-        (("suspend_timeout_seconds",), "soon", "spec.suspend_timeout_seconds"),
-        (("cluster", "roles"), "alice", "spec.cluster.roles"),
-        (("cluster", "databases"), [{"name": 5, "owner": "x"}], "spec.cluster.databases[0].name"),
+        (("format_version",), "one", "format_version"),
+        (("suspend_timeout_seconds",), "soon", "suspend_timeout_seconds"),
+        (("cluster", "roles"), "alice", "cluster.roles"),
+        (("cluster", "databases"), [{"name": 5, "owner": "x"}], "cluster.databases[0].name"),
     ],
 )
 def test_wrong_type_rejected_by_server(
@@ -72,4 +73,4 @@ def test_wrong_type_rejected_by_server(
         target = target[key]
     target[path[-1]] = value
     body = _rejection(resources, spec)
-    assert f"{field}: Invalid value" in body, body
+    assert f"{resources.FIELD}.{field}: Invalid value" in body, body
