@@ -104,3 +104,42 @@ def resources(admin: Any, crd: Crd, namespace: str) -> resources_.Resources:
         kind=crd.kind,
         namespace=namespace,
     )
+
+
+def manifest(name: str) -> Path:
+    """A file of the shipped kustomize base."""
+    return REPO / "manifests" / name
+
+
+@dataclasses.dataclass(frozen=True)
+class Account:
+    """A ServiceAccount's identity: a token kubeconfig and an ``ApiClient`` using it."""
+
+    namespace: str
+    name: str
+    kubeconfig: Path
+    client: Any
+
+
+@pytest.fixture
+def operator_account(
+    admin: Any,
+    crd: Crd,
+    control_plane: controlplane.ControlPlane,
+    namespace: str,
+    tmp_path: Path,
+) -> Iterator[Account]:
+    """The shipped RBAC (ServiceAccount, Role, RoleBinding) applied in this test's namespace,
+    and the ServiceAccount's credentials from the TokenRequest API."""
+    documents = kube.load_documents(manifest("rbac.yaml"))
+    kube.server_side_apply(admin, documents, namespace=namespace, dry_run=False)
+    (account,) = [d["metadata"]["name"] for d in documents if d["kind"] == "ServiceAccount"]
+    token = kube.service_account_token(admin, namespace=namespace, name=account)
+    kubeconfig = control_plane.write_kubeconfig(
+        tmp_path / "operator.kubeconfig", user={"token": token}, namespace=namespace
+    )
+    client = kube.api_client(kubeconfig)
+    try:
+        yield Account(namespace=namespace, name=account, kubeconfig=kubeconfig, client=client)
+    finally:
+        client.close()
