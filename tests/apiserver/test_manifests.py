@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from tests.apiserver import conftest, kube, toolchain
+from tests.apiserver import resources as resources_
 
 pytestmark = pytest.mark.apiserver
 
@@ -78,10 +79,39 @@ def _helm(binaries: toolchain.Binaries, home: Path, *args: str) -> str:
     return proc.stdout
 
 
-def _values_variants(chart: Path) -> list[Path | None]:
-    """Default values, plus every ``ci/*-values.yaml`` the chart ships (chart-testing's
-    convention) so optional parts (autoscaling, the JWT keys Secret...) render too."""
-    return [None, *sorted((chart / "ci").glob("*values.yaml"))]
+_JWK = {
+    "kty": "OKP",
+    "crv": "Ed25519",
+    "kid": "k1",
+    "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo",
+}
+
+# Values that switch on the chart's optional parts, so they are rendered and checked too.
+_VARIANTS: dict[str, dict[str, Any]] = {
+    "defaults": {},
+    "everything-on": {
+        "computeSpec": resources_.minimal_spec(roles=("app",), databases=("app",)),
+        "autoscaling": {"enabled": True},
+        "jwks": {"keys": [_JWK]},
+        "pgdata": {"persistentSize": "1Gi"},
+    },
+    "bring-your-own": {
+        "jwks": {"existingSecret": "my-jwks"},
+        "serviceAccount": {"create": False, "name": "my-account"},
+        "rbac": {"create": False},
+        "operator": {"enabled": False},
+    },
+}
+
+
+def _values_files(chart: Path, directory: Path) -> dict[str, Path]:
+    """Our variants, plus every ``ci/*values.yaml`` the chart ships (chart-testing's)."""
+    files = {}
+    for name, values in _VARIANTS.items():
+        files[name] = directory / f"{name}.yaml"
+        files[name].write_text(yaml.safe_dump(values))
+    files.update({p.stem: p for p in sorted((chart / "ci").glob("*values.yaml"))})
+    return files
 
 
 @pytest.mark.parametrize("chart", _charts(), ids=lambda p: p.name)
@@ -94,8 +124,7 @@ def test_helm_chart_renders_and_passes_dry_run(
     tmp_path: Path,
 ) -> None:
     _helm(binaries, tmp_path, "lint", "--strict", str(chart))
-    for values in _values_variants(chart):
-        extra = ["--values", str(values)] if values else []
+    for variant, values in _values_files(chart, tmp_path).items():
         rendered = _helm(
             binaries,
             tmp_path,
@@ -105,8 +134,9 @@ def test_helm_chart_renders_and_passes_dry_run(
             "--namespace",
             namespace,
             "--include-crds",
-            *extra,
+            "--values",
+            str(values),
         )
         documents = [d for d in yaml.safe_load_all(rendered) if d]
-        assert documents, f"{chart.name} rendered nothing with {values}"
+        assert documents, f"{chart.name} rendered nothing with values {variant}"
         _dry_run(admin, documents, namespace)
