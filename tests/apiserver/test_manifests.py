@@ -139,4 +139,6 @@ def test_helm_chart_renders_and_passes_dry_run(
         )
         documents = [d for d in yaml.safe_load_all(rendered) if d]
         assert documents, f"{chart.name} rendered nothing with values {variant}"
+        if variant == "everything-on":  # the optional objects are really there
+            assert {crd.kind, "Secret"} <= {d["kind"] for d in documents}
         _dry_run(admin, documents, namespace)
