@@ -61,7 +61,7 @@ def test_dry_run_rejects_an_invalid_manifest(admin: Any, namespace: str) -> None
     with pytest.raises(kubernetes.client.ApiException) as info:
         kube.server_side_apply(admin, [statefulset], namespace=namespace, dry_run=True)
     assert info.value.status == 422, info.value.body
-    assert "spec.replicas" in info.value.body
+    assert "spec.replicas" in str(info.value.body)
 
 
 def _helm(binaries: toolchain.Binaries, home: Path, *args: str) -> str:
