@@ -8,6 +8,7 @@ the one-line reason from ``toolchain``.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 import pytest
 
 from tests.apiserver import controlplane, kube, toolchain
+from tests.apiserver import pod as pod_
 from tests.apiserver import resources as resources_
 
 log = logging.getLogger(__name__)
@@ -143,3 +145,26 @@ def operator_account(
         yield Account(namespace=namespace, name=account, kubeconfig=kubeconfig, client=client)
     finally:
         client.close()
+
+
+@pytest.fixture
+def pod(
+    admin: Any,
+    control_plane: controlplane.ControlPlane,
+    resources: resources_.Resources,
+    operator_account: Account,
+) -> Iterator[pod_.Pod]:
+    """compute_ctl (real PostgreSQL) + its ComputeSpec + the operator as the shipped
+    ServiceAccount; the operator's periodic reconcile runs every second."""
+    for module in ("compute_ctl.compute.__main__", "compute_ctl.operator.__main__"):
+        if importlib.util.find_spec(module) is None:
+            pytest.skip(f"{module} has not landed on this branch yet")
+    with pod_.running_pod(
+        admin=admin,
+        plane=control_plane,
+        resources=resources,
+        kubeconfig=operator_account.kubeconfig,
+        account=f"system:serviceaccount:{operator_account.namespace}:{operator_account.name}",
+        resync_interval=1.0,
+    ) as running:
+        yield running

@@ -9,6 +9,7 @@ and ServiceAccounts get no token Secrets (tokens come from the TokenRequest API)
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import shutil
@@ -21,6 +22,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -33,6 +35,17 @@ __all__ = ["ControlPlane"]
 log = logging.getLogger(__name__)
 
 _START_TIMEOUT = 90.0
+# Request metadata (who, verb, URI, response code) of every request made with a token: the
+# operator's and test ServiceAccounts'. Admin (certificate) requests are not logged.
+_AUDIT_POLICY = {
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    "omitStages": ["RequestReceived"],
+    "rules": [
+        {"level": "Metadata", "userGroups": ["system:serviceaccounts"]},
+        {"level": "None"},
+    ],
+}
 _ROOT = pgtools.OsUser(name="self", uid=None, gid=None, home="/")  # no user switch
 
 
@@ -143,6 +156,8 @@ class ControlPlane:
             self.workdir, name="serving", server_ips=("127.0.0.1",), server_dns=("localhost",)
         )
         sa = pki.write_rsa_key_pair(self.workdir, name="service-account")
+        policy = self.workdir / "audit-policy.yaml"
+        policy.write_text(yaml.safe_dump(_AUDIT_POLICY))
         self.apiserver = _spawn(
             [
                 str(binary),
@@ -163,6 +178,9 @@ class ControlPlane:
                 "--enable-priority-and-fairness=false",
                 "--endpoint-reconciler-type=none",
                 "--profiling=false",
+                f"--audit-policy-file={policy}",
+                f"--audit-log-path={self.audit_log}",
+                "--audit-log-mode=blocking",
                 "--v=1",
             ],
             log_path=self.workdir / "kube-apiserver.log",
@@ -235,6 +253,20 @@ class ControlPlane:
         path.write_text(yaml.safe_dump(config))
         path.chmod(0o600)
         return path
+
+    @property
+    def audit_log(self) -> Path:
+        return self.workdir / "audit.log"
+
+    def audit_events(self, *, user: str) -> list[dict[str, Any]]:
+        """The audit events (request metadata) of one user, oldest first."""
+        events = []
+        with open(self.audit_log) as f:
+            for line in f:
+                event = json.loads(line)
+                if event["user"]["username"] == user:
+                    events.append(event)
+        return events
 
     def logs(self) -> str:
         return _tail(self.workdir / "kube-apiserver.log")
