@@ -25,11 +25,15 @@ apiserver_bin="$apiserver_dir/kube-apiserver"
 helm_bin="$helm_dir/helm"
 
 find_go() {
-  if [ -n "${GO:-}" ]; then echo "$GO"; return; fi
-  if command -v go >/dev/null 2>&1; then command -v go; return; fi
-  if [ -x /usr/local/go/bin/go ]; then echo /usr/local/go/bin/go; return; fi
-  echo "build.sh: Go is not installed (needed once to build kube-apiserver and helm)" >&2
-  exit 3
+  local go=${GO:-}
+  if [ -z "$go" ]; then
+    go=$(command -v go || echo /usr/local/go/bin/go)
+  fi
+  if [ ! -x "$go" ]; then
+    echo "build.sh: Go is not installed (needed once to build kube-apiserver and helm)" >&2
+    exit 3
+  fi
+  echo "$go"
 }
 
 # go_env DIR: run Go with its module and build caches under DIR, no cgo, no toolchain download.
