@@ -27,8 +27,11 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
-    env["PYTHONPATH"] = str(REPO)
+    # No PYTHONPATH: the repository root on it would shadow the standard library's
+    # ``operator`` with ours before ``site`` runs. ``-m`` from the root (cwd) finds this
+    # checkout's ``compute_ctl`` once startup is over.
+    drop = {"KUBECONFIG", "PYTHONPATH"}
+    env = {k: v for k, v in os.environ.items() if k not in drop}
     env.update(extra)
     return env
 
@@ -44,7 +47,12 @@ class _Process:
     def _spawn(self, argv: list[str], env: dict[str, str]) -> None:
         with open(self.log_path, "ab") as out:
             self.proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=REPO,
             )
 
     def running(self) -> bool:
