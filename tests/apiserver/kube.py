@@ -38,9 +38,15 @@ def api_client(kubeconfig: Path) -> Any:
 
 
 def wait_for(
-    probe: Callable[[], T | None], *, what: str, timeout: float = 30.0, interval: float = 0.1
+    probe: Callable[[], T | None],
+    *,
+    what: str,
+    timeout: float = 30.0,
+    interval: float = 0.1,
+    fatal: tuple[type[Exception], ...] = (),
 ) -> T:
-    """Poll ``probe`` until it returns something truthy; its last exception is reported."""
+    """Poll ``probe`` until it returns something truthy; its last exception is reported.
+    Exceptions of the ``fatal`` types end the wait at once."""
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
     while True:
@@ -48,6 +54,8 @@ def wait_for(
             result = probe()
             if result:
                 return result
+        except fatal:
+            raise
         except Exception as e:
             last_error = e
         if time.monotonic() > deadline:

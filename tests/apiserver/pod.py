@@ -23,6 +23,10 @@ from tests.apiserver import resources as resources_
 __all__ = ["Pod", "running_pod"]
 
 
+class _Hopeless(Exception):
+    """A wait that can no longer succeed."""
+
+
 @dataclasses.dataclass
 class Pod:
     name: str
@@ -61,10 +65,10 @@ class Pod:
                 return found
         return {}
 
-    def wait(self, probe: Callable[[], Any], *, what: str, timeout: float = 60.0) -> Any:
+    def wait(self, probe: Callable[[], Any], *, what: str, timeout: float = 45.0) -> Any:
         try:
-            return kube.wait_for(probe, what=what, timeout=timeout)
-        except TimeoutError as e:
+            return kube.wait_for(probe, what=what, timeout=timeout, fatal=(_Hopeless,))
+        except (TimeoutError, _Hopeless) as e:
             raise TimeoutError(
                 f"{e}\n--- resource status: {self._status_quietly()}"
                 f"\n--- operator log:\n{self.operator.log_tail()}"
@@ -76,11 +80,15 @@ class Pod:
             return self.status()
         return None
 
-    def wait_reconciled(self, generation: int, *, timeout: float = 60.0) -> dict[str, Any]:
-        """Until the status says: this generation observed, Ready, Reconciled."""
+    def wait_reconciled(self, generation: int, *, timeout: float = 45.0) -> dict[str, Any]:
+        """Until the status says: this generation observed, Ready, Reconciled.
+
+        Gives up at once when the compute has failed (it would never get there)."""
 
         def reconciled() -> dict[str, Any] | None:
             status = self.status()
+            if status.get("status") == "failed":
+                raise _Hopeless(f"the compute failed: {status.get('lastError')}")
             ok = (
                 status.get("observedGeneration") == generation
                 and self.condition(status, "Ready").get("status") == "True"
