@@ -129,6 +129,19 @@ class Compute(_Process):
             body: dict[str, Any] = json.load(response)
             return body
 
+    def configure(self, spec: dict[str, Any]) -> int:
+        """A direct ``POST /configure`` (as a control plane would); returns the HTTP code."""
+        body = json.dumps({"spec": spec, "compute_ctl_config": {}}).encode()
+        request = urllib.request.Request(  # noqa: S310
+            f"{self.url}/configure",
+            data=body,
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310
+            code: int = response.status
+            return code
+
     def try_status(self) -> dict[str, Any] | None:
         with contextlib.suppress(OSError):
             return self.status()

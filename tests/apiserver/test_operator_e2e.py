@@ -8,8 +8,6 @@ of changes, and resumes after a restart without redoing work.
 
 from __future__ import annotations
 
-import os
-import signal
 import urllib.parse
 from typing import Any
 
@@ -75,18 +73,61 @@ def test_patch_reconfigures_the_compute(pod: pod_.Pod) -> None:
 
 def test_compute_failure_reports_degraded(pod: pod_.Pod) -> None:
     pod.wait_reconciled(1)
-    os.kill(pod.compute.postmaster_pid(), signal.SIGKILL)
+    # A database owned by a role that exists nowhere: the catalog apply fails in postgres.
+    broken = pod.spec()
+    broken["cluster"]["databases"].append({"name": "orphan", "owner": "no_such_owner"})
+    pod.resources.patch_spec(pod.name, broken)
 
     def degraded() -> dict[str, Any] | None:
         status = pod.status()
         cond = pod.condition(status, "Degraded")
-        return status if cond.get("status") == "True" else None
+        ok = status.get("observedGeneration") == 2 and cond.get("status") == "True"
+        return status if ok else None
 
     status = pod.wait(degraded, what="Degraded=True", timeout=30)
     assert status["status"] == "failed"
-    assert pod.condition(status, "Degraded")["reason"] == "ComputeFailed"
+    assert status["lastError"]
     assert pod.condition(status, "Ready")["status"] == "False"
-    assert pod.wait(lambda: pod.events("Degraded"), what="a Degraded event")
+    assert pod.condition(status, "Reconciled")["status"] == "False"
+    (event,) = pod.wait(lambda: pod.events("Degraded"), what="a Degraded event")
+    assert event.type == "Warning"
+    assert pod.compute.status()["status"] == "failed"
+
+
+def test_restart_only_settings_are_reported(pod: pod_.Pod) -> None:
+    pod.wait_reconciled(1)
+    pod.resources.patch_spec(pod.name, pod.spec(settings={"max_connections": "60"}))
+
+    def restart_required() -> dict[str, Any] | None:
+        status = pod.status()
+        cond = pod.condition(status, "RestartRequired")
+        ok = status.get("observedGeneration") == 2 and cond.get("status") == "True"
+        return status if ok else None
+
+    status = pod.wait(restart_required, what="RestartRequired=True", timeout=30)
+    assert pod.condition(status, "RestartRequired")["reason"] == "PendingRestart"
+    assert "max_connections" in status["pendingRestart"]
+    assert pod.wait(lambda: pod.events("RestartRequired"), what="a RestartRequired event")
+
+
+def test_a_direct_configure_is_a_conflict_and_the_resource_wins(pod: pod_.Pod) -> None:
+    ours = pod.wait_reconciled(1)["specHash"]
+    foreign = pod.spec(roles=("app", "intruder"))
+    assert pod.compute.configure(foreign) == 200
+    foreign_hash = spec_mod.spec_hash(spec_mod.ComputeSpec.model_validate(foreign))
+
+    def conflict() -> dict[str, Any] | None:
+        status = pod.status()
+        ok = pod.condition(status, "Reconciled").get("reason") == "Conflict"
+        return status if ok else None
+
+    status = pod.wait(conflict, what="Reconciled=False/Conflict", timeout=30)
+    assert status["conflictSpecHash"] == foreign_hash
+    # The next periodic reconcile (every second here) puts the resource's spec back.
+    status = pod.wait_reconciled(1)
+    assert status.get("conflictSpecHash") is None
+    assert pod.compute.status()["desired_spec_hash"] == ours
+    assert pod.wait(lambda: pod.events("ConflictResolved"), what="a ConflictResolved event")
 
 
 def test_invalid_spec_leaves_the_compute_untouched(pod: pod_.Pod) -> None:
