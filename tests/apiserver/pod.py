@@ -43,11 +43,18 @@ class Pod:
         return f"{self.resources.group}/terminate"
 
     def spec(
-        self, *, roles: tuple[str, ...] = ("app",), databases: tuple[str, ...] = ("app",)
+        self,
+        *,
+        roles: tuple[str, ...] = ("app",),
+        databases: tuple[str, ...] = ("app",),
+        settings: dict[str, str] | None = None,
     ) -> dict[str, Any]:
-        """A valid ComputeSpec for this compute (its port and loopback listen address)."""
+        """A valid ComputeSpec for this compute (its port and loopback listen address, plus
+        ``settings``); databases are owned by the first role."""
         spec = resources_.minimal_spec(roles=roles, databases=databases)
-        spec["cluster"]["settings"] = self.compute.settings()
+        spec["cluster"]["settings"] = self.compute.settings() + [
+            {"name": k, "value": v, "vartype": "string"} for k, v in (settings or {}).items()
+        ]
         return spec
 
     def get(self) -> dict[str, Any]:
