@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import kubernetes
@@ -74,3 +75,54 @@ def test_wrong_type_rejected_by_server(
     target[path[-1]] = value
     body = _rejection(resources, spec)
     assert f"{resources.FIELD}.{field}: Invalid value" in body, body
+
+
+def test_discovery_and_printer_columns(
+    admin: Any, crd: conftest.Crd, resources: resources_.Resources
+) -> None:
+    """What `kubectl get cspec` relies on: the short name in discovery, and the printer
+    columns' JSONPaths evaluated by the server (server-side printing)."""
+    version = next(v for v in crd.document["spec"]["versions"] if v["name"] == crd.version)
+    columns = [c["name"] for c in version.get("additionalPrinterColumns", [])]
+    if not columns:
+        pytest.skip("this CRD declares no printer columns")
+    custom: Any = kubernetes.client.CustomObjectsApi(admin)
+    listing = custom.get_api_resources(crd.group, crd.version)
+    (entry,) = [r for r in listing.resources if r.name == crd.plural]
+    assert entry.short_names == crd.document["spec"]["names"].get("shortNames")
+
+    resources.create("c1")
+    resources.patch_status(
+        "c1",
+        {
+            "status": {
+                "status": "running",
+                "observedGeneration": 1,
+                "conditions": [
+                    {
+                        "type": "Ready",
+                        "status": "True",
+                        "reason": "Running",
+                        "message": "",
+                        "lastTransitionTime": "2026-01-01T00:00:00Z",
+                    }
+                ],
+            }
+        },
+    )
+    response = admin.call_api(
+        "GET",
+        f"{admin.configuration.host}/apis/{crd.group}/{crd.version}/namespaces/"
+        f"{resources.namespace}/{crd.plural}",
+        header_params={"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io"},
+    )
+    response.read()
+    table = json.loads(response.data)
+    assert [c["name"] for c in table["columnDefinitions"]] == ["Name", *columns]
+    (row,) = table["rows"]
+    cells = dict(zip(["Name", *columns], row["cells"], strict=True))
+    assert cells["Name"] == "c1"
+    if "Status" in cells:
+        assert cells["Status"] == "running"
+    if "Ready" in cells:
+        assert cells["Ready"] == "True"
