@@ -16,7 +16,7 @@ import pytest
 from compute_ctl.compute import spec as spec_mod
 from tests.apiserver import pod as pod_
 
-pytestmark = pytest.mark.apiserver
+pytestmark = [pytest.mark.apiserver, pytest.mark.postgres, pytest.mark.slow]
 
 
 def _hash(pod: pod_.Pod) -> str:
