@@ -33,6 +33,8 @@ from compute_ctl.compute import (
     checks,
     errors,
     failpoints,
+    metrics,
+    monitor,
     params,
     pgtools,
     postgres,
@@ -83,6 +85,8 @@ class ComputeNode:
         # Test seam: the process layer (default: PGDATA and postgres on this machine).
         launcher: launcher_mod.Launcher | None = None,
         tools: pgtools.PgTools | None = None,
+        # A prewarm the CLI started (``pgdata.prewarm``), for the default launcher to adopt.
+        prewarm: asyncio.Task[bool] | None = None,
     ) -> None:
         self.params = params
         self.state = state_mod.ComputeState()
@@ -93,7 +97,7 @@ class ComputeNode:
         )
         self.catalog: applier.CatalogApplier = catalog or applier.ModuleApplier()
         self.launcher: launcher_mod.Launcher = launcher or launcher_mod.LocalLauncher(
-            params, tools=self.tools, timings=self.state.timings
+            params, tools=self.tools, timings=self.state.timings, prewarm=prewarm
         )
         self.postmaster: launcher_mod.PostgresHandle | None = None
         self._local = params.local
@@ -102,6 +106,7 @@ class ComputeNode:
             self.state.config = config.compute_ctl_config
         self._spec_received = time.monotonic()
         self._finished = False
+        self.metrics = metrics.Metrics(build_tag=params.build_tag, state=self.state)
         self._vm_monitor: vm_monitor.VmMonitor | None = None
         self._background: set[asyncio.Task[None]] = set()
 
@@ -230,7 +235,10 @@ class ComputeNode:
             assert self.postmaster is not None
             configurator = asyncio.create_task(self._configurator())
             exited = asyncio.create_task(self.postmaster.wait())
-            tasks += [configurator, exited]
+            activity = monitor.ActivityMonitor(
+                state=self.state, connstr=self.connstr(), metrics=self.metrics
+            )
+            tasks += [configurator, exited, asyncio.create_task(activity.run())]
             await asyncio.wait({exited, stop}, return_when=asyncio.FIRST_COMPLETED)
             configurator.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -369,7 +377,8 @@ class ComputeNode:
                 s.set_status(S.CONFIGURATION_PENDING)
                 s.set_status(S.CONFIGURATION)
             try:
-                pending = await self._reconfigure(spec)
+                with self.metrics.reconcile():
+                    pending = await self._reconfigure(spec)
             except Exception as e:
                 logger.error("reconfiguration failed: %s", e, exc_info=e)
                 async with self.state.lock() as s:
@@ -408,18 +417,22 @@ class ComputeNode:
         if spec is None or not _applies_catalog(spec):
             return
         try:
-            plan = await self.catalog.plan_spec(
-                connstr=self.connstr(), spec=spec, privileged_role=self.params.privileged_role_name
-            )
-            if not plan:
-                return
-            logger.warning("catalog drift: %d statement(s) to restore it", plan.statement_count)
-            await self.catalog.apply_spec(
-                connstr=self.connstr(),
-                spec=spec,
-                privileged_role=self.params.privileged_role_name,
-                concurrency=spec.reconfigure_concurrency,
-            )
+            with self.metrics.reconcile() as record:
+                plan = await self.catalog.plan_spec(
+                    connstr=self.connstr(),
+                    spec=spec,
+                    privileged_role=self.params.privileged_role_name,
+                )
+                if not plan:
+                    record.outcome = "noop"
+                    return
+                logger.warning("catalog drift: %d statement(s) to restore it", plan.statement_count)
+                await self.catalog.apply_spec(
+                    connstr=self.connstr(),
+                    spec=spec,
+                    privileged_role=self.params.privileged_role_name,
+                    concurrency=spec.reconfigure_concurrency,
+                )
         except Exception as e:
             logger.warning("drift check failed: %s", e)
 

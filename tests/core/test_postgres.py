@@ -74,6 +74,10 @@ async def test_reload_returns_once_new_connections_see_the_change(
     caplog.set_level(logging.INFO, logger="compute_ctl.compute.postgres")
     pm = await _spawn(data, port)
     try:
+        # postmaster.pid says ready before the relay has logged the same line: wait for it.
+        await helpers.wait_until(
+            lambda: "ready to accept connections" in caplog.text, what="the relayed ready line"
+        )
         assert "PG: " in caplog.text
         assert "database system is ready to accept connections" in caplog.text
         spec = helpers.make_spec(port=port, settings=[("work_mem", "9876kB", "string")])
