@@ -108,13 +108,14 @@ def decide(
     obs: status.Observation,
     want: str,
     old: status.ResourceStatus,
-    ours: frozenset[str],
+    pushed: frozenset[str],
     trigger: Trigger,
 ) -> Decision:
     """What to do, from what the compute reports and what the resource wants (pure).
 
-    ``ours`` holds the spec hashes this operator pushed or saw before (in memory, plus
-    the stored ``status.computeSpecHash``): a compute spec outside it came from elsewhere.
+    A compute spec is ours if this process pushed it (``pushed``) or the stored status
+    recorded it (``computeSpecHash``, which survives an operator restart), unless it is the
+    conflict reported last time. Any other non-empty spec came from elsewhere.
     """
     if obs.status in _TERMINATING:
         return Decision(Action.NONE, status.Problem(R.TERMINATING, "the compute is terminating"))
@@ -128,6 +129,7 @@ def decide(
         and refused.reason == R.REJECTED
     ):
         return Decision(Action.NONE, status.Problem(R.REJECTED, refused.message))
+    ours = (pushed | {old.compute_spec_hash or ""}) - {old.conflict_spec_hash or ""}
     foreign = obs.desired_hash not in ours and obs.desired_hash != ""
     if not foreign:
         return Decision(Action.PUSH)
@@ -196,11 +198,8 @@ class Reconciler:
             desired = view.compute_spec()
             want = spec_mod.spec_hash(desired)
             obs = await self.client.status()
-            # The stored computeSpecHash was ours, unless it is the conflict reported last time.
-            ours = (frozenset(memory.pushed) | {old.compute_spec_hash or ""}) - {
-                old.conflict_spec_hash or ""
-            }
-            decision = decide(obs=obs, want=want, old=old, ours=ours, trigger=trigger)
+            pushed = frozenset(memory.pushed)
+            decision = decide(obs=obs, want=want, old=old, pushed=pushed, trigger=trigger)
             if decision.action is Action.PUSH:
                 memory.pushed.append(want)
                 obs = await self._push(desired, want=want, obs=obs)
