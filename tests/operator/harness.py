@@ -74,19 +74,46 @@ _serial = itertools.count(1)
 
 
 class Emulator(kmock.KubernetesEmulator):
-    """kmock plus ``metadata.generateName``, which kopf uses to name its Events.
+    """kmock plus two API-server behaviours kopf relies on.
 
-    kmock 0.8 stores a created object under its ``metadata.name`` as sent, so every
-    generated-name Event after the first would be refused as a duplicate (409).
+    - ``metadata.generateName``: kopf names its Events that way; kmock 0.8 stores objects
+      under the name as sent, so every Event after the first would be refused (409).
+    - ``metadata.resourceVersion`` that changes on every write: kopf compares the version
+      its own patch returned with the versions of incoming watch events to tell fresh
+      bodies from stale ones. With kmock's constant version, a stale event (sent before
+      kopf's last-handled annotation was written) passes as fresh and kopf handles the
+      same update again and again. A JSON patch whose ``test`` of the version fails gets
+      the API server's 422, which kopf treats as "retry on the next event" (kmock: 500).
     """
 
     async def _handle(self, request: kmock.Request) -> Any:
         data = request.data
+        version = str(next(_serial))
         if request.action == kmock.action.CREATE and isinstance(data, dict):
             meta = data.setdefault("metadata", {})
             if not meta.get("name") and meta.get("generateName"):
-                meta["name"] = f"{meta['generateName']}{next(_serial):06d}"
+                meta["name"] = f"{meta['generateName']}{version}"
+            meta["resourceVersion"] = version
+        elif request.action == kmock.action.UPDATE and isinstance(data, dict):
+            data.setdefault("metadata", {})["resourceVersion"] = version
+        elif request.action == kmock.action.UPDATE and isinstance(data, list):
+            self._check_version(request, data)
+            data.append({"op": "replace", "path": "/metadata/resourceVersion", "value": version})
         return await super()._handle(request)
+
+    def _check_version(self, request: kmock.Request, ops: list[dict[str, Any]]) -> None:
+        key = (request.resource, request.namespace, request.name)
+        if key not in self.objects or self.objects[key].deleted:
+            return
+        current = self.objects[key].raw.get("metadata", {}).get("resourceVersion")
+        for op in ops:
+            if op.get("op") == "test" and op.get("path") == "/metadata/resourceVersion":
+                if op.get("value") != current:
+                    raise kmock.KubernetesError(
+                        status=422,
+                        reason="Invalid",
+                        message=f"resourceVersion {op.get('value')} is not {current}",
+                    )
 
 
 def declare(api: kmock.KubernetesEmulator) -> None:
@@ -133,8 +160,6 @@ class Api:
                 "namespace": NAMESPACE,
                 "uid": "00000000-0000-4000-8000-000000000001",
                 "generation": 1,
-                # kmock keeps no resourceVersion; kopf's finalizer JSON patch tests one.
-                "resourceVersion": "1",
                 "creationTimestamp": "2026-01-01T00:00:00Z",
             },
             "spec": {resource.SPEC_FIELD: spec},
@@ -328,7 +353,13 @@ class Operator:
     @classmethod
     @contextlib.asynccontextmanager
     async def running(
-        cls, *, api_url: str, compute_url: str, workdir: Path, resync: float = 1.0
+        cls,
+        *,
+        api_url: str,
+        compute_url: str,
+        workdir: Path,
+        resync: float = 1.0,
+        log_level: str = "DEBUG",
     ) -> AsyncIterator[Operator]:
         log = workdir / "operator.log"
         argv = procs.python_module(
@@ -341,7 +372,7 @@ class Operator:
             "--busy-timeout=60",
             "--retry-delay=0.5",
             "--delete-retries=2",
-            "--log-level=DEBUG",
+            f"--log-level={log_level}",
         )
         with log.open("wb") as out:
             proc = await asyncio.create_subprocess_exec(
