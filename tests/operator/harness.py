@@ -102,18 +102,20 @@ class Emulator(kmock.KubernetesEmulator):
         return await super()._handle(request)
 
     def _check_version(self, request: kmock.Request, ops: list[dict[str, Any]]) -> None:
+        if request.resource is None or request.name is None:
+            return
         key = (request.resource, request.namespace, request.name)
         if key not in self.objects or self.objects[key].deleted:
             return
         current = self.objects[key].raw.get("metadata", {}).get("resourceVersion")
         for op in ops:
-            if op.get("op") == "test" and op.get("path") == "/metadata/resourceVersion":
-                if op.get("value") != current:
-                    raise kmock.KubernetesError(
-                        status=422,
-                        reason="Invalid",
-                        message=f"resourceVersion {op.get('value')} is not {current}",
-                    )
+            tests_version = op.get("op") == "test" and op.get("path") == "/metadata/resourceVersion"
+            if tests_version and op.get("value") != current:
+                raise kmock.KubernetesError(
+                    status=422,
+                    reason="Invalid",
+                    message=f"resourceVersion {op.get('value')} is not {current}",
+                )
 
 
 def declare(api: kmock.KubernetesEmulator) -> None:
