@@ -74,11 +74,14 @@ class OsUser:
                 os.lchown(os.path.join(root, name), self.uid, self.gid or -1)
 
 
-def parent_death_preexec(user: OsUser) -> Callable[[], None]:
+def parent_death_preexec(
+    user: OsUser, *, before: Callable[[], None] | None = None
+) -> Callable[[], None]:
     """A ``preexec_fn``: drop privileges, then ask for SIGKILL when our parent dies.
 
     The order matters: Linux clears the parent-death signal when credentials change,
-    so ``prctl(PR_SET_PDEATHSIG)`` must come after ``setuid``.
+    so ``prctl(PR_SET_PDEATHSIG)`` must come after ``setuid``. ``before`` runs first, still
+    with our privileges (e.g. joining a cgroup, which needs root).
     """
     parent = os.getpid()
     groups: list[int] = []
@@ -87,6 +90,8 @@ def parent_death_preexec(user: OsUser) -> Callable[[], None]:
         groups.append(user.gid)
 
     def preexec() -> None:
+        if before is not None:
+            before()
         os.setpgrp()  # terminal signals go to compute_ctl, which forwards them
         if user.uid is not None and user.gid is not None:
             os.setgroups(groups)
@@ -165,8 +170,12 @@ class PgTools:
         stdin: int | None = asyncio.subprocess.DEVNULL,
         stdout: int | None = asyncio.subprocess.PIPE,
         stderr: int | None = asyncio.subprocess.PIPE,
+        preexec: Callable[[], None] | None = None,
     ) -> asyncio.subprocess.Process:
-        """Start a PostgreSQL tool as the OS user, tied to our lifetime."""
+        """Start a PostgreSQL tool as the OS user, tied to our lifetime.
+
+        ``preexec`` runs in the child before the privilege drop (see ``parent_death_preexec``).
+        """
         return await asyncio.create_subprocess_exec(
             *[os.fspath(a) for a in argv],
             env=self.env(env),
@@ -174,7 +183,7 @@ class PgTools:
             stdin=stdin,
             stdout=stdout,
             stderr=stderr,
-            preexec_fn=parent_death_preexec(self.user),
+            preexec_fn=parent_death_preexec(self.user, before=preexec),
         )
 
     async def run(

@@ -152,8 +152,8 @@ class ComputeMode(_Model):
             return {"kind": value}
         if isinstance(value, dict) and set(value) == {"Static"}:
             return {"kind": "Static", "lsn": parse_lsn(str(value["Static"]))}
-        if isinstance(value, dict) and "kind" in value:
-            return value
+        if isinstance(value, dict) and ("kind" in value or not value):
+            return value  # already ours, or {} from the default factory (Primary)
         raise ValueError('mode must be "Primary", "Replica" or {"Static": "X/Y"}')
 
     @pydantic.model_serializer(mode="plain")

@@ -1,0 +1,172 @@
+"""Runs a plan: the only code that changes the catalog.
+
+Phases run in order. Sequential phases run on the maintenance connection (or on a
+session to the operation's database for the few operations that need one); the
+per-database phase runs each database's operations on its own session, concurrently,
+at most ``concurrency`` sessions at a time (Neon's cap, #10006/#12663).
+
+Consecutive transactional operations on one session are sent as one batch in one
+transaction (one round trip instead of hundreds). If a batch fails it rolled back
+entirely; it is then replayed one operation at a time, so the error names the exact
+phase and object and everything before it is applied. A failed apply leaves the
+catalog where a fresh plan picks up: every operation is planned from observation.
+Errors never carry secrets.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from compute_ctl.compute import errors
+from compute_ctl.compute.catalog import db, tasks
+from compute_ctl.compute.catalog import plan as plan_mod
+
+__all__ = ["run"]
+
+logger = logging.getLogger(__name__)
+
+Connection = psycopg.AsyncConnection[tuple[Any, ...]]
+BATCH_OPERATIONS = 250
+_SECRET_RE = re.compile(r"SCRAM-SHA-256\$\S+|md5[0-9a-f]{32}")
+
+
+def _describe(error: psycopg.Error) -> str:
+    message = getattr(error.diag, "message_primary", None) or str(error) or type(error).__name__
+    return _SECRET_RE.sub(plan_mod.REDACTED, message)
+
+
+def _failure(op: plan_mod.Operation, error: BaseException) -> errors.ApplyError:
+    text = _describe(error) if isinstance(error, psycopg.Error) else str(error)
+    return errors.ApplyError(
+        f"{op.phase.value}: {op.comment} failed: {text}", phase=op.phase.value, obj=op.obj
+    )
+
+
+def _units(ops: Sequence[plan_mod.Operation]) -> list[list[plan_mod.Operation]]:
+    """Group consecutive transactional operations into batches."""
+    units: list[list[plan_mod.Operation]] = []
+    for op in ops:
+        if (
+            op.transactional
+            and units
+            and units[-1][-1].transactional
+            and len(units[-1]) < BATCH_OPERATIONS
+        ):
+            units[-1].append(op)
+        else:
+            units.append([op])
+    return units
+
+
+async def _execute(conn: Connection, ops: Sequence[plan_mod.Operation]) -> int:
+    statements = [s for op in ops for s in op.statements]
+    query = statements[0] if len(statements) == 1 else sql.SQL("; ").join(statements)
+    if len(statements) == 1 and not ops[0].transactional:
+        await conn.execute(query)
+    else:
+        async with conn.transaction():
+            await conn.execute(query)
+    return len(statements)
+
+
+async def _run_ops(conn: Connection, ops: Sequence[plan_mod.Operation]) -> int:
+    executed = 0
+    for unit in _units(ops):
+        if logger.isEnabledFor(logging.DEBUG):
+            for op in unit:
+                logger.debug("%s: %s: %s", op.phase.value, op.comment, op.render())
+        try:
+            executed += await _execute(conn, unit)
+            continue
+        except psycopg.Error as e:
+            if len(unit) == 1:
+                raise _failure(unit[0], e) from e
+            logger.info("a batch of %d operations failed; replaying one by one", len(unit))
+        for op in unit:
+            try:
+                executed += await _execute(conn, [op])
+            except psycopg.Error as e:
+                raise _failure(op, e) from e
+    return executed
+
+
+async def _on_database(
+    ops: Sequence[plan_mod.Operation],
+    *,
+    connstr: str,
+    maintenance: Connection | None,
+) -> int:
+    database = ops[0].database
+    if database is None and maintenance is not None:
+        return await _run_ops(maintenance, ops)
+    try:
+        async with db.connect(connstr, dbname=database) as conn:
+            return await _run_ops(conn, ops)
+    except errors.ApplyError as e:
+        if e.phase != db.CONNECT_PHASE:
+            raise
+        phase = ops[0].phase.value
+        raise errors.ApplyError(f"{phase}: {e}", phase=phase, obj=e.obj) from e
+
+
+def _runs(ops: Sequence[plan_mod.Operation]) -> list[list[plan_mod.Operation]]:
+    """Consecutive operations on the same database, in plan order."""
+    runs: list[list[plan_mod.Operation]] = []
+    for op in ops:
+        if runs and runs[-1][-1].database == op.database:
+            runs[-1].append(op)
+        else:
+            runs.append([op])
+    return runs
+
+
+def _by_database(ops: Sequence[plan_mod.Operation]) -> list[list[plan_mod.Operation]]:
+    groups: dict[str | None, list[plan_mod.Operation]] = {}
+    for op in ops:
+        groups.setdefault(op.database, []).append(op)
+    return list(groups.values())
+
+
+async def run(
+    plan: plan_mod.Plan,
+    *,
+    connstr: str,
+    concurrency: int,
+    maintenance: Connection | None = None,
+) -> int:
+    """Execute ``plan``; returns the number of statements executed.
+
+    ``maintenance`` is an open ``db.connect`` session for ``database=None`` operations
+    (one is opened per phase otherwise). Raises ``ApplyError`` on the first failure.
+    """
+    executed = 0
+    for phase in plan_mod.PHASE_ORDER:
+        ops = plan.phase(phase)
+        if not ops:
+            continue
+        if phase.parallel:
+            groups = _by_database(ops)
+            logger.info(
+                "catalog phase %s: %d operations in %d databases, %d at a time",
+                phase.value,
+                len(ops),
+                len(groups),
+                concurrency,
+            )
+            counts = await tasks.bounded(
+                lambda group: _on_database(group, connstr=connstr, maintenance=maintenance),
+                groups,
+                limit=concurrency,
+            )
+            executed += sum(counts)
+            continue
+        logger.info("catalog phase %s: %d operations", phase.value, len(ops))
+        for run_ops in _runs(ops):
+            executed += await _on_database(run_ops, connstr=connstr, maintenance=maintenance)
+    return executed

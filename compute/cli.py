@@ -1,0 +1,278 @@
+"""The ``compute_ctl`` command line: Neon's flags and environment, validated before any work.
+
+Everything that can be wrong with the invocation is found here, before PGDATA or any port
+is touched: unknown or conflicting flags (argparse, exit 2), an unreadable or invalid
+config file or control-plane reply (exit 2, naming the field), a spec that fails the
+checks (``checks``), a missing binary or OS user, a PGDATA we must not wipe. Then the node
+runs under the HTTP servers, and signals become terminations: SIGTERM/SIGINT a fast
+shutdown (a second one escalates), SIGQUIT an immediate one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import urllib.parse
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pydantic
+
+from compute_ctl.compute import checks, errors, failpoints, params, pgdata, pgtools
+from compute_ctl.compute import node as node_mod
+from compute_ctl.compute import spec as spec_mod
+
+__all__ = ["build_parser", "load_config_file", "main", "params_from_args"]
+
+logger = logging.getLogger(__name__)
+
+EXIT_USAGE = 2
+
+
+def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
+    env = os.environ if environ is None else environ
+    p = argparse.ArgumentParser(
+        prog="compute_ctl",
+        description="Run a PostgreSQL compute from a Neon compute spec.",
+    )
+    p.add_argument("-D", "--pgdata", required=True, type=Path, help="PGDATA (wiped at start)")
+    p.add_argument(
+        "-C",
+        "--connstr",
+        required=True,
+        help="local superuser URL, e.g. postgresql://cloud_admin@127.0.0.1:5432/postgres",
+    )
+    p.add_argument("-i", "--compute-id", required=True, help="this compute's id")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("-c", "--config", type=Path, help="ComputeConfig JSON file")
+    source.add_argument("-p", "--control-plane-uri", help="fetch the config from here")
+    p.add_argument(
+        "-b",
+        "--pgbin",
+        default=env.get("POSTGRES_PATH", "postgres"),
+        help="postgres binary; its siblings are used too (env POSTGRES_PATH)",
+    )
+    p.add_argument("-r", "--remote-ext-base-url", help="extension gateway base URL")
+    p.add_argument("--external-http-host", default="0.0.0.0")
+    p.add_argument("--external-http-port", type=int, default=3080)
+    p.add_argument("--internal-http-port", type=int, default=3081, help="bound to 127.0.0.1")
+    p.add_argument("--privileged-role-name", default="neon_superuser")
+    p.add_argument("--resize-swap-on-bind", action="store_true")
+    p.add_argument("--set-disk-quota-for-fs", metavar="MOUNTPOINT")
+    p.add_argument("--installed-extensions-collection-interval", type=int, default=3600)
+    p.add_argument("--dev", action="store_true", help="do not kill pgbouncer/local_proxy")
+    p.add_argument("--cgroup", default="neon-postgres", help="cgroup for postgres (AUTOSCALING)")
+    p.add_argument("--cgroup-root", type=Path, default=Path("/sys/fs/cgroup"))
+    p.add_argument("--filecache-connstr", default=params.DEFAULT_FILECACHE_CONNSTR)
+    p.add_argument("--vm-monitor-addr", default="0.0.0.0:10301")
+    p.add_argument("--os-user", default="postgres", help="OS user postgres runs as when root")
+    p.add_argument(
+        "--keep-pgdata",
+        action="store_true",
+        help="keep an existing valid PGDATA instead of wiping it (persistent volumes)",
+    )
+    p.add_argument("--failpoints", action="store_true", help="enable test failpoints")
+    p.add_argument(
+        "--allow-unauthenticated",
+        action="store_true",
+        help="serve the external API without JWT when no JWKS keys are configured (dev only)",
+    )
+    p.add_argument("--resync-interval", type=float, default=30.0, help="drift check, seconds")
+    p.add_argument(
+        "--failed-exit-delay",
+        type=float,
+        default=30.0,
+        help="seconds a failed compute keeps serving /status before exiting",
+    )
+    return p
+
+
+def _ext_base_url(raw: str | None) -> str | None:
+    if raw is None:
+        return None
+    parsed = urllib.parse.urlsplit(raw)
+    if parsed.query:
+        raise errors.ConfigError("--remote-ext-base-url must not have query parameters")
+    return raw.rstrip("/") + "/"
+
+
+def params_from_args(ns: argparse.Namespace, environ: Mapping[str, str]) -> params.Params:
+    for flag in ("external_http_port", "internal_http_port"):
+        if not 0 <= getattr(ns, flag) < 65536:
+            raise errors.ConfigError(f"--{flag.replace('_', '-')} must be a port number")
+    if ns.external_http_port and ns.external_http_port == ns.internal_http_port:
+        raise errors.ConfigError("--external-http-port and --internal-http-port must differ")
+    return params.Params(
+        pgdata=Path(os.path.abspath(ns.pgdata)),
+        connstr=ns.connstr,
+        compute_id=ns.compute_id,
+        config_path=ns.config,
+        control_plane_uri=ns.control_plane_uri,
+        pgbin=ns.pgbin,
+        external_http_host=ns.external_http_host,
+        external_http_port=ns.external_http_port,
+        internal_http_port=ns.internal_http_port,
+        privileged_role_name=ns.privileged_role_name,
+        cgroup=ns.cgroup,
+        cgroup_root=ns.cgroup_root,
+        filecache_connstr=ns.filecache_connstr,
+        vm_monitor_addr=ns.vm_monitor_addr,
+        autoscaling="AUTOSCALING" in environ,
+        dev=ns.dev,
+        os_user=ns.os_user,
+        keep_pgdata=ns.keep_pgdata,
+        failpoints=ns.failpoints or "FAILPOINTS" in environ,
+        allow_unauthenticated=ns.allow_unauthenticated,
+        resync_interval=ns.resync_interval,
+        build_tag=environ.get("BUILD_TAG", "latest"),
+        remote_ext_base_url=_ext_base_url(ns.remote_ext_base_url),
+        resize_swap_on_bind=ns.resize_swap_on_bind,
+        set_disk_quota_for_fs=ns.set_disk_quota_for_fs,
+        installed_extensions_collection_interval=ns.installed_extensions_collection_interval,
+        failed_exit_delay=ns.failed_exit_delay,
+    )
+
+
+def load_config_file(path: Path) -> spec_mod.ComputeConfig:
+    """Read and validate a ``ComputeConfig`` file; ``ConfigError`` names what is wrong."""
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise errors.ConfigError(f"cannot read config file {path}: {e.strerror or e}") from e
+    try:
+        raw = json.loads(text)
+    except ValueError as e:
+        raise errors.ConfigError(f"config file {path} is not valid JSON: {e}") from e
+    try:
+        return spec_mod.ComputeConfig.model_validate(raw)
+    except pydantic.ValidationError as e:
+        message = spec_mod.format_validation_error(e)
+        raise errors.ConfigError(f"config file {path}: {message}") from e
+
+
+async def _load_config(p: params.Params, environ: Mapping[str, str]) -> spec_mod.ComputeConfig:
+    if p.config_path is not None:
+        return load_config_file(p.config_path)
+    from compute_ctl.compute import controlplane
+
+    assert p.control_plane_uri is not None
+    return await controlplane.fetch_config(
+        uri=p.control_plane_uri,
+        compute_id=p.compute_id,
+        token=environ.get("NEON_CONTROL_PLANE_TOKEN"),
+    )
+
+
+def _validate(
+    p: params.Params, config: spec_mod.ComputeConfig
+) -> tuple[pgtools.PgTools, failpoints.Failpoints]:
+    """Everything else that must hold before anything is touched."""
+    if config.spec is not None:
+        checks.check_spec(config.spec, local=p.local)
+    tools = pgtools.PgTools(
+        postgres=pgtools.find_pgbin(p.pgbin), user=pgtools.OsUser.resolve(p.os_user)
+    )
+    tools.tool("initdb")
+    pgdata.check_parent_traversable(p.pgdata, tools.user)
+    if not (p.keep_pgdata and pgdata.inspect(p.pgdata).kind is pgdata.Existing.VALID):
+        pgdata.check_wipe_safe(p.pgdata)
+    if p.autoscaling and not (p.cgroup_root / p.cgroup / "cgroup.procs").is_file():
+        raise errors.ConfigError(
+            f"AUTOSCALING is set but cgroup {p.cgroup_root / p.cgroup} is missing"
+        )
+    try:
+        fps = failpoints.Failpoints.from_env(os.environ.get("FAILPOINTS"), enabled=p.failpoints)
+    except ValueError as e:
+        raise errors.ConfigError(f"FAILPOINTS: {e}") from e
+    return tools, fps
+
+
+def _install_signals(node: node_mod.ComputeNode) -> None:
+    loop = asyncio.get_running_loop()
+    received: list[int] = []
+
+    def on_signal(sig: signal.Signals) -> None:
+        received.append(sig)
+        immediate = sig is signal.SIGQUIT or len(received) > 1
+        logger.info("received %s: %s shutdown", sig.name, "immediate" if immediate else "fast")
+        node.request_stop("immediate" if immediate else "fast")
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+        loop.add_signal_handler(sig, on_signal, sig)
+
+
+def _check_ports(p: params.Params) -> None:
+    """Fail before touching PGDATA if an HTTP port is taken (the servers bind later)."""
+    for host, port in (
+        ("127.0.0.1", p.internal_http_port),
+        (p.external_http_host, p.external_http_port),
+    ):
+        if port == 0:
+            continue
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((host, port))
+            except OSError as e:
+                raise OSError(e.errno, f"cannot listen on {host}:{port}: {e.strerror}") from e
+
+
+def _import_server() -> Any:
+    importlib.import_module("psycopg")
+    return importlib.import_module("compute_ctl.compute.http.server")
+
+
+async def _amain(ns: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    p = params_from_args(ns, environ)
+    config = await _load_config(p, environ)
+    tools, fps = _validate(p, config)
+    _check_ports(p)
+    node = node_mod.ComputeNode(p, config=config, failpoints=fps, tools=tools)
+    _install_signals(node)
+    run = asyncio.create_task(node.run())
+    try:
+        # The start's first step is a subprocess (initdb); meanwhile load the HTTP stack and
+        # libpq, the largest imports, in a thread. Cold start pays for them only once.
+        server = await asyncio.to_thread(_import_server)
+        async with server.serving(node):
+            return await run
+    finally:
+        if not run.done():
+            run.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await run
+
+
+def _setup_logging(environ: Mapping[str, str]) -> None:
+    level = logging.DEBUG if "debug" in environ.get("RUST_LOG", "").lower() else logging.INFO
+    logging.basicConfig(
+        level=level,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The ``compute_ctl`` console script; returns the process exit code."""
+    environ = dict(os.environ)
+    parser = build_parser(environ)
+    ns = parser.parse_args(argv)
+    _setup_logging(environ)
+    try:
+        return asyncio.run(_amain(ns, environ))
+    except errors.ConfigError as e:
+        print(f"compute_ctl: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as e:  # e.g. an HTTP port already in use
+        print(f"compute_ctl: error: {e}", file=sys.stderr)
+        return 1

@@ -1,0 +1,197 @@
+"""From a spec to a spawned postmaster: PGDATA preparation, config rendering, spawning.
+
+``Launcher`` is the node's seam to the process layer; ``LocalLauncher`` is the real one:
+
+- local mode (no pageserver, no safekeepers): Neon's fresh start (wipe, ``initdb`` with the
+  ``-C`` user as superuser) or, with ``--keep-pgdata``, an existing valid PGDATA kept;
+- Neon storage or a vanilla primary to follow (``spec.primary_connstring``): the storage
+  package's ``prepare`` (sync safekeepers, basebackup, signal files), imported lazily;
+- either way ``postgresql.conf`` (``pgconf``) and ``pg_hba.conf`` are (re)written, then
+  ``postgres.Postmaster.spawn``; with ``AUTOSCALING`` the child joins the cgroup.
+
+The node owns ordering and state; this module never touches ``ComputeState`` except the
+timings object it is handed for the storage steps.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from pathlib import Path
+from typing import Any, Protocol
+
+from compute_ctl.compute import errors, params, pgconf, pgdata, pgtools, postgres, state
+from compute_ctl.compute import spec as spec_mod
+
+__all__ = ["Launcher", "LocalLauncher", "PostgresHandle"]
+
+logger = logging.getLogger(__name__)
+
+_STORAGE = "compute_ctl.compute.storage"
+_NEON_HBA_LINE = "host all all all md5"
+
+
+class PostgresHandle(Protocol):
+    """What the node needs of a running postmaster (``postgres.Postmaster``)."""
+
+    @property
+    def pid(self) -> int: ...
+
+    async def wait_ready(self, *, timeout: float = ...) -> None: ...
+
+    async def wait(self) -> int: ...
+
+    async def stop(self, mode: postgres.StopMode, *, timeout: float = ...) -> int: ...
+
+    async def reload(self, *, timeout: float = ...) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class Launcher(Protocol):
+    async def prepare(self, spec: spec_mod.ComputeSpec) -> None:
+        """Make PGDATA ready to start ``spec`` (its config files included)."""
+
+    async def spawn(self, spec: spec_mod.ComputeSpec) -> PostgresHandle:
+        """Spawn the postmaster; the caller waits for it to be ready."""
+
+    def write_conf(self, spec: spec_mod.ComputeSpec) -> None:
+        """Rewrite ``postgresql.conf`` for ``spec`` (before a reload)."""
+
+    async def final_lsn(self, spec: spec_mod.ComputeSpec) -> str | None:
+        """After postgres stopped: the LSN the storage has (None in local mode)."""
+
+
+def _uses_storage(spec: spec_mod.ComputeSpec) -> bool:
+    return spec.has_neon_storage() or spec.primary_connstring is not None
+
+
+def _storage() -> Any:
+    try:
+        return importlib.import_module(_STORAGE)
+    except ImportError as e:
+        raise errors.ConfigError(
+            "this spec needs Neon storage or a primary to follow, which this build lacks"
+        ) from e
+
+
+class LocalLauncher:
+    """PGDATA and postmaster on this machine, as ``Params`` describe them."""
+
+    def __init__(
+        self,
+        params: params.Params,
+        *,
+        tools: pgtools.PgTools,
+        timings: state.Timings,
+    ) -> None:
+        self.params = params
+        self.tools = tools
+        self.timings = timings
+        self.pgdata = params.pgdata
+        self._local = params.local
+        self._overcommit_strict = pgdata.overcommit_strict()
+
+    # --- rendering ---------------------------------------------------------------
+
+    def render_conf(self, spec: spec_mod.ComputeSpec) -> str:
+        storage_lines: list[str] = []
+        if spec.has_neon_storage():
+            storage_lines = list(
+                _storage().neon_conf_lines(
+                    spec,
+                    privileged_role=self.params.privileged_role_name,
+                    internal_port=self.params.internal_http_port,
+                )
+            )
+        context = pgconf.ConfContext(
+            privileged_role=self.params.privileged_role_name,
+            internal_port=self.params.internal_http_port,
+            storage_lines=storage_lines,
+            local_port=self._local.port,
+            socket_dir=pgdata.socket_dir_for(self.pgdata),
+            overcommit_strict=self._overcommit_strict,
+        )
+        return pgconf.render_postgresql_conf(spec, context)
+
+    def write_conf(self, spec: spec_mod.ComputeSpec) -> None:
+        pgdata.write_config_files(
+            pgdata=self.pgdata, user=self.tools.user, postgresql_conf=self.render_conf(spec)
+        )
+
+    # --- preparing PGDATA --------------------------------------------------------
+
+    async def prepare(self, spec: spec_mod.ComputeSpec) -> None:
+        if _uses_storage(spec):
+            await self._prepare_from_storage(spec)
+            return
+        found = pgdata.inspect(self.pgdata)
+        if self.params.keep_pgdata and found.kind is pgdata.Existing.VALID:
+            major = await pgdata.binary_major(self.tools)
+            if found.major != major:
+                raise errors.ConfigError(
+                    f"PGDATA {self.pgdata} is PostgreSQL {found.major} but the binary is "
+                    f"{major}; refusing to wipe it (--keep-pgdata)"
+                )
+            pgdata.clear_stale_locks(self.pgdata, socket_dir=pgdata.socket_dir_for(self.pgdata))
+            logger.info("keeping PGDATA %s (PostgreSQL %s)", self.pgdata, major)
+        else:
+            if found.kind is pgdata.Existing.DAMAGED:
+                logger.warning("PGDATA %s is incomplete (no pg_control); re-creating", self.pgdata)
+            await pgdata.init_fresh(
+                pgdata=self.pgdata,
+                tools=self.tools,
+                superuser=self._local.user,
+                sync=self.params.keep_pgdata,
+            )
+        pgdata.write_config_files(
+            pgdata=self.pgdata,
+            user=self.tools.user,
+            postgresql_conf=self.render_conf(spec),
+            hba=pgconf.render_hba(superuser=self._local.user),
+        )
+
+    async def _prepare_from_storage(self, spec: spec_mod.ComputeSpec) -> None:
+        storage = _storage()
+        pgdata.check_wipe_safe(self.pgdata)
+        pgdata.init_empty(self.pgdata, self.tools.user)
+        # Neon writes postgresql.conf first: the basebackup does not carry one.
+        self.write_conf(spec)
+        await storage.prepare(spec=spec, pgdata=self.pgdata, tools=self.tools, timings=self.timings)
+        hba = self.pgdata / "pg_hba.conf"
+        text = hba.read_text() if hba.exists() else ""
+        if _NEON_HBA_LINE not in text.splitlines():
+            pgdata.write_config_files(
+                pgdata=self.pgdata,
+                user=self.tools.user,
+                postgresql_conf=self.render_conf(spec),
+                hba=text
+                + ("" if text.endswith("\n") or not text else "\n")
+                + _NEON_HBA_LINE
+                + "\n",
+            )
+
+    # --- the process -------------------------------------------------------------
+
+    async def spawn(self, spec: spec_mod.ComputeSpec) -> postgres.Postmaster:
+        env: dict[str, str] = {}
+        if spec.storage_auth_token:
+            env["NEON_AUTH_TOKEN"] = spec.storage_auth_token
+        cgroup_dir: Path | None = None
+        if self.params.autoscaling:
+            cgroup_dir = self.params.cgroup_root / self.params.cgroup
+        return await postgres.Postmaster.spawn(
+            tools=self.tools,
+            pgdata=self.pgdata,
+            connstr=self.params.connstr,
+            env=env,
+            cgroup_dir=cgroup_dir,
+        )
+
+    async def final_lsn(self, spec: spec_mod.ComputeSpec) -> str | None:
+        if not spec.has_neon_storage():
+            return None
+        lsn: str | None = await _storage().final_lsn(
+            spec=spec, pgdata=self.pgdata, tools=self.tools, timings=self.timings
+        )
+        return lsn

@@ -1,0 +1,421 @@
+"""ComputeNode: the lifecycle of one compute and its configurator, sequencing only.
+
+``run()`` is Neon's ``ComputeNode::run``: wait for a spec (``empty``), start the compute
+(``init``: PGDATA, postgres, the catalog apply as one step), then supervise until the
+postmaster exits or a termination is requested, and return the process exit code
+(postgres's; 1 if it never started or was killed by a signal).
+
+The configurator is one task, started once the compute runs. It is level-triggered: it
+waits with ``state.wait_for`` for "a desired generation newer than the applied one" (or
+termination), a predicate read under the lock *before* sleeping, so a ``/configure`` that
+lands while it is busy or between its observation and its wait is never lost (Neon's
+PR #9162). It also wakes every ``params.resync_interval`` seconds to re-plan the applied
+spec and correct drift. It is the only code that writes the catalog after start.
+
+Inputs (``configure``, ``terminate``, signals) only change desired state and wait; the
+process work lives in ``launcher``/``postgres``, the SQL in the catalog package (through
+``applier``). Failpoints: ``before-start-postgres``, ``before-apply``, ``after-apply``,
+``configurator-observed`` (after the configurator read the state and released the lock).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+import os
+import time
+from typing import Any, Literal
+
+from compute_ctl.compute import applier, checks, errors, failpoints, params, pgtools, postgres
+from compute_ctl.compute import launcher as launcher_mod
+from compute_ctl.compute import spec as spec_mod
+from compute_ctl.compute import state as state_mod
+
+__all__ = ["ComputeNode"]
+
+logger = logging.getLogger(__name__)
+
+S = state_mod.ComputeStatus
+_TERMINATE_TARGET = {
+    "fast": S.TERMINATION_PENDING_FAST,
+    "immediate": S.TERMINATION_PENDING_IMMEDIATE,
+}
+
+
+def _needs_reconfigure(s: state_mod.ComputeState) -> bool:
+    return s.desired_generation > s.applied_generation and s.status in (
+        S.RUNNING,
+        S.CONFIGURATION_PENDING,
+    )
+
+
+def _configurator_wakes(s: state_mod.ComputeState) -> bool:
+    return s.status.terminating or s.status is S.FAILED or _needs_reconfigure(s)
+
+
+def _applies_catalog(spec: spec_mod.ComputeSpec) -> bool:
+    return spec.mode.kind == "Primary" and not spec.skip_pg_catalog_updates
+
+
+class ComputeNode:
+    """One compute: its state, its postmaster and the configurator (CONTRACTS "ComputeNode")."""
+
+    def __init__(
+        self,
+        params: params.Params,
+        *,
+        config: spec_mod.ComputeConfig | None = None,
+        failpoints: failpoints.Failpoints | None = None,
+        catalog: applier.CatalogApplier | None = None,
+        # Test seam: the process layer (default: PGDATA and postgres on this machine).
+        launcher: launcher_mod.Launcher | None = None,
+        tools: pgtools.PgTools | None = None,
+    ) -> None:
+        self.params = params
+        self.state = state_mod.ComputeState()
+        self.failpoints = failpoints or _failpoints(params)
+        self.tools = tools or pgtools.PgTools(
+            postgres=pgtools.find_pgbin(params.pgbin),
+            user=pgtools.OsUser.resolve(params.os_user),
+        )
+        self.catalog: applier.CatalogApplier = catalog or applier.ModuleApplier()
+        self.launcher: launcher_mod.Launcher = launcher or launcher_mod.LocalLauncher(
+            params, tools=self.tools, timings=self.state.timings
+        )
+        self.postmaster: launcher_mod.PostgresHandle | None = None
+        self._local = params.local
+        self._initial = config.spec if config is not None else None
+        if config is not None:
+            self.state.config = config.compute_ctl_config
+        self._spec_received = time.monotonic()
+        self._finished = False
+        self._vm_monitor: Any = None
+        self._background: set[asyncio.Task[None]] = set()
+
+    # --- inputs ----------------------------------------------------------------
+
+    def connstr(self, dbname: str = "postgres") -> str:
+        """The ``-C`` superuser's conninfo to the local postgres, for ``dbname``."""
+        import psycopg.conninfo  # lazily: libpq loads off the start-up path (cli)
+
+        return psycopg.conninfo.make_conninfo(self.params.connstr, dbname=dbname)
+
+    async def configure(self, config: spec_mod.ComputeConfig) -> None:
+        """Neon's ``/configure``: store the spec, then wait until it is applied or failed."""
+        spec = config.spec
+        if spec is None:
+            raise errors.ConfigError("spec: a spec is required")
+        checks.check_spec(spec, local=self._local)
+        async with self.state.lock() as s:
+            if s.status not in (S.EMPTY, S.RUNNING):
+                raise errors.StatusError(f"invalid compute status: {s.status.kebab}")
+            generation = s.set_desired(spec)
+            s.set_status(S.CONFIGURATION_PENDING)
+        await self.state.wait_for(
+            lambda s: (
+                s.applied_generation >= generation or s.status is S.FAILED or s.status.terminating
+            )
+        )
+        if self.state.applied_generation < generation:
+            reason = self.state.error or f"compute is {self.state.status.kebab}"
+            raise errors.ComputeError(f"compute configuration failed: {reason}")
+
+    async def terminate(self, mode: Literal["fast", "immediate"]) -> tuple[bool, str | None]:
+        """Neon's ``/terminate``: ``(already_terminated, lsn)`` once postgres has stopped.
+
+        Allowed from empty, running and failed (beyond Neon, so a failed compute can be
+        ended early); a second call joins a pending termination, and ``immediate``
+        escalates a pending fast one.
+        """
+        target = _TERMINATE_TARGET[mode]
+        async with self.state.lock() as s:
+            if s.status is S.TERMINATED:
+                return True, s.terminate_lsn
+            if s.status in (S.EMPTY, S.RUNNING, S.FAILED) or (
+                s.status is S.TERMINATION_PENDING_FAST and target is not s.status
+            ):
+                s.set_status(target)
+            elif not s.status.terminating:
+                raise errors.StatusError(f"invalid compute status: {s.status.kebab}")
+            if self._finished:
+                s.set_status(S.TERMINATED)
+        await self.state.wait_for(lambda s: s.status is S.TERMINATED)
+        return False, self.state.terminate_lsn
+
+    def request_stop(self, mode: Literal["fast", "immediate"]) -> None:
+        """From a signal handler: terminate from any live status (fast, or escalate)."""
+
+        async def stop() -> None:
+            async with self.state.lock() as s:
+                target = _TERMINATE_TARGET[mode]
+                if not s.status.terminating or (
+                    s.status is S.TERMINATION_PENDING_FAST and target is not s.status
+                ):
+                    s.set_status(target)
+
+        task = asyncio.get_running_loop().create_task(stop())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def plan(self, spec: spec_mod.ComputeSpec) -> applier.PlanLike:
+        """The catalog plan ``spec`` would run now (dry run; changes nothing)."""
+        checks.check_spec(spec, local=self._local)
+        if self.postmaster is None or self.state.status not in (
+            S.RUNNING,
+            S.CONFIGURATION_PENDING,
+            S.CONFIGURATION,
+        ):
+            raise errors.StatusError(f"invalid compute status: {self.state.status.kebab}")
+        return await self.catalog.plan_spec(
+            connstr=self.connstr(), spec=spec, privileged_role=self.params.privileged_role_name
+        )
+
+    # --- lifecycle -------------------------------------------------------------
+
+    async def run(self) -> int:
+        """The whole lifecycle; returns the process exit code."""
+        try:
+            if self._initial is not None:
+                checks.check_spec(self._initial, local=self._local)
+                async with self.state.lock() as s:
+                    s.set_desired(self._initial)
+            received = await self._wait_for_spec()
+            if received is None:
+                return 0
+            return await self._start_and_supervise(*received)
+        finally:
+            await self._cleanup()
+
+    async def _wait_for_spec(self) -> tuple[spec_mod.ComputeSpec, int] | None:
+        waited = time.monotonic()
+        await self.state.wait_for(lambda s: s.desired is not None or s.status.terminating)
+        async with self.state.lock() as s:
+            if s.status.terminating or s.desired is None:
+                s.set_status(S.TERMINATED)
+                return None
+            s.timings.wait_for_spec_ms = state_mod.monotonic_ms(waited)
+            s.start_time = s.now()  # time idle in the pool is not startup time
+            self._spec_received = time.monotonic()
+            s.set_status(S.INIT)
+            return s.desired, s.desired_generation
+
+    async def _start_and_supervise(self, spec: spec_mod.ComputeSpec, generation: int) -> int:
+        startup = asyncio.create_task(self._start_compute(spec, generation))
+        stop = asyncio.create_task(self.state.wait_for(lambda s: s.status.terminating))
+        tasks: list[asyncio.Task[Any]] = [startup, stop]
+        try:
+            await asyncio.wait({startup, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if not startup.done():
+                startup.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await startup
+                return await self._shutdown(spec)
+            if (failure := startup.exception()) is not None:
+                return await self._failed_start(failure)
+            assert self.postmaster is not None
+            configurator = asyncio.create_task(self._configurator())
+            exited = asyncio.create_task(self.postmaster.wait())
+            tasks += [configurator, exited]
+            await asyncio.wait({exited, stop}, return_when=asyncio.FIRST_COMPLETED)
+            configurator.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await configurator
+            if stop.done():
+                return await self._shutdown(spec)
+            code: int = exited.result()
+            logger.error("postgres exited with code %d; compute_ctl exits", code)
+            async with self.state.lock() as s:
+                if not s.status.terminating:
+                    s.set_status(S.FAILED, error=f"postgres exited with code {code}")
+            return postgres.exit_code(code)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _start_compute(self, spec: spec_mod.ComputeSpec, generation: int) -> None:
+        """Neon's ``start_compute``: PGDATA, postgres, the catalog apply; then running."""
+        await self.launcher.prepare(spec)
+        await self.failpoints.hit("before-start-postgres")
+        started = time.monotonic()
+        self.postmaster = await self.launcher.spawn(spec)
+        await self.postmaster.wait_ready()
+        start_postgres_ms = state_mod.monotonic_ms(started)
+        await self.failpoints.hit("before-apply")
+        started = time.monotonic()
+        if _applies_catalog(spec):
+            await self.catalog.apply_spec(
+                connstr=self.connstr(),
+                spec=spec,
+                privileged_role=self.params.privileged_role_name,
+                concurrency=applier.start_concurrency(spec),
+            )
+        config_ms = state_mod.monotonic_ms(started)
+        await self.failpoints.hit("after-apply")
+        await self._start_vm_monitor(spec)
+        async with self.state.lock() as s:
+            s.timings.start_postgres_ms = start_postgres_ms
+            s.timings.config_ms = config_ms
+            s.set_applied(spec, generation)
+            s.pending_restart = []
+            s.timings.total_startup_ms = state_mod.monotonic_ms(self._spec_received)
+            if s.status is S.INIT:  # else a termination arrived meanwhile: supervise handles it
+                s.set_status(S.RUNNING)
+        logger.info("compute running: %s", self.state.timings.as_dict())
+
+    async def _failed_start(self, failure: BaseException) -> int:
+        logger.error("compute start failed: %s", failure, exc_info=failure)
+        async with self.state.lock() as s:
+            if not s.status.terminating:
+                s.set_status(S.FAILED, error=str(failure))
+        if self.postmaster is not None:
+            await self.postmaster.stop(postgres.StopMode.IMMEDIATE)
+        # Neon keeps serving /status for a while so the control plane can read the error.
+        with contextlib.suppress(TimeoutError):
+            await self.state.wait_for(
+                lambda s: s.status.terminating, timeout=self.params.failed_exit_delay
+            )
+        return 1
+
+    async def _shutdown(self, spec: spec_mod.ComputeSpec) -> int:
+        """A termination was requested: stop postgres (escalating on request), finish."""
+        code = 0
+        if self.postmaster is not None:
+            immediate = self.state.status is S.TERMINATION_PENDING_IMMEDIATE
+            mode = postgres.StopMode.IMMEDIATE if immediate else postgres.StopMode.FAST
+            stopping = asyncio.create_task(self.postmaster.stop(mode))
+            escalate = asyncio.create_task(
+                self.state.wait_for(lambda s: s.status is S.TERMINATION_PENDING_IMMEDIATE)
+            )
+            await asyncio.wait({stopping, escalate}, return_when=asyncio.FIRST_COMPLETED)
+            if not stopping.done():
+                await self.postmaster.stop(postgres.StopMode.IMMEDIATE)
+            escalate.cancel()
+            code = await stopping
+        lsn: str | None = None
+        try:
+            lsn = await self.launcher.final_lsn(spec)
+        except Exception as e:
+            logger.error("final LSN not available: %s", e)
+        async with self.state.lock() as s:
+            s.terminate_lsn = lsn
+            s.set_status(S.TERMINATED)
+        return postgres.exit_code(code)
+
+    async def _cleanup(self) -> None:
+        self._finished = True
+        await self._stop_vm_monitor()
+        if self.postmaster is not None:
+            with contextlib.suppress(Exception):
+                await self.postmaster.stop(postgres.StopMode.IMMEDIATE, timeout=10.0)
+            await self.postmaster.close()
+        async with self.state.lock() as s:
+            if s.status in (S.TERMINATION_PENDING_FAST, S.TERMINATION_PENDING_IMMEDIATE):
+                s.set_status(S.TERMINATED)
+
+    # --- the vm-monitor (AUTOSCALING) --------------------------------------------
+
+    async def _start_vm_monitor(self, spec: spec_mod.ComputeSpec) -> None:
+        if not self.params.autoscaling:
+            return
+        module = importlib.import_module("compute_ctl.compute.vm_monitor")
+        self._vm_monitor = module.VmMonitor(
+            addr=self.params.vm_monitor_addr,
+            cgroup_path=self.params.cgroup_root / self.params.cgroup,
+            filecache_connstr=None if spec.disable_lfc_resizing else self.params.filecache_connstr,
+            disable_lfc_resizing=bool(spec.disable_lfc_resizing),
+        )
+        await self._vm_monitor.start()
+
+    async def _stop_vm_monitor(self) -> None:
+        if self._vm_monitor is not None:
+            with contextlib.suppress(Exception):
+                await self._vm_monitor.stop()
+            self._vm_monitor = None
+
+    # --- the configurator --------------------------------------------------------
+
+    async def _configurator(self) -> None:
+        while True:
+            async with self.state.lock() as s:
+                logger.debug(
+                    "configurator observes %s, desired %d, applied %d",
+                    s.status.value,
+                    s.desired_generation,
+                    s.applied_generation,
+                )
+            # Neon lost a wake-up exactly here: the lock is released before the wait.
+            await self.failpoints.hit("configurator-observed")
+            try:
+                await self.state.wait_for(_configurator_wakes, timeout=self.params.resync_interval)
+            except TimeoutError:
+                await self._resync()
+                continue
+            async with self.state.lock() as s:
+                if s.status.terminating or s.status is S.FAILED:
+                    return
+                if not _needs_reconfigure(s) or s.desired is None:
+                    continue
+                spec, generation = s.desired, s.desired_generation
+                s.set_status(S.CONFIGURATION_PENDING)
+                s.set_status(S.CONFIGURATION)
+            try:
+                pending = await self._reconfigure(spec)
+            except Exception as e:
+                logger.error("reconfiguration failed: %s", e, exc_info=e)
+                async with self.state.lock() as s:
+                    if not s.status.terminating:
+                        s.set_status(S.FAILED, error=str(e))
+                return
+            async with self.state.lock() as s:
+                s.set_applied(spec, generation)
+                s.pending_restart = pending
+                if s.status is S.CONFIGURATION:
+                    s.set_status(S.RUNNING)
+
+    async def _reconfigure(self, spec: spec_mod.ComputeSpec) -> list[str]:
+        """Neon's ``reconfigure``: rewrite postgresql.conf and reload before any SQL."""
+        assert self.postmaster is not None
+        self.launcher.write_conf(spec)
+        await self.postmaster.reload()
+        await self.failpoints.hit("before-apply")
+        if _applies_catalog(spec):
+            await self.catalog.apply_spec(
+                connstr=self.connstr(),
+                spec=spec,
+                privileged_role=self.params.privileged_role_name,
+                concurrency=spec.reconfigure_concurrency,
+            )
+        await self.failpoints.hit("after-apply")
+        pending = await self.catalog.pending_restart(connstr=self.connstr())
+        if pending:
+            logger.warning("settings waiting for a restart: %s", ", ".join(pending))
+        return pending
+
+    async def _resync(self) -> None:
+        """Timer wake-up: re-plan the applied spec and correct drift (beyond Neon)."""
+        async with self.state.lock() as s:
+            spec = s.applied if s.status is S.RUNNING else None
+        if spec is None or not _applies_catalog(spec):
+            return
+        try:
+            plan = await self.catalog.plan_spec(
+                connstr=self.connstr(), spec=spec, privileged_role=self.params.privileged_role_name
+            )
+            if not plan:
+                return
+            logger.warning("catalog drift: %d statement(s) to restore it", plan.statement_count)
+            await self.catalog.apply_spec(
+                connstr=self.connstr(),
+                spec=spec,
+                privileged_role=self.params.privileged_role_name,
+                concurrency=spec.reconfigure_concurrency,
+            )
+        except Exception as e:
+            logger.warning("drift check failed: %s", e)
+
+
+def _failpoints(params: params.Params) -> failpoints.Failpoints:
+    return failpoints.Failpoints.from_env(os.environ.get("FAILPOINTS"), enabled=params.failpoints)

@@ -1,0 +1,234 @@
+"""The postmaster as a child process: spawn, wait until ready, reload, stop, reap.
+
+postgres runs directly as compute_ctl's child (Neon's ``postgres -D pgdata``), as the OS
+user, with a parent-death signal (``pgtools``), so it cannot outlive compute_ctl. With
+``AUTOSCALING`` it joins ``<cgroup_root>/<cgroup>`` from its preexec hook (Neon uses
+``cgexec``). Its stdout and stderr are re-logged line by line with a ``PG:`` prefix.
+
+Ready means the last line of ``postmaster.pid`` says ``ready`` (``standby`` for a hot
+standby), polled every 20 ms; a child that exits first fails the start at once.
+
+Stop modes follow Patroni's table: smart = SIGTERM, fast = SIGINT, immediate = SIGQUIT.
+This module knows nothing of specs or state; ``node`` decides when to call it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import datetime
+import enum
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from compute_ctl.compute import errors, pgtools
+
+__all__ = ["STOP_SIGNALS", "Postmaster", "StopMode", "cgroup_preexec", "exit_code"]
+
+logger = logging.getLogger(__name__)
+
+_READY_POLL_S = 0.02
+_RELOAD_POLL_S = 0.01
+
+
+class StopMode(enum.StrEnum):
+    SMART = "smart"
+    FAST = "fast"
+    IMMEDIATE = "immediate"
+
+
+STOP_SIGNALS: dict[StopMode, signal.Signals] = {
+    StopMode.SMART: signal.SIGTERM,
+    StopMode.FAST: signal.SIGINT,
+    StopMode.IMMEDIATE: signal.SIGQUIT,
+}
+
+
+def exit_code(returncode: int) -> int:
+    """compute_ctl's exit code for a postmaster return code (Neon: 1 when killed by a signal)."""
+    return returncode if returncode >= 0 else 1
+
+
+def cgroup_preexec(cgroup_dir: Path) -> Callable[[], None]:
+    """A preexec hook that moves the child into ``cgroup_dir`` (cgroup v2 ``cgroup.procs``)."""
+    procs = cgroup_dir / "cgroup.procs"
+    if not procs.is_file():
+        raise errors.ConfigError(f"cgroup {cgroup_dir} does not exist (no {procs.name})")
+
+    def join() -> None:
+        with open(procs, "w") as f:
+            f.write(str(os.getpid()))
+
+    return join
+
+
+def _pm_status(pidfile: Path) -> str | None:
+    """The postmaster status line (line 8) of ``postmaster.pid``, once it is written."""
+    try:
+        lines = pidfile.read_text().rstrip("\n").split("\n")
+    except FileNotFoundError:
+        return None
+    return lines[7].strip() if len(lines) >= 8 else None
+
+
+class Postmaster:
+    """One spawned postmaster. Create with ``spawn``; then ``wait_ready``."""
+
+    def __init__(
+        self,
+        proc: asyncio.subprocess.Process,
+        *,
+        pgdata: Path,
+        connstr: str,
+    ) -> None:
+        self._proc = proc
+        self.pgdata = pgdata
+        self.connstr = connstr
+        self._tail: collections.deque[str] = collections.deque(maxlen=20)
+        self._exited = asyncio.get_running_loop().create_task(proc.wait())
+        self._relog: asyncio.Task[None] | None = None
+        if proc.stdout is not None:
+            self._relog = asyncio.get_running_loop().create_task(self._relog_lines(proc.stdout))
+
+    @classmethod
+    async def spawn(
+        cls,
+        *,
+        tools: pgtools.PgTools,
+        pgdata: Path,
+        connstr: str,
+        env: Mapping[str, str] | None = None,
+        cgroup_dir: Path | None = None,
+    ) -> Postmaster:
+        preexec = cgroup_preexec(cgroup_dir) if cgroup_dir is not None else None
+        proc = await tools.spawn(
+            [tools.postgres, "-D", pgdata],
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            preexec=preexec,
+        )
+        logger.info("postgres spawned, pid %d", proc.pid)
+        return cls(proc, pgdata=pgdata, connstr=connstr)
+
+    # --- observation -----------------------------------------------------------
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.returncode
+
+    def log_tail(self) -> str:
+        return "\n".join(self._tail)
+
+    async def _relog_lines(self, stream: asyncio.StreamReader) -> None:
+        while True:
+            try:
+                line = await stream.readline()
+            except ValueError:  # a line longer than the stream limit: take a chunk
+                line = await stream.read(65536)
+            if not line:
+                return
+            text = line.decode(errors="replace").rstrip("\n")
+            self._tail.append(text)
+            logger.info("PG: %s", text)
+
+    async def wait(self) -> int:
+        """Wait for the postmaster to exit; its return code (negative: killed by a signal)."""
+        return await asyncio.shield(self._exited)
+
+    async def wait_ready(self, *, timeout: float = 60.0) -> None:
+        """Return once postgres accepts connections; raise if it exits or times out."""
+        pidfile = self.pgdata / "postmaster.pid"
+        deadline = time.monotonic() + timeout
+        while True:
+            if _pm_status(pidfile) in ("ready", "standby"):
+                return
+            if self._exited.done():
+                # Let the re-logger drain what postgres said before it died.
+                if self._relog is not None:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(asyncio.shield(self._relog), 1.0)
+                raise errors.PostgresError(
+                    f"postgres exited with code {self._exited.result()} during start: "
+                    f"{self.log_tail()[-1500:]}"
+                )
+            if time.monotonic() > deadline:
+                raise errors.PostgresError(f"postgres not ready after {timeout:.0f} s")
+            await asyncio.wait({self._exited}, timeout=_READY_POLL_S)
+
+    # --- control ---------------------------------------------------------------
+
+    def signal(self, sig: signal.Signals) -> None:
+        if self._proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self._proc.send_signal(sig)
+
+    async def stop(self, mode: StopMode, *, timeout: float = 60.0) -> int:
+        """Stop with ``mode``; escalate to immediate, then SIGKILL, if it takes too long."""
+        if self._exited.done():
+            return self._exited.result()
+        logger.info("stopping postgres (%s shutdown)", mode.value)
+        self.signal(STOP_SIGNALS[mode])
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._exited), timeout)
+        except TimeoutError:
+            logger.warning("postgres did not stop in %.0f s; immediate shutdown", timeout)
+        self.signal(signal.SIGQUIT)
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._exited), 10.0)
+        except TimeoutError:
+            logger.warning("postgres ignored SIGQUIT; killing it")
+        self.signal(signal.SIGKILL)
+        return await asyncio.shield(self._exited)
+
+    async def _conf_load_time(self) -> datetime.datetime:
+        # A new backend inherits the postmaster's pg_conf_load_time at fork time.
+        import psycopg  # lazily: libpq loads off the start-up path (cli)
+
+        async with await psycopg.AsyncConnection.connect(
+            self.connstr, autocommit=True, connect_timeout=5
+        ) as conn:
+            cur = await conn.execute("select pg_catalog.pg_conf_load_time()")
+            row = await cur.fetchone()
+        assert row is not None
+        value: datetime.datetime = row[0]
+        return value
+
+    async def reload(self, *, timeout: float = 10.0) -> None:
+        """SIGHUP the postmaster and return once it has loaded its config files.
+
+        A bare SIGHUP is asynchronous; callers (the configurator, tests) need to know that
+        a new connection sees the new settings, so wait until ``pg_conf_load_time()``
+        advances. A config file with a syntax error is not loaded and times out.
+        """
+        before = await self._conf_load_time()
+        self.signal(signal.SIGHUP)
+        deadline = time.monotonic() + timeout
+        while await self._conf_load_time() <= before:
+            if self._exited.done():
+                raise errors.PostgresExited(self._exited.result())
+            if time.monotonic() > deadline:
+                raise errors.PostgresError(
+                    f"postgres did not load its configuration within {timeout:.0f} s "
+                    "(see the PG: log lines)"
+                )
+            await asyncio.sleep(_RELOAD_POLL_S)
+
+    async def close(self) -> None:
+        """After exit: stop re-logging (backends may keep the pipe open a little longer)."""
+        if self._relog is not None and not self._relog.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(self._relog), 1.0)
+            except TimeoutError:
+                self._relog.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._relog

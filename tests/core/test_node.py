@@ -1,0 +1,220 @@
+"""ComputeNode in-process against real PostgreSQL: the start paths, /configure semantics,
+failures, drift and termination."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from compute_ctl.compute import errors, failpoints, node, state
+from compute_ctl.compute import spec as spec_mod
+from tests import pgserver
+from tests.core import applier, helpers
+
+pytestmark = pytest.mark.postgres
+S = state.ComputeStatus
+
+
+def _node(
+    pgdata: Path,
+    port: int,
+    *,
+    spec: spec_mod.ComputeSpec | None,
+    catalog: object | None = None,
+    fps: failpoints.Failpoints | None = None,
+    **params: object,
+) -> node.ComputeNode:
+    return node.ComputeNode(
+        helpers.make_params(pgdata=pgdata, port=port, **params),
+        config=spec_mod.ComputeConfig(spec=spec),
+        catalog=catalog or applier.SqlApplier(),  # type: ignore[arg-type]
+        failpoints=fps,
+    )
+
+
+async def _show(port: int, name: str) -> str:
+    async with await psycopg.AsyncConnection.connect(
+        f"postgresql://{helpers.SUPERUSER}@127.0.0.1:{port}/postgres"
+    ) as conn:
+        cur = await conn.execute("select current_setting(%s)", [name])
+        row = await cur.fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+async def test_empty_then_configure_then_reconfigure(scratch: Path) -> None:
+    port = pgserver.free_port()
+    pgdata = scratch / "pgdata"
+    n = _node(pgdata, port, spec=None)
+    created = n.state.start_time
+    async with helpers.run_node(n, until=S.EMPTY) as run:
+        assert not pgdata.exists()  # nothing is touched while waiting for a spec
+        await n.configure(spec_mod.ComputeConfig(spec=helpers.make_spec(port=port)))
+        assert n.state.status is S.RUNNING
+        assert n.state.applied_generation == n.state.desired_generation == 1
+        assert n.state.applied_hash == n.state.desired_hash != ""
+        assert n.state.start_time > created  # reset when the spec arrived
+        timings = n.state.timings
+        assert timings.wait_for_spec_ms > 0
+        assert 0 < timings.start_postgres_ms < timings.total_startup_ms
+        assert timings.config_ms > 0
+        assert (pgdata / "postmaster.pid").exists()
+        assert oct(pgdata.stat().st_mode & 0o777) == "0o700"
+        async with await psycopg.AsyncConnection.connect(helpers.role_dsn(port)) as conn:
+            cur = await conn.execute("select current_user, current_database()")
+            assert await cur.fetchone() == ("app_owner", "appdb")
+
+        # A reloadable setting and a new role: visible to the next connection on return.
+        second = helpers.make_spec(
+            port=port, roles=["app_owner", "late"], settings=[("work_mem", "7MB", "string")]
+        )
+        await n.configure(spec_mod.ComputeConfig(spec=second))
+        assert await _show(port, "work_mem") == "7MB"
+        async with await psycopg.AsyncConnection.connect(
+            helpers.role_dsn(port, role="late", dbname="postgres")
+        ):
+            pass
+        assert n.state.pending_restart == []
+
+        # A restart-only setting is written, reloaded and reported as pending.
+        third = helpers.make_spec(
+            port=port,
+            roles=["app_owner", "late"],
+            settings=[("max_locks_per_transaction", "99", "integer")],
+        )
+        await n.configure(spec_mod.ComputeConfig(spec=third))
+        assert n.state.pending_restart == ["max_locks_per_transaction"]
+        assert n.state.applied_generation == 3
+
+        # Rejected: a port that disagrees with -C (400) leaves the state alone.
+        with pytest.raises(errors.ConfigError, match="port"):
+            await n.configure(spec_mod.ComputeConfig(spec=helpers.make_spec(port=port + 1)))
+        with pytest.raises(errors.ConfigError, match="spec"):
+            await n.configure(spec_mod.ComputeConfig(spec=None))
+        assert (n.state.status, n.state.desired_generation) == (S.RUNNING, 3)
+
+        pid = n.postmaster.pid if n.postmaster else 0
+        assert await n.terminate("fast") == (False, None)
+        assert await n.terminate("fast") == (True, None)  # 201 in HTTP terms
+        assert await asyncio.wait_for(run, 10) == 0
+    assert not helpers.alive(pid)
+    assert helpers.processes_in(pgdata) == []
+
+
+async def test_configure_and_terminate_refused_while_starting(scratch: Path) -> None:
+    port = pgserver.free_port()
+    fps = failpoints.Failpoints(enabled=True)
+    fps.set("before-start-postgres", "pause")
+    n = _node(scratch / "pgdata", port, spec=helpers.make_spec(port=port), fps=fps)
+    async with helpers.run_node(n, until=S.INIT):
+        await helpers.wait_until(lambda: "before-start-postgres" in fps.waiting)
+        with pytest.raises(errors.StatusError, match="invalid compute status: init"):
+            await n.configure(spec_mod.ComputeConfig(spec=helpers.make_spec(port=port)))
+        with pytest.raises(errors.StatusError, match="invalid compute status: init"):
+            await n.terminate("fast")
+        fps.set("before-start-postgres", "off")
+        await n.state.wait_for(lambda s: s.status is S.RUNNING, timeout=30)
+        assert n.state.desired_generation == 1
+
+
+async def test_signal_during_start_stops_cleanly(scratch: Path) -> None:
+    port = pgserver.free_port()
+    fps = failpoints.Failpoints(enabled=True)
+    fps.set("before-apply", "pause")
+    pgdata = scratch / "pgdata"
+    n = _node(pgdata, port, spec=helpers.make_spec(port=port), fps=fps)
+    async with helpers.run_node(n, until=None) as run:
+        await helpers.wait_until(lambda: "before-apply" in fps.waiting, timeout=30)
+        assert n.postmaster is not None
+        pid = n.postmaster.pid
+        n.request_stop("fast")
+        assert await asyncio.wait_for(run, 10) == 0
+        assert n.state.status is S.TERMINATED
+    assert not helpers.alive(pid)
+    assert helpers.processes_in(pgdata) == []
+
+
+class _FailSecond(applier.SqlApplier):
+    async def apply_spec(
+        self,
+        *,
+        connstr: str,
+        spec: spec_mod.ComputeSpec,
+        privileged_role: str,
+        concurrency: int,
+    ) -> object:
+        if self.applied:
+            raise errors.ApplyError('role "x": boom', phase="create_roles", obj="x")
+        return await super().apply_spec(
+            connstr=connstr, spec=spec, privileged_role=privileged_role, concurrency=concurrency
+        )
+
+
+async def test_failed_reconfigure_then_412_then_terminate(scratch: Path) -> None:
+    port = pgserver.free_port()
+    n = _node(scratch / "pgdata", port, spec=helpers.make_spec(port=port), catalog=_FailSecond())
+    async with helpers.run_node(n) as run:
+        with pytest.raises(errors.ComputeError, match="compute configuration failed: role"):
+            await n.configure(spec_mod.ComputeConfig(spec=helpers.make_spec(port=port)))
+        assert n.state.status is S.FAILED
+        assert n.state.applied_generation == 1
+        with pytest.raises(errors.StatusError, match="invalid compute status: failed"):
+            await n.configure(spec_mod.ComputeConfig(spec=helpers.make_spec(port=port)))
+        assert await n.terminate("immediate") == (False, None)
+        assert await asyncio.wait_for(run, 10) == 0
+
+
+async def test_postgres_that_cannot_start_fails_fast(scratch: Path) -> None:
+    port = pgserver.free_port()
+    bad = helpers.make_spec(port=port, settings=[("shared_buffers", "lots", "string")])
+    n = _node(scratch / "pgdata", port, spec=bad)
+    started = time.monotonic()
+    async with helpers.run_node(n, until=None) as run:
+        assert await asyncio.wait_for(run, 30) == 1
+    assert time.monotonic() - started < 15  # not the 60 s readiness deadline
+    assert n.state.status is S.FAILED
+    assert n.state.error is not None
+    assert "shared_buffers" in n.state.error  # PG's own complaint, from its stderr
+
+
+async def test_postmaster_death_ends_run_with_failure(scratch: Path) -> None:
+    port = pgserver.free_port()
+    pgdata = scratch / "pgdata"
+    n = _node(pgdata, port, spec=helpers.make_spec(port=port))
+    async with helpers.run_node(n) as run:
+        assert n.postmaster is not None
+        os.kill(n.postmaster.pid, signal.SIGKILL)
+        assert await asyncio.wait_for(run, 10) == 1
+        assert n.state.status is S.FAILED
+        assert n.state.error == "postgres exited with code -9"
+    await helpers.wait_until(lambda: helpers.processes_in(pgdata) == [], what="backends to exit")
+
+
+async def test_resync_restores_drift(scratch: Path) -> None:
+    port = pgserver.free_port()
+    n = _node(scratch / "pgdata", port, spec=helpers.make_spec(port=port), resync_interval=0.1)
+    async with helpers.run_node(n):
+        admin = f"postgresql://{helpers.SUPERUSER}@127.0.0.1:{port}/postgres"
+        async with await psycopg.AsyncConnection.connect(admin, autocommit=True) as conn:
+            await conn.execute("DROP DATABASE appdb")
+            await conn.execute("DROP ROLE app_owner")
+
+        async def restored() -> bool:
+            async with await psycopg.AsyncConnection.connect(admin) as conn:
+                cur = await conn.execute(
+                    "select count(*) from pg_roles where rolname = 'app_owner'"
+                )
+                row = await cur.fetchone()
+                return row == (1,)
+
+        deadline = time.monotonic() + 10
+        while not await restored():
+            assert time.monotonic() < deadline, "drift was not corrected"
+            await asyncio.sleep(0.05)
+        assert n.state.status is S.RUNNING
