@@ -182,6 +182,11 @@ class Reconciler:
             if _stale(view.generation, memory.generation):
                 logger.debug("skipping a stale body of %s (gen %s)", view.name, view.generation)
                 return None
+            seen = memory.generation is not None and view.generation == memory.generation
+            if trigger is Trigger.CHANGE and seen:
+                # A repeated create/update of a generation already reconciled here (a
+                # replayed watch event): nothing changed on the resource's side.
+                trigger = Trigger.RESYNC
             memory.generation = view.generation
             return await self._reconcile(view, memory=memory, trigger=trigger)
 
