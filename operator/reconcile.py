@@ -223,7 +223,7 @@ class Reconciler:
         except client_mod.ComputeApiError as exc:  # compute_ctl answered, but not as expected
             logger.warning("compute_ctl API error: %s", exc)
             error = RetryLater(status.Problem(R.UNREACHABLE, str(exc)), delay=self.retry_delay)
-        timings = await self._timings_quietly() if obs is not None else None
+        timings = await self._timings_quietly() if _timings_wanted(old, obs) else None
         facts = status.Facts(
             generation=view.generation,
             want=want,
@@ -290,6 +290,13 @@ class Reconciler:
             result = await self.client.terminate("fast")
         self._memory.pop(uid, None)
         return result
+
+
+def _timings_wanted(old: status.ResourceStatus, obs: status.Observation | None) -> bool:
+    """Startup timings are final once the compute runs: fetch them once per compute start."""
+    if obs is None or not obs.serving:
+        return False
+    return not old.timings or old.start_time != obs.start_time
 
 
 def _stale(generation: int | None, seen: int | None) -> bool:
