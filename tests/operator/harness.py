@@ -189,19 +189,37 @@ class Api:
             assert response.status < 300, await response.text()
 
     def current(self) -> dict[str, Any] | None:
-        key = (f"{resource.GROUP}/{resource.VERSION}/{resource.PLURAL}", NAMESPACE, NAME)
+        key = self._key
         if key not in self.emulator.objects or self.emulator.objects[key].deleted:
             return None
         raw: dict[str, Any] = self.emulator.objects[key].raw
         return raw
 
-    async def wait_for(self, predicate: Predicate, *, what: str, timeout: float = 60) -> Any:
+    @property
+    def _key(self) -> tuple[kmock.resource, str, str]:
+        # A parsed resource: `in` does not parse string keys (kmock 0.8).
+        return (kmock.resource(resource.GROUP, resource.VERSION, resource.PLURAL), NAMESPACE, NAME)
+
+    def mark(self) -> int:
+        """A point in the resource's history, for ``wait_for(since=...)``."""
+        return (
+            len(self.emulator.objects[self._key].history)
+            if self._key in self.emulator.objects
+            else 0
+        )
+
+    async def wait_for(
+        self, predicate: Predicate, *, what: str, since: int | None = None, timeout: float = 60
+    ) -> Any:
         """The first version of our resource for which ``predicate(type, obj)`` holds.
 
-        Past versions count too (kmock keeps the history), so a state that came and went
-        before the watch connected is not missed.
+        Versions are fed in order: with ``since`` (a ``mark()``), those written since then
+        first (kmock keeps the history), so a state that came and went before the watch
+        connected is not missed; then the current one and every later one.
         """
-        return await self._watch(self.collection, predicate, what=what, timeout=timeout)
+        return await self._watch(
+            self.collection, predicate, what=what, timeout=timeout, since=since
+        )
 
     async def wait_gone(self, *, timeout: float = 60) -> None:
         """Until the resource is deleted for good (its finalizers released)."""
@@ -209,13 +227,14 @@ class Api:
         def gone(kind: str, obj: dict[str, Any]) -> bool:
             return kind == "DELETED" or self.current() is None
 
-        await self._watch(self.collection, gone, what="the resource deleted", timeout=timeout)
+        await self._watch(
+            self.collection, gone, what="the resource deleted", timeout=timeout, since=0
+        )
 
-    def _from_history(self, predicate: Predicate) -> dict[str, Any] | None:
-        key = (f"{resource.GROUP}/{resource.VERSION}/{resource.PLURAL}", NAMESPACE, NAME)
-        if key not in self.emulator.objects:
+    def _from_history(self, predicate: Predicate, since: int) -> dict[str, Any] | None:
+        if self._key not in self.emulator.objects:
             return None
-        for version in self.emulator.objects[key].history:
+        for version in self.emulator.objects[self._key].history[since:]:
             raw = version.raw if version is not None else {}
             if predicate("MODIFIED" if version is not None else "DELETED", raw):
                 return raw
@@ -230,14 +249,22 @@ class Api:
         )
         return found
 
-    async def _watch(self, url: str, predicate: Predicate, *, what: str, timeout: float) -> Any:
+    async def _watch(
+        self,
+        url: str,
+        predicate: Predicate,
+        *,
+        what: str,
+        timeout: float,
+        since: int | None = None,
+    ) -> Any:
         last: dict[str, Any] | None = None
         try:
             async with asyncio.timeout(timeout):
                 async with self.session.get(url, params={"watch": "true"}) as response:
-                    if url == self.collection:
+                    if since is not None:
                         # The watch is subscribed once its response starts: history first.
-                        found = self._from_history(predicate)
+                        found = self._from_history(predicate, since)
                         if found is not None:
                             return found
                     async for line in response.content:
@@ -396,6 +423,14 @@ class Operator:
             except TimeoutError:
                 self.proc.kill()
                 await self.proc.wait()
+
+    async def wait_for_log(self, text: str, *, timeout: float = 30) -> None:
+        """Until the operator logs ``text`` (a file has no push channel: poll, with a deadline)."""
+        deadline = time.monotonic() + timeout
+        while text not in self.log.read_text(errors="replace"):
+            if self.proc.returncode is not None or time.monotonic() > deadline:
+                raise AssertionError(f"the operator never logged {text!r}: {self.log_tail()}")
+            await asyncio.sleep(0.05)
 
     def log_tail(self, size: int = 6000) -> str:
         try:

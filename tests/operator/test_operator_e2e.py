@@ -183,21 +183,28 @@ async def test_a_direct_configure_is_a_conflict_and_the_resource_wins(
     obj = await apply_and_wait(api, compute)
     ours = obj["status"]["specHash"]
     foreign = spec_for(compute, roles=("app", "intruder"))
+    mark = api.mark()
     async with api.session.post(
         f"{compute.internal_url}/configure", json={"spec": foreign}
     ) as response:
         assert response.status == 200, await response.text()
 
-    def conflict(kind: str, obj: dict[str, Any]) -> bool:
-        return condition(obj, "Reconciled").get("reason") == "Conflict"
+    conflicts: list[dict[str, Any]] = []
 
-    obj = await api.wait_for(conflict, what="Reconciled=False Conflict")
-    assert obj["status"]["conflictSpecHash"] == hash_of(foreign)
-    await api.wait_for_event("Conflict")
-    # The next reconcile (the 1 s timer) pushes the resource's spec back.
-    obj = await api.wait_for(settled(1, ours), what="the resource's spec restored")
+    def conflict_then_restored(kind: str, obj: dict[str, Any]) -> bool:
+        if condition(obj, "Reconciled").get("reason") == "Conflict":
+            conflicts.append(obj)
+            return False
+        return bool(conflicts) and settled(1, ours)(kind, obj)
+
+    # The conflict is reported first; the next reconcile (the 1 s timer) pushes ours back.
+    obj = await api.wait_for(conflict_then_restored, what="Conflict, then our spec", since=mark)
+    assert conflicts[0]["status"]["conflictSpecHash"] == hash_of(foreign)
+    assert "direct /configure" in condition(conflicts[0], "Reconciled")["message"]
     assert obj["status"].get("conflictSpecHash") is None
     assert (await compute.status(api.session))["desired_spec_hash"] == ours
+    assert "intruder" in roles(compute)  # it was applied; the spec's roles are not dropped
+    await api.wait_for_event("Conflict")
     await api.wait_for_event("ConflictResolved")
 
 
@@ -218,3 +225,22 @@ async def test_delete_terminates_the_compute_and_records_the_lsn(
         except Exception:  # it exited between the two checks
             observed = {"status": "terminated"}
         assert observed["status"] == "terminated"
+
+
+async def test_a_restarted_operator_resumes_without_pushing_again(
+    api: Api, compute: Compute, sidecar: Operator
+) -> None:
+    obj = await apply_and_wait(api, compute)
+    before = await compute.status(api.session)
+    await sidecar.stop()
+    # A new operator process: kopf resumes the resource, whose spec is already applied.
+    async with Operator.running(
+        api_url=api.base, compute_url=compute.internal_url, workdir=compute.workdir
+    ) as again:
+        await again.wait_for_log("Resuming is processed: 1 succeeded")
+        after = await compute.status(api.session)
+    assert after["desired_generation"] == before["desired_generation"]
+    current = api.current()
+    assert current is not None
+    assert current["status"]["specHash"] == obj["status"]["specHash"]
+    assert condition(current, "Reconciled")["status"] == "True"
