@@ -153,6 +153,10 @@ class _Memory:
     pushed: collections.deque[str] = dataclasses.field(
         default_factory=lambda: collections.deque(maxlen=32)
     )
+    # The last status rendered here. This process is the status's only writer, so it is
+    # fresher than the body of an event that raced our own status patch (kopf hands the
+    # timer and the change handlers the bodies they last saw).
+    last_status: status.ResourceStatus | None = None
 
 
 class Reconciler:
@@ -193,7 +197,7 @@ class Reconciler:
     async def _reconcile(
         self, view: resource.ResourceView, *, memory: _Memory, trigger: Trigger
     ) -> Outcome:
-        old = status.ResourceStatus.parse(view.status)
+        old = memory.last_status or status.ResourceStatus.parse(view.status)
         actions: list[events.Event] = []
         error: ReconcileError | None = None
         want: str | None = None
@@ -233,6 +237,7 @@ class Reconciler:
             conflict_hash=decision.conflict_hash,
         )
         new = status.render(old=old, facts=facts, now=self._clock())
+        memory.last_status = new
         return Outcome(new, [*actions, *events.transitions(old, new)], error)
 
     async def _push(

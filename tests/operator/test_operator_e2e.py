@@ -68,6 +68,12 @@ async def test_apply_reaches_running_and_ready(
     assert "app" in roles(compute)
     await api.wait_for_event("Configured")
     await api.wait_for_event("Ready")
+    # One event per transition, although kmock replays the creation to kopf and the
+    # first periodic reconcile may overlap it.
+    await api.wait_for(lambda kind, obj: True, what="a settled resource")
+    reasons = [e["reason"] for e in api.events()]
+    assert reasons.count("Configured") == 1
+    assert reasons.count("Ready") == 1
     # The operator watched only its own object, by a server-side field selector.
     requests = list(api.emulator)
     watches = [r for r in requests if r.params.get("watch") == "true"]
