@@ -6,8 +6,8 @@ Three measurements per run, interleaved so machine noise hits each alike:
 
 - ``process``: ``compute_ctl -c config.json`` exec'd until ``/status`` says ``running``
   (Python start-up, PGDATA wipe, initdb, postgresql.conf, postgres start, catalog apply);
-- ``pooled``: a compute_ctl already waiting in ``empty`` (Neon's pooled computes) gets the
-  spec by ``POST /configure``, until the 200;
+- ``pooled``: a compute_ctl already waiting in ``empty`` (Neon's pooled computes; its
+  prewarm, a spare initdb, has finished) gets the spec by ``POST /configure``, until the 200;
 - ``baseline``: the same work with the raw tools: ``initdb`` (same flags), the same
   postgresql.conf and pg_hba.conf, ``pg_ctl start -w``, ``psql -f`` of SQL equivalent to
   the catalog apply for this spec (Neon's phases for a role and a database).
@@ -177,6 +177,10 @@ def _pooled_run(base: Path, spec: dict[str, Any], port: int) -> tuple[float, dic
     proc = process.ComputeProcess(pgdata=base / "pgdata", port=port, config=config)
     try:
         _wait_status(proc, "empty", poll=0.02)
+        # A pooled compute has sat idle a while: let its prewarm (a spare initdb) finish.
+        deadline = time.monotonic() + 60
+        while "prewarmed a PGDATA" not in proc.log() and time.monotonic() < deadline:
+            time.sleep(0.02)
         started = time.monotonic()
         code, body = proc.request("POST", "/configure", {"spec": spec})
         elapsed = time.monotonic() - started

@@ -9,6 +9,8 @@ field; nothing here has side effects.
 
 from __future__ import annotations
 
+import importlib
+
 from compute_ctl.compute import errors, params, pgconf
 from compute_ctl.compute import spec as spec_mod
 
@@ -66,3 +68,6 @@ def check_spec(spec: spec_mod.ComputeSpec, *, local: params.LocalConn) -> None:
     _check_settings(spec)
     if spec.has_neon_storage():
         _check_neon_storage(spec)
+    if spec.has_neon_storage() or spec.primary_connstring is not None:
+        # The storage package's own checks (shard map, addresses, vanilla replica rules).
+        importlib.import_module("compute_ctl.compute.storage").check_spec(spec)

@@ -15,8 +15,11 @@ timings object it is handed for the storage steps.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import importlib
 import logging
+import shutil
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -58,8 +61,20 @@ class Launcher(Protocol):
     def write_conf(self, spec: spec_mod.ComputeSpec) -> None:
         """Rewrite ``postgresql.conf`` for ``spec`` (before a reload)."""
 
-    async def final_lsn(self, spec: spec_mod.ComputeSpec) -> str | None:
+    async def lsn_before_stop(self, spec: spec_mod.ComputeSpec) -> str | None:
+        """Before postgres stops: what only a running postgres can tell (a replica's
+        replayed LSN); handed back to ``final_lsn``."""
+
+    async def final_lsn(
+        self, spec: spec_mod.ComputeSpec, *, replayed_lsn: str | None = None
+    ) -> str | None:
         """After postgres stopped: the LSN the storage has (None in local mode)."""
+
+    def start_prewarm(self) -> None:
+        """While waiting for a spec: start preparing what any start will need."""
+
+    async def discard_prewarm(self) -> None:
+        """Stop and remove an unused prewarm."""
 
 
 def _uses_storage(spec: spec_mod.ComputeSpec) -> bool:
@@ -91,6 +106,8 @@ class LocalLauncher:
         self.pgdata = params.pgdata
         self._local = params.local
         self._overcommit_strict = pgdata.overcommit_strict()
+        self._warmup = self.pgdata.with_name(self.pgdata.name + ".warmup")
+        self._prewarm: asyncio.Task[bool] | None = None
 
     # --- rendering ---------------------------------------------------------------
 
@@ -123,10 +140,12 @@ class LocalLauncher:
 
     async def prepare(self, spec: spec_mod.ComputeSpec) -> None:
         if _uses_storage(spec):
+            await self.discard_prewarm()
             await self._prepare_from_storage(spec)
             return
         found = pgdata.inspect(self.pgdata)
         if self.params.keep_pgdata and found.kind is pgdata.Existing.VALID:
+            await self.discard_prewarm()
             major = await pgdata.binary_major(self.tools)
             if found.major != major:
                 raise errors.ConfigError(
@@ -135,6 +154,8 @@ class LocalLauncher:
                 )
             pgdata.clear_stale_locks(self.pgdata, socket_dir=pgdata.socket_dir_for(self.pgdata))
             logger.info("keeping PGDATA %s (PostgreSQL %s)", self.pgdata, major)
+        elif await self._take_prewarmed():
+            logger.info("PGDATA %s from the prewarmed initdb", self.pgdata)
         else:
             if found.kind is pgdata.Existing.DAMAGED:
                 logger.warning("PGDATA %s is incomplete (no pg_control); re-creating", self.pgdata)
@@ -151,6 +172,56 @@ class LocalLauncher:
             hba=pgconf.render_hba(superuser=self._local.user),
         )
 
+    # --- the pooled compute's prewarm -------------------------------------------
+
+    def start_prewarm(self) -> None:
+        """``initdb`` a spare PGDATA beside PGDATA while the compute waits for a spec.
+
+        Neon's pooled computes run initdb into ``<pgdata>.warmup`` while idle, to warm the
+        VM, and delete it. We keep it: a local-mode start then renames it into place instead
+        of running initdb on the critical path (the cold start of a pooled compute).
+        """
+        if self._prewarm is None:
+            self._prewarm = asyncio.get_running_loop().create_task(self._run_prewarm())
+
+    async def _run_prewarm(self) -> bool:
+        if self.params.keep_pgdata and pgdata.inspect(self.pgdata).kind is pgdata.Existing.VALID:
+            return False
+        try:
+            await pgdata.init_fresh(
+                pgdata=self._warmup,
+                tools=self.tools,
+                superuser=self._local.user,
+                sync=self.params.keep_pgdata,
+            )
+        except (errors.ComputeError, OSError) as e:
+            logger.warning("prewarm failed, the start will run initdb: %s", e)
+            shutil.rmtree(self._warmup, ignore_errors=True)
+            return False
+        logger.info("prewarmed a PGDATA in %s", self._warmup)
+        return True
+
+    async def _take_prewarmed(self) -> bool:
+        task, self._prewarm = self._prewarm, None
+        if task is None or not await task:
+            return False
+        try:
+            pgdata.move_into_place(self._warmup, self.pgdata)
+        except OSError as e:
+            logger.warning("cannot use the prewarmed PGDATA, running initdb: %s", e)
+            shutil.rmtree(self._warmup, ignore_errors=True)
+            return False
+        return True
+
+    async def discard_prewarm(self) -> None:
+        task, self._prewarm = self._prewarm, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._warmup.exists():
+            shutil.rmtree(self._warmup, ignore_errors=True)
+
     async def _prepare_from_storage(self, spec: spec_mod.ComputeSpec) -> None:
         storage = _storage()
         pgdata.check_wipe_safe(self.pgdata)
@@ -158,6 +229,15 @@ class LocalLauncher:
         # Neon writes postgresql.conf first: the basebackup does not carry one.
         self.write_conf(spec)
         await storage.prepare(spec=spec, pgdata=self.pgdata, tools=self.tools, timings=self.timings)
+        if spec.primary_connstring is not None:
+            # A clone carries the primary's pg_hba.conf, which need not trust our -C user.
+            pgdata.write_config_files(
+                pgdata=self.pgdata,
+                user=self.tools.user,
+                postgresql_conf=self.render_conf(spec),
+                hba=pgconf.render_hba(superuser=self._local.user),
+            )
+            return
         hba = self.pgdata / "pg_hba.conf"
         text = hba.read_text() if hba.exists() else ""
         if _NEON_HBA_LINE not in text.splitlines():
@@ -188,10 +268,22 @@ class LocalLauncher:
             cgroup_dir=cgroup_dir,
         )
 
-    async def final_lsn(self, spec: spec_mod.ComputeSpec) -> str | None:
-        if not spec.has_neon_storage():
+    async def lsn_before_stop(self, spec: spec_mod.ComputeSpec) -> str | None:
+        if spec.primary_connstring is None:
+            return None
+        lsn: str | None = await _storage().lsn_before_stop(spec=spec, connstr=self.params.connstr)
+        return lsn
+
+    async def final_lsn(
+        self, spec: spec_mod.ComputeSpec, *, replayed_lsn: str | None = None
+    ) -> str | None:
+        if not _uses_storage(spec):
             return None
         lsn: str | None = await _storage().final_lsn(
-            spec=spec, pgdata=self.pgdata, tools=self.tools, timings=self.timings
+            spec=spec,
+            pgdata=self.pgdata,
+            tools=self.tools,
+            timings=self.timings,
+            replayed_lsn=replayed_lsn,
         )
         return lsn

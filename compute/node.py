@@ -22,16 +22,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 import os
 import time
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from compute_ctl.compute import applier, checks, errors, failpoints, params, pgtools, postgres
+from compute_ctl.compute import (
+    applier,
+    autoscaling,
+    checks,
+    errors,
+    failpoints,
+    params,
+    pgtools,
+    postgres,
+)
 from compute_ctl.compute import launcher as launcher_mod
 from compute_ctl.compute import spec as spec_mod
 from compute_ctl.compute import state as state_mod
+
+if TYPE_CHECKING:
+    from compute_ctl.compute import vm_monitor
 
 __all__ = ["ComputeNode"]
 
@@ -91,7 +102,7 @@ class ComputeNode:
             self.state.config = config.compute_ctl_config
         self._spec_received = time.monotonic()
         self._finished = False
-        self._vm_monitor: Any = None
+        self._vm_monitor: vm_monitor.VmMonitor | None = None
         self._background: set[asyncio.Task[None]] = set()
 
     # --- inputs ----------------------------------------------------------------
@@ -181,6 +192,8 @@ class ComputeNode:
                 checks.check_spec(self._initial, local=self._local)
                 async with self.state.lock() as s:
                     s.set_desired(self._initial)
+            if self._initial is None:
+                self.launcher.start_prewarm()
             received = await self._wait_for_spec()
             if received is None:
                 return 0
@@ -224,6 +237,7 @@ class ComputeNode:
                 await configurator
             if stop.done():
                 return await self._shutdown(spec)
+            await self._stop_vm_monitor()  # postgres is gone, and with it what it manages
             code: int = exited.result()
             logger.error("postgres exited with code %d; compute_ctl exits", code)
             async with self.state.lock() as s:
@@ -237,7 +251,9 @@ class ComputeNode:
 
     async def _start_compute(self, spec: spec_mod.ComputeSpec, generation: int) -> None:
         """Neon's ``start_compute``: PGDATA, postgres, the catalog apply; then running."""
+        started = time.monotonic()
         await self.launcher.prepare(spec)
+        logger.info("PGDATA ready in %d ms", state_mod.monotonic_ms(started))
         await self.failpoints.hit("before-start-postgres")
         started = time.monotonic()
         self.postmaster = await self.launcher.spawn(spec)
@@ -254,7 +270,7 @@ class ComputeNode:
             )
         config_ms = state_mod.monotonic_ms(started)
         await self.failpoints.hit("after-apply")
-        await self._start_vm_monitor(spec)
+        self._vm_monitor = await autoscaling.start_vm_monitor(self.params, spec)
         async with self.state.lock() as s:
             s.timings.start_postgres_ms = start_postgres_ms
             s.timings.config_ms = config_ms
@@ -282,7 +298,12 @@ class ComputeNode:
     async def _shutdown(self, spec: spec_mod.ComputeSpec) -> int:
         """A termination was requested: stop postgres (escalating on request), finish."""
         code = 0
+        replayed: str | None = None
         if self.postmaster is not None:
+            try:  # a vanilla replica's final LSN is what it replayed: read it while up
+                replayed = await self.launcher.lsn_before_stop(spec)
+            except Exception as e:
+                logger.error("replayed LSN not available: %s", e)
             immediate = self.state.status is S.TERMINATION_PENDING_IMMEDIATE
             mode = postgres.StopMode.IMMEDIATE if immediate else postgres.StopMode.FAST
             stopping = asyncio.create_task(self.postmaster.stop(mode))
@@ -294,9 +315,10 @@ class ComputeNode:
                 await self.postmaster.stop(postgres.StopMode.IMMEDIATE)
             escalate.cancel()
             code = await stopping
+        await self._stop_vm_monitor()
         lsn: str | None = None
         try:
-            lsn = await self.launcher.final_lsn(spec)
+            lsn = await self.launcher.final_lsn(spec, replayed_lsn=replayed)
         except Exception as e:
             logger.error("final LSN not available: %s", e)
         async with self.state.lock() as s:
@@ -306,6 +328,7 @@ class ComputeNode:
 
     async def _cleanup(self) -> None:
         self._finished = True
+        await self.launcher.discard_prewarm()
         await self._stop_vm_monitor()
         if self.postmaster is not None:
             with contextlib.suppress(Exception):
@@ -315,25 +338,9 @@ class ComputeNode:
             if s.status in (S.TERMINATION_PENDING_FAST, S.TERMINATION_PENDING_IMMEDIATE):
                 s.set_status(S.TERMINATED)
 
-    # --- the vm-monitor (AUTOSCALING) --------------------------------------------
-
-    async def _start_vm_monitor(self, spec: spec_mod.ComputeSpec) -> None:
-        if not self.params.autoscaling:
-            return
-        module = importlib.import_module("compute_ctl.compute.vm_monitor")
-        self._vm_monitor = module.VmMonitor(
-            addr=self.params.vm_monitor_addr,
-            cgroup_path=self.params.cgroup_root / self.params.cgroup,
-            filecache_connstr=None if spec.disable_lfc_resizing else self.params.filecache_connstr,
-            disable_lfc_resizing=bool(spec.disable_lfc_resizing),
-        )
-        await self._vm_monitor.start()
-
     async def _stop_vm_monitor(self) -> None:
-        if self._vm_monitor is not None:
-            with contextlib.suppress(Exception):
-                await self._vm_monitor.stop()
-            self._vm_monitor = None
+        monitor, self._vm_monitor = self._vm_monitor, None
+        await autoscaling.stop_vm_monitor(monitor)
 
     # --- the configurator --------------------------------------------------------
 

@@ -38,6 +38,7 @@ __all__ = [
     "init_empty",
     "init_fresh",
     "inspect",
+    "move_into_place",
     "overcommit_strict",
     "socket_dir_for",
     "write_config_files",
@@ -168,6 +169,22 @@ def init_empty(pgdata: Path, user: pgtools.OsUser) -> None:
     """Wipe PGDATA (Neon's ``rm -rf; mkdir; chmod 700``) for a basebackup to fill."""
     check_wipe_safe(pgdata)
     _wipe(pgdata, user)
+
+
+def move_into_place(prepared: Path, pgdata: Path) -> None:
+    """Replace PGDATA with ``prepared`` (a sibling on the same filesystem) by rename(2).
+
+    PGDATA's contents are wiped first; renaming a directory onto an empty one replaces it.
+    Raises ``OSError`` when that cannot work (PGDATA is a mount point, another filesystem).
+    """
+    check_wipe_safe(pgdata)
+    if pgdata.is_dir():
+        for entry in list(pgdata.iterdir()):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+    os.rename(prepared, pgdata)
 
 
 async def init_fresh(

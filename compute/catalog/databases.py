@@ -189,6 +189,10 @@ def _create(
             *(_option(o) for o in database.create_options),
         ]
     )
+    # Creates run concurrently, except one copying a template other than the stock
+    # ones: that template may be a database this very phase creates or alters.
+    template = next((o.value for o in database.create_options if o.keyword == "TEMPLATE"), None)
+    key = database.name if template in (None, "template0", "template1") else None
     ops = [
         plan_mod.Operation(
             phase=Phase.CREATE_AND_ALTER_DATABASES,
@@ -197,6 +201,7 @@ def _create(
             comment=f"create database {database.name!r}",
             obj=_obj(database.name),
             transactional=False,
+            key=key,
         ),
         plan_mod.Operation(
             phase=Phase.CREATE_AND_ALTER_DATABASES,
@@ -204,6 +209,7 @@ def _create(
             statements=(_grant(database.name, desired.privileged_role),),
             comment=f"grant all on database {database.name!r} to the privileged role",
             obj=_obj(database.name),
+            key=key,
         ),
     ]
     info = model.DatabaseInfo(
@@ -249,6 +255,7 @@ def _alter(
             statements=(statement,),
             comment=f"alter database {database.name!r}: {what}",
             obj=_obj(database.name),
+            key=database.name,
         )
         for what, statement in statements
     ]

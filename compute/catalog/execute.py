@@ -3,7 +3,10 @@
 Phases run in order. Sequential phases run on the maintenance connection (or on a
 session to the operation's database for the few operations that need one); the
 per-database phase runs each database's operations on its own session, concurrently,
-at most ``concurrency`` sessions at a time (Neon's cap, #10006/#12663).
+at most ``concurrency`` sessions at a time (Neon's cap, #10006/#12663). In the
+create-and-alter-databases phase, operations on different databases (``Operation.key``)
+overlap on up to ``concurrency`` maintenance sessions: ``CREATE DATABASE`` copies a
+template and dominates a cold apply, and independent copies proceed in parallel.
 
 Consecutive transactional operations on one session are sent as one batch in one
 transaction (one round trip instead of hundreds). If a batch fails it rolled back
@@ -15,9 +18,11 @@ Errors never carry secrets.
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import psycopg
@@ -32,6 +37,7 @@ __all__ = ["run"]
 logger = logging.getLogger(__name__)
 
 Connection = psycopg.AsyncConnection[tuple[Any, ...]]
+Pending = collections.deque[list[plan_mod.Operation]]
 BATCH_OPERATIONS = 250
 _SECRET_RE = re.compile(r"SCRAM-SHA-256\$\S+|md5[0-9a-f]{32}")
 
@@ -96,6 +102,20 @@ async def _run_ops(conn: Connection, ops: Sequence[plan_mod.Operation]) -> int:
     return executed
 
 
+@contextlib.asynccontextmanager
+async def _session(
+    connstr: str, *, database: str | None, phase: plan_mod.Phase
+) -> AsyncIterator[Connection]:
+    """``db.connect``, with a connection failure reported under ``phase``."""
+    try:
+        async with db.connect(connstr, dbname=database) as conn:
+            yield conn
+    except errors.ApplyError as e:
+        if e.phase != db.CONNECT_PHASE:
+            raise
+        raise errors.ApplyError(f"{phase.value}: {e}", phase=phase.value, obj=e.obj) from e
+
+
 async def _on_database(
     ops: Sequence[plan_mod.Operation],
     *,
@@ -105,14 +125,8 @@ async def _on_database(
     database = ops[0].database
     if database is None and maintenance is not None:
         return await _run_ops(maintenance, ops)
-    try:
-        async with db.connect(connstr, dbname=database) as conn:
-            return await _run_ops(conn, ops)
-    except errors.ApplyError as e:
-        if e.phase != db.CONNECT_PHASE:
-            raise
-        phase = ops[0].phase.value
-        raise errors.ApplyError(f"{phase}: {e}", phase=phase, obj=e.obj) from e
+    async with _session(connstr, database=database, phase=ops[0].phase) as conn:
+        return await _run_ops(conn, ops)
 
 
 def _runs(ops: Sequence[plan_mod.Operation]) -> list[list[plan_mod.Operation]]:
@@ -133,6 +147,52 @@ def _by_database(ops: Sequence[plan_mod.Operation]) -> list[list[plan_mod.Operat
     return list(groups.values())
 
 
+def _segments(ops: Sequence[plan_mod.Operation]) -> list[list[list[plan_mod.Operation]]]:
+    """Split at barriers (``key=None``); within a segment, group by key in plan order."""
+    segments: list[list[list[plan_mod.Operation]]] = []
+    groups: dict[str, list[plan_mod.Operation]] = {}
+    for op in ops:
+        if op.key is None:
+            if groups:
+                segments.append(list(groups.values()))
+                groups = {}
+            segments.append([[op]])
+        else:
+            groups.setdefault(op.key, []).append(op)
+    if groups:
+        segments.append(list(groups.values()))
+    return segments
+
+
+async def _run_keyed(
+    ops: Sequence[plan_mod.Operation],
+    *,
+    connstr: str,
+    concurrency: int,
+    maintenance: Connection | None,
+) -> int:
+    executed = 0
+    for groups in _segments(ops):
+        if len(groups) == 1 or concurrency == 1:
+            flat = [op for group in groups for op in group]
+            executed += await _on_database(flat, connstr=connstr, maintenance=maintenance)
+            continue
+        pending: Pending = collections.deque(groups)
+        phase = ops[0].phase
+
+        async def worker(_: int, pending: Pending = pending, phase: plan_mod.Phase = phase) -> int:
+            # One maintenance session per worker; workers take groups until none is left.
+            count = 0
+            async with _session(connstr, database=None, phase=phase) as conn:
+                while pending:
+                    count += await _run_ops(conn, pending.popleft())
+            return count
+
+        workers = min(concurrency, len(groups))
+        executed += sum(await tasks.bounded(worker, range(workers), limit=workers))
+    return executed
+
+
 async def run(
     plan: plan_mod.Plan,
     *,
@@ -150,7 +210,18 @@ async def run(
         ops = plan.phase(phase)
         if not ops:
             continue
-        if phase.parallel:
+        if phase.concurrent_keys:
+            logger.info(
+                "catalog phase %s: %d operations, up to %d sessions",
+                phase.value,
+                len(ops),
+                concurrency,
+            )
+            executed += await _run_keyed(
+                ops, connstr=connstr, concurrency=concurrency, maintenance=maintenance
+            )
+            continue
+        if phase.per_database:
             groups = _by_database(ops)
             logger.info(
                 "catalog phase %s: %d operations in %d databases, %d at a time",

@@ -38,9 +38,15 @@ class Phase(enum.StrEnum):
     DROP_ROLES = "drop_roles"
 
     @property
-    def parallel(self) -> bool:
-        """Whether the phase's databases are worked on concurrently."""
+    def per_database(self) -> bool:
+        """Each database's operations run on a session to it, databases concurrently."""
         return self is Phase.PER_DATABASE
+
+    @property
+    def concurrent_keys(self) -> bool:
+        """Operations with different ``key`` may run concurrently on separate sessions to
+        the maintenance database (``CREATE DATABASE`` is slow and independent)."""
+        return self is Phase.CREATE_AND_ALTER_DATABASES
 
 
 PHASE_ORDER: tuple[Phase, ...] = tuple(Phase)
@@ -58,6 +64,9 @@ class Operation:
     """The statements with secrets replaced; ``None`` when there is no secret."""
     transactional: bool = True
     """False for statements PostgreSQL refuses inside a transaction block."""
+    key: str | None = None
+    """In a ``concurrent_keys`` phase: operations sharing a key keep their plan order,
+    different keys may overlap; ``None`` is a barrier that runs alone, in order."""
 
     def __post_init__(self) -> None:
         if not self.statements:

@@ -280,3 +280,27 @@ async def test_schema_public_owned_by_the_superuser_goes_to_the_owner(
         "select nspowner::regrole::text from pg_namespace where nspname = 'public'",
     ) == [("o",)]
     assert not await replan(pgc, compute_spec)
+
+
+async def test_databases_created_concurrently_and_template_copies_wait(
+    pgc: pgserver.PgServer,
+) -> None:
+    """Creates overlap on several sessions, but a database copying a template this very
+    apply creates waits for it (a barrier in the plan)."""
+    compute_spec = make_spec(
+        roles=[role("o")],
+        databases=[
+            database("tmpl", "o"),
+            database("copy", "o", [option("TEMPLATE", "tmpl")]),
+            *(database(f"par{i}", "o") for i in range(5)),
+        ],
+    )
+    plan = await replan(pgc, compute_spec)
+    keys = [op.key for op in plan.phase(Phase.CREATE_AND_ALTER_DATABASES)]
+    assert keys == ["tmpl", "tmpl", None, None, *[f"par{i // 2}" for i in range(10)]]
+    result = await apply(pgc, compute_spec, concurrency=4)
+    assert result.statements_executed == plan.statement_count
+    assert user_databases(pgc.dsn()) == {"tmpl", "copy", *(f"par{i}" for i in range(5))}
+    for name in user_databases(pgc.dsn()):
+        assert privileges_of(pgc.dsn(), name, PRIVILEGED) == {"CREATE", "CONNECT", "TEMPORARY"}
+    assert not await replan(pgc, compute_spec)

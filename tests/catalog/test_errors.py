@@ -41,37 +41,56 @@ def grant_holders(dsn: str) -> set[str]:
     return {r[0] for r in rows}
 
 
+def logins(dsn: str) -> dict[str, bool]:
+    rows = fetch(dsn, "select rolname, rolcanlogin from pg_roles where rolname like 'r_'")
+    return dict(rows)
+
+
 async def test_failing_statement_in_a_batch_is_named_and_earlier_work_kept(
     pgc: pgserver.PgServer,
 ) -> None:
-    execute(pgc.dsn(), "CREATE ROLE o", *(f"CREATE DATABASE {n} OWNER o" for n in "abc"))
-    bad = make_spec(
-        roles=[role("o")],
-        databases=[
-            database("a", "o"),
-            database("b", "o", [option("CONNECTION LIMIT", "-5", "integer")]),
-            database("c", "o"),
-        ],
-    )
+    execute(pgc.dsn(), *(f"CREATE ROLE {n} NOLOGIN" for n in ("r1", "r2", "r3")))
+    limit = [option("CONNECTION LIMIT", "-5", "integer")]
+    bad = make_spec(roles=[role("r1"), role("r2", None, limit), role("r3")])
     for _ in range(2):  # the same failure, re-run safely
         with pytest.raises(errors.ApplyError) as failed:
             await apply(pgc, bad)
-        assert failed.value.phase == "create_and_alter_databases"
-        assert failed.value.obj == "database 'b'"
+        assert failed.value.phase == "create_and_alter_roles"
+        assert failed.value.obj == "role 'r2'"
         assert "invalid connection limit" in str(failed.value)
-        # The batch was replayed one by one: the grant on a is in, c's is not.
-        assert grant_holders(pgc.dsn()) == {"a"}
-    good = make_spec(
-        roles=[role("o")],
-        databases=[
-            database("a", "o"),
-            database("b", "o", [option("CONNECTION LIMIT", "5", "integer")]),
-            database("c", "o"),
-        ],
-    )
+        # The batch rolled back, then was replayed one by one: r1 is done, r3 is not.
+        assert logins(pgc.dsn()) == {"r1": True, "r2": False, "r3": False}
+    good = make_spec(roles=[role("r1"), role("r2"), role("r3")])
     await apply(pgc, good)
-    assert grant_holders(pgc.dsn()) == {"a", "b", "c"}
+    assert logins(pgc.dsn()) == {"r1": True, "r2": True, "r3": True}
     assert not await replan(pgc, good)
+
+
+@pytest.mark.parametrize("concurrency", [1, 4])
+async def test_failing_database_names_itself_sequential_or_concurrent(
+    pgc: pgserver.PgServer, concurrency: int
+) -> None:
+    execute(pgc.dsn(), "CREATE ROLE o", *(f"CREATE DATABASE {n} OWNER o" for n in "abc"))
+
+    def with_limit(limit: str) -> Any:
+        return make_spec(
+            roles=[role("o")],
+            databases=[
+                database("a", "o"),
+                database("b", "o", [option("CONNECTION LIMIT", limit, "integer")]),
+                database("c", "o"),
+            ],
+        )
+
+    with pytest.raises(errors.ApplyError) as failed:
+        await apply(pgc, with_limit("-5"), concurrency=concurrency)
+    assert failed.value.phase == "create_and_alter_databases"
+    assert failed.value.obj == "database 'b'"
+    if concurrency == 1:  # one session, batch replayed: a's grant is in, c's is not
+        assert grant_holders(pgc.dsn()) == {"a"}
+    await apply(pgc, with_limit("5"), concurrency=concurrency)
+    assert grant_holders(pgc.dsn()) == {"a", "b", "c"}
+    assert not await replan(pgc, with_limit("5"))
 
 
 async def test_errors_never_carry_secrets(pgc: pgserver.PgServer) -> None:

@@ -202,8 +202,9 @@ EACH_SETTING = [
     # (ALTER DATABASE ... SET, what a plain session shows, what ours shows)
     ("role = 'evil'", "select current_user", "evil", "cloud_admin"),
     ("search_path = 'evil'", "select current_setting('search_path')", "evil", ""),
-    ("statement_timeout = 1", "select current_setting('statement_timeout')", "1ms", "0"),
-    ("lock_timeout = 1", "select current_setting('lock_timeout')", "1ms", "0"),
+    # Long enough that the control itself is never cancelled on a loaded machine.
+    ("statement_timeout = '1h'", "select current_setting('statement_timeout')", "1h", "0"),
+    ("lock_timeout = '1h'", "select current_setting('lock_timeout')", "1h", "0"),
     (
         "default_transaction_read_only = on",
         "select current_setting('default_transaction_read_only')",

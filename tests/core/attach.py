@@ -64,8 +64,19 @@ class AttachLauncher:
     def write_conf(self, spec: spec_mod.ComputeSpec) -> None:
         self.conf = pgconf.render_postgresql_conf(spec, pgconf.ConfContext())
 
-    async def final_lsn(self, spec: spec_mod.ComputeSpec) -> str | None:
+    async def lsn_before_stop(self, spec: spec_mod.ComputeSpec) -> str | None:
         return None
+
+    async def final_lsn(
+        self, spec: spec_mod.ComputeSpec, *, replayed_lsn: str | None = None
+    ) -> str | None:
+        return None
+
+    def start_prewarm(self) -> None:
+        pass
+
+    async def discard_prewarm(self) -> None:
+        await asyncio.sleep(0)
 
 
 class StampApplier:

@@ -1,0 +1,118 @@
+"""Test doubles of Neon's storage services: a safekeeper and a pageserver.
+
+Both are ``wire.WireServer``s on loopback that check the storage token. The
+safekeeper answers ``TIMELINE_STATUS`` with one row of ``flush_lsn`` and
+``commit_lsn`` (no row when it does not know the timeline), as Neon's safekeeper
+does. The pageserver answers ``basebackup <tenant> <timeline> [<lsn>] --gzip
+[--replica]`` with a ``CopyOutResponse`` stream of a gzip tar; optionally it fails
+the first attempts, or sends an ``ErrorResponse`` after the whole archive (the case
+the tar reader must drain the stream for).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from typing import Literal
+
+from tests.storage import wire
+
+__all__ = ["TestPageserver", "TestSafekeeper"]
+
+
+class TestSafekeeper(wire.WireServer):
+    __test__ = False  # not a pytest class
+
+    def __init__(
+        self,
+        *,
+        token: str | None,
+        flush_lsn: str = "0/169AD58",
+        commit_lsn: str = "0/169AD58",
+        knows_timeline: bool = True,
+        delay: float = 0.0,
+        auth: Literal["cleartext", "md5"] = "cleartext",
+    ) -> None:
+        super().__init__(token=token, auth=auth)
+        self.flush_lsn = flush_lsn
+        self.commit_lsn = commit_lsn
+        self.knows_timeline = knows_timeline
+        self.delay = delay
+
+    async def handle_query(self, session: wire.Session, query: str) -> None:
+        if query.strip() != "TIMELINE_STATUS":
+            session.error(f"unsupported safekeeper command {query!r}")
+            return
+        if self.delay:
+            await asyncio.sleep(self.delay)  # a slow safekeeper, not synchronisation
+        session.row_description(["flush_lsn", "commit_lsn"])
+        if self.knows_timeline:
+            session.data_row([self.flush_lsn, self.commit_lsn])
+        session.command_complete("TIMELINE_STATUS")
+
+
+@dataclasses.dataclass(frozen=True)
+class BasebackupCall:
+    tenant: str
+    timeline: str
+    lsn: str | None
+    gzip: bool
+    replica: bool
+    options: str
+    application_name: str
+
+
+class TestPageserver(wire.WireServer):
+    __test__ = False
+
+    def __init__(
+        self,
+        *,
+        token: str | None,
+        archive: bytes,
+        chunk_size: int = 16 * 1024,
+        fail_first: int = 0,
+        error_after_archive: bool = False,
+        auth: Literal["cleartext", "md5"] = "cleartext",
+    ) -> None:
+        super().__init__(token=token, auth=auth)
+        self.archive = archive
+        self.chunk_size = chunk_size
+        self.fail_first = fail_first
+        self.error_after_archive = error_after_archive
+        self.calls: list[BasebackupCall] = []
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://no_user@127.0.0.1:{self.port}"
+
+    async def handle_query(self, session: wire.Session, query: str) -> None:
+        words = query.split()
+        if len(words) < 3 or words[0] != "basebackup":
+            session.error(f"unsupported pageserver command {query!r}")
+            return
+        flags = [w for w in words[3:] if w.startswith("--")]
+        rest = [w for w in words[3:] if not w.startswith("--")]
+        self.calls.append(
+            BasebackupCall(
+                tenant=words[1],
+                timeline=words[2],
+                lsn=rest[0] if rest else None,
+                gzip="--gzip" in flags,
+                replica="--replica" in flags,
+                options=session.params.get("options", ""),
+                application_name=session.params.get("application_name", ""),
+            )
+        )
+        if len(self.calls) <= self.fail_first:
+            session.error("tenant is still loading", code="XX000")
+            return
+        session.send(b"H", b"\0\0\0")  # CopyOutResponse: text format, no columns
+        for offset in range(0, len(self.archive), self.chunk_size):
+            session.send(b"d", self.archive[offset : offset + self.chunk_size])
+            await session.drain()
+        if self.error_after_archive:
+            session.error("could not finish basebackup: timeline deleted")
+            return
+        session.send(b"c")
+        session.command_complete("COPY")
