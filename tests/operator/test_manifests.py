@@ -101,6 +101,16 @@ def check_consistency(docs: list[dict[str, Any]]) -> None:
     assert service_ports <= set(ports), "the Service targets a port the pod does not name"
     assert pod["securityContext"]["runAsNonRoot"] is True
 
+    # compute_ctl's --config is a spec-less config from the mounted Secret.
+    config_arg = next(a for a in compute["args"] if a.startswith("--config="))
+    mount = next(m for m in compute["volumeMounts"] if m["name"] == "config")
+    assert config_arg == f"--config={mount['mountPath']}/config.json"
+    volume = next(v for v in pod["volumes"] if v["name"] == "config")
+    secret = _one(docs, "Secret")
+    assert volume["secret"]["secretName"] == secret["metadata"]["name"]
+    config = spec_mod.ComputeConfig.model_validate_json(secret["stringData"]["config.json"])
+    assert config.spec is None
+
 
 def check_least_privilege(docs: list[dict[str, Any]]) -> None:
     assert _by_kind(docs, "ClusterRole") == []
@@ -120,6 +130,7 @@ def test_kustomize_base_renders_valid_objects() -> None:
             "Role",
             "RoleBinding",
             resource.KIND,
+            "Secret",
             "Service",
             "StatefulSet",
         ]
@@ -230,7 +241,12 @@ def test_chart_full_render_is_valid() -> None:
     }
     secret = _one(docs, "Secret")
     config = spec_mod.ComputeConfig.model_validate_json(secret["stringData"]["config.json"])
-    assert config.spec is None
     assert config.compute_ctl_config.jwks.keys[0]["crv"] == "Ed25519"
+
+
+def test_chart_uses_an_existing_jwks_secret() -> None:
+    docs = _template("--set=jwks.existingSecret=my-keys")
+    assert _by_kind(docs, "Secret") == []
+    sts = _one(docs, "StatefulSet")
     volume = next(v for v in sts["spec"]["template"]["spec"]["volumes"] if v["name"] == "config")
-    assert volume["secret"]["secretName"] == secret["metadata"]["name"]
+    assert volume["secret"]["secretName"] == "my-keys"
