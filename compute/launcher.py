@@ -99,6 +99,7 @@ class LocalLauncher:
         *,
         tools: pgtools.PgTools,
         timings: state.Timings,
+        prewarm: asyncio.Task[bool] | None = None,
     ) -> None:
         self.params = params
         self.tools = tools
@@ -106,8 +107,9 @@ class LocalLauncher:
         self.pgdata = params.pgdata
         self._local = params.local
         self._overcommit_strict = pgdata.overcommit_strict()
-        self._warmup = self.pgdata.with_name(self.pgdata.name + ".warmup")
-        self._prewarm: asyncio.Task[bool] | None = None
+        self._warmup = pgdata.warmup_dir(self.pgdata)
+        # A prewarm already running (the CLI starts one while it validates the config).
+        self._prewarm = prewarm
 
     # --- rendering ---------------------------------------------------------------
 
@@ -175,31 +177,21 @@ class LocalLauncher:
     # --- the pooled compute's prewarm -------------------------------------------
 
     def start_prewarm(self) -> None:
-        """``initdb`` a spare PGDATA beside PGDATA while the compute waits for a spec.
-
-        Neon's pooled computes run initdb into ``<pgdata>.warmup`` while idle, to warm the
-        VM, and delete it. We keep it: a local-mode start then renames it into place instead
-        of running initdb on the critical path (the cold start of a pooled compute).
-        """
+        """While the compute waits for a spec: ``pgdata.prewarm`` a spare PGDATA that a
+        local-mode start renames into place instead of running initdb on its critical path
+        (the cold start of a pooled compute)."""
         if self._prewarm is None:
             self._prewarm = asyncio.get_running_loop().create_task(self._run_prewarm())
 
     async def _run_prewarm(self) -> bool:
         if self.params.keep_pgdata and pgdata.inspect(self.pgdata).kind is pgdata.Existing.VALID:
             return False
-        try:
-            await pgdata.init_fresh(
-                pgdata=self._warmup,
-                tools=self.tools,
-                superuser=self._local.user,
-                sync=self.params.keep_pgdata,
-            )
-        except (errors.ComputeError, OSError) as e:
-            logger.warning("prewarm failed, the start will run initdb: %s", e)
-            shutil.rmtree(self._warmup, ignore_errors=True)
-            return False
-        logger.info("prewarmed a PGDATA in %s", self._warmup)
-        return True
+        return await pgdata.prewarm(
+            pgdata=self.pgdata,
+            tools=self.tools,
+            superuser=self._local.user,
+            sync=self.params.keep_pgdata,
+        )
 
     async def _take_prewarmed(self) -> bool:
         task, self._prewarm = self._prewarm, None

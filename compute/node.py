@@ -83,6 +83,8 @@ class ComputeNode:
         # Test seam: the process layer (default: PGDATA and postgres on this machine).
         launcher: launcher_mod.Launcher | None = None,
         tools: pgtools.PgTools | None = None,
+        # A prewarm the CLI started (``pgdata.prewarm``), for the default launcher to adopt.
+        prewarm: asyncio.Task[bool] | None = None,
     ) -> None:
         self.params = params
         self.state = state_mod.ComputeState()
@@ -93,7 +95,7 @@ class ComputeNode:
         )
         self.catalog: applier.CatalogApplier = catalog or applier.ModuleApplier()
         self.launcher: launcher_mod.Launcher = launcher or launcher_mod.LocalLauncher(
-            params, tools=self.tools, timings=self.state.timings
+            params, tools=self.tools, timings=self.state.timings, prewarm=prewarm
         )
         self.postmaster: launcher_mod.PostgresHandle | None = None
         self._local = params.local

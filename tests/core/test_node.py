@@ -57,7 +57,7 @@ async def test_empty_then_configure_then_reconfigure(
     pgdata = scratch / "pgdata"
     n = _node(pgdata, port, spec=None)
     created = n.state.start_time
-    caplog.set_level(logging.INFO, logger="compute_ctl.compute.launcher")
+    caplog.set_level(logging.INFO, logger="compute_ctl.compute")
     async with helpers.run_node(n, until=S.EMPTY) as run:
         assert not pgdata.exists()  # PGDATA is not touched while waiting for a spec...
         # ...but, as a pooled compute, it prepares a spare one beside it.
@@ -120,7 +120,7 @@ async def test_terminate_while_empty_discards_the_prewarm(
     scratch: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     n = _node(scratch / "pgdata", pgserver.free_port(), spec=None)
-    caplog.set_level(logging.INFO, logger="compute_ctl.compute.launcher")
+    caplog.set_level(logging.INFO, logger="compute_ctl.compute")
     async with helpers.run_node(n, until=S.EMPTY) as run:
         await helpers.wait_until(lambda: (scratch / "pgdata.warmup").exists(), timeout=10)
         assert await n.terminate("fast") == (False, None)
