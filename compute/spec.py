@@ -209,8 +209,7 @@ class ComputeSpec(_Model):
     endpoint_id: str | None = None
     safekeepers_generation: int | None = None
     safekeeper_connstrings: list[str] = pydantic.Field(default_factory=list)
-    # Not `default_factory=ComputeMode`: its before-validator refuses the empty kwargs.
-    mode: ComputeMode = pydantic.Field(default_factory=lambda: ComputeMode(kind="Primary"))
+    mode: ComputeMode = pydantic.Field(default_factory=ComputeMode)
     storage_auth_token: str | None = None
     remote_extensions: dict[str, Any] | None = None
     pgbouncer_settings: dict[str, str] | None = None
