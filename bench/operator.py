@@ -23,7 +23,7 @@ from typing import Any
 import aiohttp
 import kmock
 
-from tests.operator import harness
+from tests.operator import emulator, harness
 
 
 def _spec(compute: harness.Compute, index: int) -> dict[str, Any]:
@@ -93,10 +93,10 @@ async def _direct(
 
 
 async def main_async(changes: int) -> None:
-    async with harness.Emulator() as emulator, kmock.Server(emulator):
-        harness.declare(emulator)
+    async with emulator.Emulator() as api_server, kmock.Server(api_server):
+        emulator.declare(api_server)
         async with aiohttp.ClientSession() as session:
-            api = harness.Api(emulator, session)
+            api = harness.Api(api_server, session)
             with harness.Compute.running() as compute:
                 await compute.wait_listening(session)
                 operated, (rss, peak) = await _through_operator(api, compute, changes)

@@ -5,15 +5,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 
 import aiohttp
-import kmock
 import pytest
 
-from tests.operator import harness
+from tests.operator import emulator, harness
 
 
 @pytest.fixture
-async def api(kmock: kmock.KubernetesEmulator) -> AsyncIterator[harness.Api]:
-    harness.declare(kmock)
+async def api(kmock: emulator.Emulator) -> AsyncIterator[harness.Api]:
+    """kmock (``emulator.Emulator`` where a test module marks it so), as a user drives it."""
+    emulator.declare(kmock)
     async with aiohttp.ClientSession() as session:
         yield harness.Api(kmock, session)
 

@@ -14,10 +14,10 @@ import psycopg
 import pytest
 
 from compute_ctl.compute import spec as spec_mod
-from tests.operator import harness
+from tests.operator import emulator, harness
 from tests.operator.harness import Api, Compute, Operator, condition
 
-pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.kmock(cls=harness.Emulator)]
+pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.kmock(cls=emulator.Emulator)]
 
 
 def hash_of(spec: dict[str, Any]) -> str:
