@@ -6,6 +6,11 @@ config file or control-plane reply (exit 2, naming the field), a spec that fails
 checks (``checks``), a missing binary or OS user, a PGDATA we must not wipe. Then the node
 runs under the HTTP servers, and signals become terminations: SIGTERM/SIGINT a fast
 shutdown (a second one escalates), SIGQUIT an immediate one.
+
+Cold start: a config file whose spec runs in local mode starts its ``initdb`` (into the
+spare ``<pgdata>.warmup``, never PGDATA) as soon as the flags are checked, while the spec is
+validated and the rest of compute_ctl loads; a refused config cancels and removes it. So
+pydantic, aiohttp and psycopg are imported lazily here, after that spawn.
 """
 
 from __future__ import annotations
@@ -23,13 +28,13 @@ import sys
 import urllib.parse
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pydantic
+from compute_ctl.compute import errors, failpoints, params, pgdata, pgtools
 
-from compute_ctl.compute import checks, errors, failpoints, params, pgdata, pgtools
-from compute_ctl.compute import node as node_mod
-from compute_ctl.compute import spec as spec_mod
+if TYPE_CHECKING:
+    from compute_ctl.compute import node as node_mod
+    from compute_ctl.compute import spec as spec_mod
 
 __all__ = ["build_parser", "load_config_file", "main", "params_from_args"]
 
@@ -144,6 +149,10 @@ def params_from_args(ns: argparse.Namespace, environ: Mapping[str, str]) -> para
 
 def load_config_file(path: Path) -> spec_mod.ComputeConfig:
     """Read and validate a ``ComputeConfig`` file; ``ConfigError`` names what is wrong."""
+    import pydantic
+
+    from compute_ctl.compute import spec as spec_mod
+
     try:
         text = path.read_text()
     except OSError as e:
@@ -172,12 +181,8 @@ async def _load_config(p: params.Params, environ: Mapping[str, str]) -> spec_mod
     )
 
 
-def _validate(
-    p: params.Params, config: spec_mod.ComputeConfig
-) -> tuple[pgtools.PgTools, failpoints.Failpoints]:
-    """Everything else that must hold before anything is touched."""
-    if config.spec is not None:
-        checks.check_spec(config.spec, local=p.local)
+def _check_local(p: params.Params) -> tuple[pgtools.PgTools, failpoints.Failpoints]:
+    """What must hold on this machine before anything is touched (no spec needed)."""
     tools = pgtools.PgTools(
         postgres=pgtools.find_pgbin(p.pgbin), user=pgtools.OsUser.resolve(p.os_user)
     )
@@ -194,6 +199,43 @@ def _validate(
     except ValueError as e:
         raise errors.ConfigError(f"FAILPOINTS: {e}") from e
     return tools, fps
+
+
+_STORAGE_KEYS = (
+    "pageserver_connection_info",
+    "pageserver_connstring",
+    "safekeeper_connstrings",
+    "primary_connstring",
+)
+
+
+def _local_spec_in(path: Path | None) -> bool:
+    """A cheap look (plain JSON, no validation) at whether the config will start in local
+    mode, i.e. with an initdb. Wrong guesses only waste or skip a prewarm."""
+    if path is None:
+        return False
+    try:
+        raw = json.loads(path.read_text())
+        spec = raw["spec"]
+        settings = spec["cluster"].get("settings") or []
+        neon_conf = any(o.get("name") == "neon.pageserver_connstring" for o in settings)
+        return not neon_conf and not any(spec.get(key) for key in _STORAGE_KEYS)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
+
+
+async def _speculative_prewarm(
+    p: params.Params, tools: pgtools.PgTools
+) -> asyncio.Task[bool] | None:
+    if not _local_spec_in(p.config_path):
+        return None
+    if p.keep_pgdata and pgdata.inspect(p.pgdata).kind is pgdata.Existing.VALID:
+        return None
+    task = asyncio.create_task(
+        pgdata.prewarm(pgdata=p.pgdata, tools=tools, superuser=p.local.user, sync=p.keep_pgdata)
+    )
+    await asyncio.sleep(0)  # let it spawn initdb before the imports below hold the loop
+    return task
 
 
 def _install_signals(node: node_mod.ComputeNode) -> None:
@@ -234,17 +276,32 @@ def _import_server() -> Any:
 
 async def _amain(ns: argparse.Namespace, environ: Mapping[str, str]) -> int:
     p = params_from_args(ns, environ)
-    config = await _load_config(p, environ)
-    tools, fps = _validate(p, config)
-    _check_ports(p)
-    node = node_mod.ComputeNode(p, config=config, failpoints=fps, tools=tools)
+    tools, fps = _check_local(p)
+    warm = await _speculative_prewarm(p, tools)
+    try:
+        config = await _load_config(p, environ)
+        if config.spec is not None:
+            from compute_ctl.compute import checks
+
+            checks.check_spec(config.spec, local=p.local)
+        _check_ports(p)
+    except BaseException:
+        if warm is not None:
+            warm.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await warm
+        raise
+    # The speculative initdb runs as a subprocess while we load the HTTP stack and libpq
+    # (the largest imports) here. Not in a thread: importing psycopg in two threads at once
+    # can fail with "partially initialized module".
+    server = _import_server()
+    from compute_ctl.compute import node as node_mod
+
+    node = node_mod.ComputeNode(p, config=config, failpoints=fps, tools=tools, prewarm=warm)
     _install_signals(node)
     run = asyncio.create_task(node.run())
     try:
-        # The start's first step is a subprocess (initdb); meanwhile load the HTTP stack and
-        # libpq, the largest imports, in a thread. Cold start pays for them only once.
-        server = await asyncio.to_thread(_import_server)
-        async with server.serving(node):
+        async with server.serving(node, metrics=node.metrics):
             return await run
     finally:
         if not run.done():

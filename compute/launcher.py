@@ -15,8 +15,11 @@ timings object it is handed for the storage steps.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import importlib
 import logging
+import shutil
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -67,6 +70,12 @@ class Launcher(Protocol):
     ) -> str | None:
         """After postgres stopped: the LSN the storage has (None in local mode)."""
 
+    def start_prewarm(self) -> None:
+        """While waiting for a spec: start preparing what any start will need."""
+
+    async def discard_prewarm(self) -> None:
+        """Stop and remove an unused prewarm."""
+
 
 def _uses_storage(spec: spec_mod.ComputeSpec) -> bool:
     return spec.has_neon_storage() or spec.primary_connstring is not None
@@ -90,6 +99,7 @@ class LocalLauncher:
         *,
         tools: pgtools.PgTools,
         timings: state.Timings,
+        prewarm: asyncio.Task[bool] | None = None,
     ) -> None:
         self.params = params
         self.tools = tools
@@ -97,6 +107,9 @@ class LocalLauncher:
         self.pgdata = params.pgdata
         self._local = params.local
         self._overcommit_strict = pgdata.overcommit_strict()
+        self._warmup = pgdata.warmup_dir(self.pgdata)
+        # A prewarm already running (the CLI starts one while it validates the config).
+        self._prewarm = prewarm
 
     # --- rendering ---------------------------------------------------------------
 
@@ -129,10 +142,12 @@ class LocalLauncher:
 
     async def prepare(self, spec: spec_mod.ComputeSpec) -> None:
         if _uses_storage(spec):
+            await self.discard_prewarm()
             await self._prepare_from_storage(spec)
             return
         found = pgdata.inspect(self.pgdata)
         if self.params.keep_pgdata and found.kind is pgdata.Existing.VALID:
+            await self.discard_prewarm()
             major = await pgdata.binary_major(self.tools)
             if found.major != major:
                 raise errors.ConfigError(
@@ -141,6 +156,8 @@ class LocalLauncher:
                 )
             pgdata.clear_stale_locks(self.pgdata, socket_dir=pgdata.socket_dir_for(self.pgdata))
             logger.info("keeping PGDATA %s (PostgreSQL %s)", self.pgdata, major)
+        elif await self._take_prewarmed():
+            logger.info("PGDATA %s from the prewarmed initdb", self.pgdata)
         else:
             if found.kind is pgdata.Existing.DAMAGED:
                 logger.warning("PGDATA %s is incomplete (no pg_control); re-creating", self.pgdata)
@@ -156,6 +173,46 @@ class LocalLauncher:
             postgresql_conf=self.render_conf(spec),
             hba=pgconf.render_hba(superuser=self._local.user),
         )
+
+    # --- the pooled compute's prewarm -------------------------------------------
+
+    def start_prewarm(self) -> None:
+        """While the compute waits for a spec: ``pgdata.prewarm`` a spare PGDATA that a
+        local-mode start renames into place instead of running initdb on its critical path
+        (the cold start of a pooled compute)."""
+        if self._prewarm is None:
+            self._prewarm = asyncio.get_running_loop().create_task(self._run_prewarm())
+
+    async def _run_prewarm(self) -> bool:
+        if self.params.keep_pgdata and pgdata.inspect(self.pgdata).kind is pgdata.Existing.VALID:
+            return False
+        return await pgdata.prewarm(
+            pgdata=self.pgdata,
+            tools=self.tools,
+            superuser=self._local.user,
+            sync=self.params.keep_pgdata,
+        )
+
+    async def _take_prewarmed(self) -> bool:
+        task, self._prewarm = self._prewarm, None
+        if task is None or not await task:
+            return False
+        try:
+            pgdata.move_into_place(self._warmup, self.pgdata)
+        except OSError as e:
+            logger.warning("cannot use the prewarmed PGDATA, running initdb: %s", e)
+            shutil.rmtree(self._warmup, ignore_errors=True)
+            return False
+        return True
+
+    async def discard_prewarm(self) -> None:
+        task, self._prewarm = self._prewarm, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._warmup.exists():
+            shutil.rmtree(self._warmup, ignore_errors=True)
 
     async def _prepare_from_storage(self, spec: spec_mod.ComputeSpec) -> None:
         storage = _storage()

@@ -22,13 +22,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 import os
 import time
 from typing import TYPE_CHECKING, Any, Literal
 
-from compute_ctl.compute import applier, checks, errors, failpoints, params, pgtools, postgres
+from compute_ctl.compute import (
+    applier,
+    autoscaling,
+    checks,
+    errors,
+    failpoints,
+    metrics,
+    monitor,
+    params,
+    pgtools,
+    postgres,
+)
 from compute_ctl.compute import launcher as launcher_mod
 from compute_ctl.compute import spec as spec_mod
 from compute_ctl.compute import state as state_mod
@@ -75,6 +85,8 @@ class ComputeNode:
         # Test seam: the process layer (default: PGDATA and postgres on this machine).
         launcher: launcher_mod.Launcher | None = None,
         tools: pgtools.PgTools | None = None,
+        # A prewarm the CLI started (``pgdata.prewarm``), for the default launcher to adopt.
+        prewarm: asyncio.Task[bool] | None = None,
     ) -> None:
         self.params = params
         self.state = state_mod.ComputeState()
@@ -85,7 +97,7 @@ class ComputeNode:
         )
         self.catalog: applier.CatalogApplier = catalog or applier.ModuleApplier()
         self.launcher: launcher_mod.Launcher = launcher or launcher_mod.LocalLauncher(
-            params, tools=self.tools, timings=self.state.timings
+            params, tools=self.tools, timings=self.state.timings, prewarm=prewarm
         )
         self.postmaster: launcher_mod.PostgresHandle | None = None
         self._local = params.local
@@ -94,6 +106,7 @@ class ComputeNode:
             self.state.config = config.compute_ctl_config
         self._spec_received = time.monotonic()
         self._finished = False
+        self.metrics = metrics.Metrics(build_tag=params.build_tag, state=self.state)
         self._vm_monitor: vm_monitor.VmMonitor | None = None
         self._background: set[asyncio.Task[None]] = set()
 
@@ -184,6 +197,8 @@ class ComputeNode:
                 checks.check_spec(self._initial, local=self._local)
                 async with self.state.lock() as s:
                     s.set_desired(self._initial)
+            if self._initial is None:
+                self.launcher.start_prewarm()
             received = await self._wait_for_spec()
             if received is None:
                 return 0
@@ -220,7 +235,10 @@ class ComputeNode:
             assert self.postmaster is not None
             configurator = asyncio.create_task(self._configurator())
             exited = asyncio.create_task(self.postmaster.wait())
-            tasks += [configurator, exited]
+            activity = monitor.ActivityMonitor(
+                state=self.state, connstr=self.connstr(), metrics=self.metrics
+            )
+            tasks += [configurator, exited, asyncio.create_task(activity.run())]
             await asyncio.wait({exited, stop}, return_when=asyncio.FIRST_COMPLETED)
             configurator.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -241,7 +259,9 @@ class ComputeNode:
 
     async def _start_compute(self, spec: spec_mod.ComputeSpec, generation: int) -> None:
         """Neon's ``start_compute``: PGDATA, postgres, the catalog apply; then running."""
+        started = time.monotonic()
         await self.launcher.prepare(spec)
+        logger.info("PGDATA ready in %d ms", state_mod.monotonic_ms(started))
         await self.failpoints.hit("before-start-postgres")
         started = time.monotonic()
         self.postmaster = await self.launcher.spawn(spec)
@@ -258,7 +278,7 @@ class ComputeNode:
             )
         config_ms = state_mod.monotonic_ms(started)
         await self.failpoints.hit("after-apply")
-        await self._start_vm_monitor(spec)
+        self._vm_monitor = await autoscaling.start_vm_monitor(self.params, spec)
         async with self.state.lock() as s:
             s.timings.start_postgres_ms = start_postgres_ms
             s.timings.config_ms = config_ms
@@ -316,6 +336,7 @@ class ComputeNode:
 
     async def _cleanup(self) -> None:
         self._finished = True
+        await self.launcher.discard_prewarm()
         await self._stop_vm_monitor()
         if self.postmaster is not None:
             with contextlib.suppress(Exception):
@@ -325,27 +346,9 @@ class ComputeNode:
             if s.status in (S.TERMINATION_PENDING_FAST, S.TERMINATION_PENDING_IMMEDIATE):
                 s.set_status(S.TERMINATED)
 
-    # --- the vm-monitor (AUTOSCALING) --------------------------------------------
-
-    async def _start_vm_monitor(self, spec: spec_mod.ComputeSpec) -> None:
-        if not self.params.autoscaling:
-            return
-        # Imported here, not at the top: it loads aiohttp and psycopg, which the CLI keeps
-        # off the cold-start path (see cli._import_server).
-        module = importlib.import_module("compute_ctl.compute.vm_monitor")
-        self._vm_monitor = module.VmMonitor(
-            addr=self.params.vm_monitor_addr,
-            cgroup_path=self.params.cgroup_root / self.params.cgroup,
-            filecache_connstr=None if spec.disable_lfc_resizing else self.params.filecache_connstr,
-            disable_lfc_resizing=bool(spec.disable_lfc_resizing),
-        )
-        await self._vm_monitor.start()
-
     async def _stop_vm_monitor(self) -> None:
-        if self._vm_monitor is not None:
-            with contextlib.suppress(Exception):
-                await self._vm_monitor.stop()
-            self._vm_monitor = None
+        monitor, self._vm_monitor = self._vm_monitor, None
+        await autoscaling.stop_vm_monitor(monitor)
 
     # --- the configurator --------------------------------------------------------
 
@@ -374,7 +377,8 @@ class ComputeNode:
                 s.set_status(S.CONFIGURATION_PENDING)
                 s.set_status(S.CONFIGURATION)
             try:
-                pending = await self._reconfigure(spec)
+                with self.metrics.reconcile():
+                    pending = await self._reconfigure(spec)
             except Exception as e:
                 logger.error("reconfiguration failed: %s", e, exc_info=e)
                 async with self.state.lock() as s:
@@ -413,18 +417,22 @@ class ComputeNode:
         if spec is None or not _applies_catalog(spec):
             return
         try:
-            plan = await self.catalog.plan_spec(
-                connstr=self.connstr(), spec=spec, privileged_role=self.params.privileged_role_name
-            )
-            if not plan:
-                return
-            logger.warning("catalog drift: %d statement(s) to restore it", plan.statement_count)
-            await self.catalog.apply_spec(
-                connstr=self.connstr(),
-                spec=spec,
-                privileged_role=self.params.privileged_role_name,
-                concurrency=spec.reconfigure_concurrency,
-            )
+            with self.metrics.reconcile() as record:
+                plan = await self.catalog.plan_spec(
+                    connstr=self.connstr(),
+                    spec=spec,
+                    privileged_role=self.params.privileged_role_name,
+                )
+                if not plan:
+                    record.outcome = "noop"
+                    return
+                logger.warning("catalog drift: %d statement(s) to restore it", plan.statement_count)
+                await self.catalog.apply_spec(
+                    connstr=self.connstr(),
+                    spec=spec,
+                    privileged_role=self.params.privileged_role_name,
+                    concurrency=spec.reconfigure_concurrency,
+                )
         except Exception as e:
             logger.warning("drift check failed: %s", e)
 

@@ -14,6 +14,7 @@ This module owns files only; starting postgres is ``postgres``, the conf text is
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import enum
@@ -26,7 +27,7 @@ import stat
 import tempfile
 from pathlib import Path
 
-from compute_ctl.compute import errors, pgconf, pgtools
+from compute_ctl.compute import errors, pgtools
 
 __all__ = [
     "Existing",
@@ -38,8 +39,11 @@ __all__ = [
     "init_empty",
     "init_fresh",
     "inspect",
+    "move_into_place",
     "overcommit_strict",
+    "prewarm",
     "socket_dir_for",
+    "warmup_dir",
     "write_config_files",
 ]
 
@@ -170,6 +174,22 @@ def init_empty(pgdata: Path, user: pgtools.OsUser) -> None:
     _wipe(pgdata, user)
 
 
+def move_into_place(prepared: Path, pgdata: Path) -> None:
+    """Replace PGDATA with ``prepared`` (a sibling on the same filesystem) by rename(2).
+
+    PGDATA's contents are wiped first; renaming a directory onto an empty one replaces it.
+    Raises ``OSError`` when that cannot work (PGDATA is a mount point, another filesystem).
+    """
+    check_wipe_safe(pgdata)
+    if pgdata.is_dir():
+        for entry in list(pgdata.iterdir()):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+    os.rename(prepared, pgdata)
+
+
 async def init_fresh(
     *,
     pgdata: Path,
@@ -218,6 +238,31 @@ def _lock_pid(path: Path) -> int | None:
     return int(first) if first.lstrip("-").isdigit() else None
 
 
+def warmup_dir(pgdata: Path) -> Path:
+    return pgdata.with_name(pgdata.name + ".warmup")
+
+
+async def prewarm(*, pgdata: Path, tools: pgtools.PgTools, superuser: str, sync: bool) -> bool:
+    """``initdb`` a spare PGDATA beside PGDATA (``warmup_dir``); whether it is ready.
+
+    Neon's pooled computes initdb into ``<pgdata>.warmup`` while idle (to warm the VM) and
+    delete it; we keep it for ``move_into_place``. Failures only make the start run initdb
+    itself; whatever is left half-made is removed, also when cancelled.
+    """
+    warm = warmup_dir(pgdata)
+    try:
+        await init_fresh(pgdata=warm, tools=tools, superuser=superuser, sync=sync)
+    except (errors.ComputeError, OSError) as e:
+        logger.warning("prewarm failed, the start will run initdb: %s", e)
+        shutil.rmtree(warm, ignore_errors=True)
+        return False
+    except asyncio.CancelledError:
+        shutil.rmtree(warm, ignore_errors=True)
+        raise
+    logger.info("prewarmed a PGDATA in %s", warm)
+    return True
+
+
 def clear_stale_locks(pgdata: Path, *, socket_dir: str) -> None:
     """Remove ``postmaster.pid`` and unix-socket lock files left by a postmaster that is gone.
 
@@ -264,6 +309,8 @@ def write_config_files(
     """(Re)write ``postgresql.conf`` and, when given, ``pg_hba.conf``; make sure the
     override file ``postgresql.conf`` includes last exists."""
     _write_atomic(pgdata / "postgresql.conf", postgresql_conf, user)
+    from compute_ctl.compute import pgconf  # lazily: pgconf loads pydantic (start-up path)
+
     override = pgdata / pgconf.OVERRIDE_FILE
     if not override.exists():  # else every process logs "skipping missing ..." per reload
         _write_atomic(override, "", user)

@@ -124,8 +124,9 @@ class ComputeFeature(enum.StrEnum):
     UNKNOWN_FEATURE = "UnknownFeature"
 
     @classmethod
-    def _missing_(cls, value: object) -> ComputeFeature:
-        return cls.UNKNOWN_FEATURE
+    def _missing_(cls, value: object) -> ComputeFeature | None:
+        # serde's #[serde(other)]: any unknown *name*; a non-string stays an error.
+        return cls.UNKNOWN_FEATURE if isinstance(value, str) else None
 
 
 class AuditLogLevel(enum.StrEnum):

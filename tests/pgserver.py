@@ -116,9 +116,10 @@ class PgServer:
             time.sleep(0.02)
         raise TimeoutError(f"postgres not ready: {self.log_tail()}")
 
-    def log_tail(self) -> str:
+    def log_tail(self, limit: int | None = 2000) -> str:
         try:
-            return (self.datadir.parent / "postgres.log").read_text()[-2000:]
+            text = (self.datadir.parent / "postgres.log").read_text()
+            return text if limit is None else text[-limit:]
         except FileNotFoundError:
             return ""
 

@@ -46,6 +46,12 @@ SESSION_SETTINGS: tuple[tuple[str, str], ...] = (
     ("DateStyle", "ISO"),
     ("TimeZone", "UTC"),
     ("client_min_messages", "warning"),
+    # Our DDL carries password verifiers: never let the server log its text, whatever the
+    # spec sets (log_statement = all) or when a statement fails (log_min_error_statement).
+    # compute_ctl re-logs postgres's stderr, so a logged statement would reach our logs.
+    ("log_statement", "none"),
+    ("log_min_error_statement", "panic"),
+    ("log_min_duration_statement", "-1"),
     # Placeholders on vanilla PostgreSQL; with Neon's extensions loaded they stop DDL
     # from being forwarded to the control plane and keep our DDL out of audit logs.
     ("neon.forward_ddl", "false"),

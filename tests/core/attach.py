@@ -72,6 +72,12 @@ class AttachLauncher:
     ) -> str | None:
         return None
 
+    def start_prewarm(self) -> None:
+        pass
+
+    async def discard_prewarm(self) -> None:
+        await asyncio.sleep(0)
+
 
 class StampApplier:
     """Writes (key, spec hash) into ``core_stress.stamp`` on one shared connection."""

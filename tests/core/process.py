@@ -3,7 +3,6 @@ internal HTTP port on loopback."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -23,10 +22,6 @@ __all__ = ["ComputeProcess", "compute_ctl_argv"]
 
 
 def compute_ctl_argv() -> list[str]:
-    """``python -m compute_ctl.compute``; until the catalog package lands on this branch,
-    through a wrapper that provides the tests' real SQL applier in its place."""
-    if importlib.util.find_spec("compute_ctl.compute.catalog") is None:
-        return [sys.executable, "-m", "tests.core.catalog_shim"]
     return [sys.executable, "-m", "compute_ctl.compute"]
 
 

@@ -29,6 +29,7 @@ def pgdata(scratch: Path) -> Iterator[Path]:
     (path / "global" / "pg_control").write_bytes(b"\0" * 16)
     (path / "marker.txt").write_text("keep me")
     yield path
+    assert not path.with_name("pgdata.warmup").exists()  # a speculative initdb is undone
     assert (path / "marker.txt").read_text() == "keep me"
     assert sorted(p.name for p in path.iterdir()) == ["PG_VERSION", "global", "marker.txt"]
 

@@ -37,7 +37,7 @@ S = state.ComputeStatus
 ITERATIONS = int(os.environ.get("CORE_STRESS_ITERATIONS", "500"))
 SEED = int(os.environ.get("CORE_STRESS_SEED", "0"))  # scenarios are SEED + i: reproducible
 REAL_EVERY = int(
-    os.environ.get("CORE_STRESS_REAL_EVERY", "25")
+    os.environ.get("CORE_STRESS_REAL_EVERY", "40")
 )  # one iteration in REAL_EVERY restarts a real postgres
 DEADLINE_S = 15.0
 FAILPOINT_NAMES = ("configurator-observed", "before-apply", "after-apply", "before-start-postgres")

@@ -4,6 +4,7 @@ failures, drift and termination."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import time
@@ -12,6 +13,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from compute_ctl.compute import applier as applier_mod
 from compute_ctl.compute import errors, failpoints, node, state
 from compute_ctl.compute import spec as spec_mod
 from tests import pgserver
@@ -26,14 +28,14 @@ def _node(
     port: int,
     *,
     spec: spec_mod.ComputeSpec | None,
-    catalog: object | None = None,
+    catalog: applier_mod.CatalogApplier | None = None,
     fps: failpoints.Failpoints | None = None,
     **params: object,
 ) -> node.ComputeNode:
     return node.ComputeNode(
         helpers.make_params(pgdata=pgdata, port=port, **params),
         config=spec_mod.ComputeConfig(spec=spec),
-        catalog=catalog or applier.SqlApplier(),  # type: ignore[arg-type]
+        catalog=catalog,  # None: the real catalog package
         failpoints=fps,
     )
 
@@ -48,14 +50,21 @@ async def _show(port: int, name: str) -> str:
     return str(row[0])
 
 
-async def test_empty_then_configure_then_reconfigure(scratch: Path) -> None:
+async def test_empty_then_configure_then_reconfigure(
+    scratch: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     port = pgserver.free_port()
     pgdata = scratch / "pgdata"
     n = _node(pgdata, port, spec=None)
     created = n.state.start_time
+    caplog.set_level(logging.INFO, logger="compute_ctl.compute")
     async with helpers.run_node(n, until=S.EMPTY) as run:
-        assert not pgdata.exists()  # nothing is touched while waiting for a spec
+        assert not pgdata.exists()  # PGDATA is not touched while waiting for a spec...
+        # ...but, as a pooled compute, it prepares a spare one beside it.
+        await helpers.wait_until(lambda: "prewarmed a PGDATA" in caplog.text, timeout=30)
         await n.configure(spec_mod.ComputeConfig(spec=helpers.make_spec(port=port)))
+        assert "from the prewarmed initdb" in caplog.text
+        assert not (scratch / "pgdata.warmup").exists()
         assert n.state.status is S.RUNNING
         assert n.state.applied_generation == n.state.desired_generation == 1
         assert n.state.applied_hash == n.state.desired_hash != ""
@@ -105,6 +114,20 @@ async def test_empty_then_configure_then_reconfigure(scratch: Path) -> None:
         assert await asyncio.wait_for(run, 10) == 0
     assert not helpers.alive(pid)
     assert helpers.processes_in(pgdata) == []
+
+
+async def test_terminate_while_empty_discards_the_prewarm(
+    scratch: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    n = _node(scratch / "pgdata", pgserver.free_port(), spec=None)
+    caplog.set_level(logging.INFO, logger="compute_ctl.compute")
+    async with helpers.run_node(n, until=S.EMPTY) as run:
+        await helpers.wait_until(lambda: (scratch / "pgdata.warmup").exists(), timeout=10)
+        assert await n.terminate("fast") == (False, None)
+        assert await asyncio.wait_for(run, 10) == 0
+    assert n.state.status is S.TERMINATED
+    assert not (scratch / "pgdata.warmup").exists()
+    assert not (scratch / "pgdata").exists()
 
 
 async def test_configure_and_terminate_refused_while_starting(scratch: Path) -> None:

@@ -1,0 +1,72 @@
+"""The node as the HTTP layer sees it: ``typing.Protocol``s, no implementation.
+
+Routes depend on these seams, not on ``compute.node.ComputeNode``, so the API can be
+served for a test double (a real ``ComputeState`` over a real PostgreSQL) and the
+node never has to be imported here. ``ComputeNode`` satisfies ``Node`` structurally.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Literal, Protocol
+
+from compute_ctl.compute import failpoints as failpoints_mod
+from compute_ctl.compute import pgtools
+from compute_ctl.compute import spec as spec_mod
+from compute_ctl.compute import state as state_mod
+
+__all__ = ["Node", "NodeParams", "Plan", "TerminateMode"]
+
+TerminateMode = Literal["fast", "immediate"]
+
+
+class NodeParams(Protocol):
+    """The static settings the HTTP layer reads (a subset of ``compute.params.Params``)."""
+
+    @property
+    def compute_id(self) -> str: ...
+
+    @property
+    def external_http_host(self) -> str: ...
+
+    @property
+    def external_http_port(self) -> int: ...
+
+    @property
+    def internal_http_port(self) -> int: ...
+
+    @property
+    def allow_unauthenticated(self) -> bool: ...
+
+    @property
+    def build_tag(self) -> str: ...
+
+
+class Plan(Protocol):
+    """A catalog plan (``compute.catalog.plan.Plan``): rendered with secrets redacted."""
+
+    def to_json(self) -> Sequence[Mapping[str, object]]: ...
+
+
+class Node(Protocol):
+    """What the routes call. Semantics are ``ComputeNode``'s (see CONTRACTS)."""
+
+    @property
+    def params(self) -> NodeParams: ...
+
+    @property
+    def state(self) -> state_mod.ComputeState: ...
+
+    @property
+    def failpoints(self) -> failpoints_mod.Failpoints: ...
+
+    @property
+    def tools(self) -> pgtools.PgTools: ...
+
+    async def configure(self, config: spec_mod.ComputeConfig) -> None: ...
+
+    async def terminate(self, mode: TerminateMode) -> tuple[bool, str | None]: ...
+
+    async def plan(self, spec: spec_mod.ComputeSpec) -> Plan: ...
+
+    def connstr(self, dbname: str = "postgres") -> str: ...
