@@ -28,6 +28,7 @@ from compute_ctl.compute.catalog import model, system
 from compute_ctl.compute.catalog import plan as plan_mod
 
 __all__ = [
+    "MARKER_QUALIFIED_NAME",
     "MARKER_TABLE",
     "drop_before_start",
     "drop_statements",
