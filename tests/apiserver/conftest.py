@@ -8,7 +8,6 @@ the one-line reason from ``toolchain``.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,12 +22,6 @@ from tests.apiserver import resources as resources_
 log = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[2]
-_DEV_CRD = Path(__file__).resolve().parent / "data" / "dev-crd.yaml"
-
-
-def crd_path() -> Path:
-    shipped = REPO / "manifests" / "crd.yaml"
-    return shipped if shipped.exists() else _DEV_CRD
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -82,7 +75,7 @@ class Crd:
 @pytest.fixture(scope="session")
 def crd(admin: Any) -> Crd:
     """The ComputeSpec CRD, created and Established."""
-    (document,) = kube.load_documents(crd_path())
+    (document,) = kube.load_documents(manifest("crd.yaml"))
     kube.server_side_apply(admin, [document], namespace=None, dry_run=False)
     kube.wait_crd_established(admin, document["metadata"]["name"])
     group, version, plural, kind = kube.crd_names(document)
@@ -109,11 +102,8 @@ def resources(admin: Any, crd: Crd, namespace: str) -> resources_.Resources:
 
 
 def manifest(name: str) -> Path:
-    """A file of the shipped kustomize base (the tests using it skip until it lands)."""
-    path = REPO / "manifests" / name
-    if not path.exists():
-        pytest.skip(f"manifests/{name} has not landed on this branch yet")
-    return path
+    """A file of the shipped kustomize base."""
+    return REPO / "manifests" / name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,9 +149,6 @@ def pod(
 ) -> Iterator[pod_.Pod]:
     """compute_ctl (real PostgreSQL) + its ComputeSpec + the operator as the shipped
     ServiceAccount; the operator's periodic reconcile runs every second."""
-    for module in ("compute_ctl.compute.__main__", "compute_ctl.operator.__main__"):
-        if importlib.util.find_spec(module) is None:
-            pytest.skip(f"{module} has not landed on this branch yet")
     with pod_.running_pod(
         admin=admin,
         plane=control_plane,

@@ -43,7 +43,7 @@ def test_role_allows_what_the_operator_does(
         "c1",
         {
             "metadata": {
-                "finalizers": ["compute.pgctl.dev/terminate"],
+                "finalizers": [f"{crd.group}/terminate"],
                 "annotations": {f"{crd.group}/last-handled-spec": "{}"},
             }
         },
