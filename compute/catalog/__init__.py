@@ -5,8 +5,9 @@ Layers, from pure to I/O (planners never import ``db``, ``observe`` or ``execute
     desired.py    spec -> normalised desired state, validated (raises ConfigError)
     model.py      the observed catalog as frozen dataclasses
     plan.py       Phase, Operation, Plan (the dry-run rendering, secrets redacted)
-    roles.py, databases.py, perdb.py, extensions.py
+    roles.py, databases.py, perdb.py, extensions.py, system.py, subscriptions.py
                   pure planners, one concern each: (desired, observed) -> operations
+    health_check.py  the public.health_check statements (shared with /check_writability)
     planner.py    runs the planners in Neon's phase order over a simulated catalog
     drift.py      observed vs desired, one entry per object (pure)
     db.py         the one connection policy (defeats hostile per-database settings)

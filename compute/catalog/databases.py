@@ -1,9 +1,9 @@
 """Pure planner for databases: invalid ones, renames and deletes, create and alter.
 
-Deletes drop the database's logical subscriptions first (inside it, under a lock on
-``pg_subscription`` against the launcher deadlock of Neon #10806), clear the template
-flag, then ``DROP DATABASE ... WITH (FORCE)`` so open sessions do not block it. Every
-delta is guarded by existence, so a replayed delta plans nothing.
+Deletes drop the database's logical subscriptions first (inside it, see
+``subscriptions``), clear the template flag, then ``DROP DATABASE ... WITH (FORCE)``
+so open sessions do not block it. Every delta is guarded by existence, so a replayed
+delta plans nothing.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from psycopg import sql
 
 from compute_ctl.compute import errors
 from compute_ctl.compute.catalog import desired as desired_mod
-from compute_ctl.compute.catalog import model
+from compute_ctl.compute.catalog import model, subscriptions
 from compute_ctl.compute.catalog import plan as plan_mod
 
 __all__ = [
@@ -67,20 +67,10 @@ def drop_invalid_databases(desired: desired_mod.Desired, catalog: model.Catalog)
 
 
 def _drop_subscriptions(database: model.DatabaseInfo) -> plan_mod.Operation:
-    statements: list[plan_mod.Statement] = [
-        sql.SQL("LOCK TABLE pg_catalog.pg_subscription IN ACCESS EXCLUSIVE MODE")
-    ]
-    for name in database.subscriptions:
-        ident = sql.Identifier(name)
-        statements += [
-            sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(ident),
-            sql.SQL("ALTER SUBSCRIPTION {} SET (slot_name = NONE)").format(ident),
-            sql.SQL("DROP SUBSCRIPTION {}").format(ident),
-        ]
     return plan_mod.Operation(
         phase=Phase.RENAME_AND_DELETE_DATABASES,
         database=database.name,
-        statements=tuple(statements),
+        statements=subscriptions.drop_statements(database.subscriptions),
         comment=f"drop the logical subscriptions of database {database.name!r} before dropping it",
         obj=_obj(database.name),
     )

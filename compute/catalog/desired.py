@@ -163,6 +163,10 @@ class Desired:
     roles: tuple[DesiredRole, ...]
     databases: tuple[DesiredDatabase, ...]
     deltas: tuple[Delta, ...]
+    drop_subscriptions_before_start: bool = False
+    timeline_id: str = ""
+    """The compute's timeline (``""`` without Neon storage): the subscription drop is
+    done once per timeline, as Neon records it in ``neon.drop_subscriptions_done``."""
 
     def deltas_of(self, action: str) -> tuple[Delta, ...]:
         return tuple(d for d in self.deltas if d.action == action)
@@ -402,4 +406,6 @@ def from_spec(compute_spec: spec.ComputeSpec, *, privileged_role: str) -> Desire
         roles=tuple(roles),
         databases=tuple(databases),
         deltas=deltas,
+        drop_subscriptions_before_start=compute_spec.drop_subscriptions_before_start,
+        timeline_id=compute_spec.timeline_id or "",
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 
-__all__ = ["Catalog", "Change", "DatabaseInfo", "RoleInfo"]
+__all__ = ["Catalog", "Change", "DatabaseInfo", "ExtensionInfo", "RoleInfo"]
 
 INVALID_CONNLIMIT = -2
 """``pg_database.datconnlimit`` of a database left behind by an interrupted DROP."""
@@ -66,6 +66,9 @@ class DatabaseInfo:
     public_owner: str | None = None
     """Owner of schema ``public``: ``""`` when it is missing, ``None`` when not looked at
     (only databases that still need their schema work are visited)."""
+    web_access_create: bool = False
+    """Role ``web_access`` holds CREATE on schema ``public``: read from its ACL when the
+    database is visited, otherwise inferred from ``pg_shdepend`` (see observe)."""
 
     @property
     def invalid(self) -> bool:
@@ -74,6 +77,17 @@ class DatabaseInfo:
     @property
     def connectable(self) -> bool:
         return self.allow_connections and not self.invalid
+
+
+@dataclasses.dataclass(frozen=True)
+class ExtensionInfo:
+    """An extension the server can install (``pg_available_extensions``)."""
+
+    name: str
+    default_version: str
+    installed_version: str | None = None
+    schema: str | None = None
+    """The schema it is installed in; ``None`` when not installed."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,6 +105,15 @@ class Catalog:
     preloaded: frozenset[str] = frozenset()
     extensions: frozenset[str] = frozenset()
     """Extensions installed in the maintenance database."""
+    neon_schema: bool = False
+    """Schema ``neon`` exists in the maintenance database."""
+    neon_extension: ExtensionInfo | None = None
+    """The ``neon`` extension; ``None`` when the server cannot install it (vanilla)."""
+    health_check: bool = False
+    """Table ``public.health_check`` exists in the maintenance database."""
+    subscriptions_dropped: frozenset[str] = frozenset()
+    """Timelines recorded in ``neon.drop_subscriptions_done`` (empty when it is missing):
+    the subscription drop of ``drop_subscriptions_before_start`` was done for them."""
 
     def with_role(self, role: RoleInfo, *, replacing: str | None = None) -> Catalog:
         roles = dict(self.roles)

@@ -33,9 +33,16 @@ class Phase(enum.StrEnum):
     CREATE_AND_ALTER_ROLES = "create_and_alter_roles"
     RENAME_AND_DELETE_DATABASES = "rename_and_delete_databases"
     CREATE_AND_ALTER_DATABASES = "create_and_alter_databases"
+    CREATE_SCHEMA_NEON = "create_schema_neon"
+    DELETE_ROLE_SHARED_REFERENCES = "delete_role_shared_references"
+    """Ours: a deleted role's shared objects and privileges, handed over once on the
+    maintenance session before the concurrent per-database work (see ``perdb``)."""
     PER_DATABASE = "per_database"
     EXTENSIONS = "extensions"
+    NEON_EXTENSION = "neon_extension"
+    AVAILABILITY_CHECK = "create_availability_check"
     DROP_ROLES = "drop_roles"
+    FINALIZE_DROP_SUBSCRIPTIONS = "finalize_drop_subscriptions"
 
     @property
     def per_database(self) -> bool:

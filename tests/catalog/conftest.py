@@ -109,7 +109,8 @@ def owner_of_database(dsn: str, name: str) -> str:
 
 
 def reset_catalog(server: pgserver.PgServer) -> None:
-    """Drop every database, role and subscription the tests made; keep the server."""
+    """Drop every database, role and subscription the tests made, and the system objects
+    an apply creates in ``postgres``, as after initdb; keep the server."""
     dsn = server.dsn()
     for dbname, subname in fetch(
         dsn,
@@ -132,7 +133,12 @@ def reset_catalog(server: pgserver.PgServer) -> None:
             sql.SQL("ALTER DATABASE {} IS_TEMPLATE false").format(ident),
             sql.SQL("DROP DATABASE {} WITH (FORCE)").format(ident),
         )
-    execute(dsn, "DROP EXTENSION IF EXISTS pg_stat_statements")
+    execute(
+        dsn,
+        "DROP EXTENSION IF EXISTS pg_stat_statements",
+        "DROP TABLE IF EXISTS public.health_check",
+        "DROP SCHEMA IF EXISTS neon CASCADE",
+    )
     names = sorted(user_roles(dsn))
     if names:
         idents = sql.SQL(", ").join(sql.Identifier(n) for n in names)

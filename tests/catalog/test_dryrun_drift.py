@@ -31,7 +31,10 @@ CATALOG_QUERY = (
     "|| rolconnlimit::text from pg_authid "
     "union all select 'db', datname || datdba::text || coalesce(datacl::text, '') "
     "from pg_database "
-    "union all select 'ext', extname from pg_extension order by 1, 2"
+    "union all select 'ext', extname from pg_extension "
+    "union all select 'ns', nspname from pg_namespace "
+    "union all select 'rel', relname from pg_class where relnamespace = 'public'::regnamespace "
+    "order by 1, 2"
 )
 
 
@@ -54,8 +57,10 @@ async def test_dry_run_plans_everything_and_changes_nothing(pgc: pgserver.PgServ
         plan_mod.Phase.CREATE_AND_ALTER_ROLES,
         plan_mod.Phase.RENAME_AND_DELETE_DATABASES,
         plan_mod.Phase.CREATE_AND_ALTER_DATABASES,
+        plan_mod.Phase.CREATE_SCHEMA_NEON,
         plan_mod.Phase.PER_DATABASE,
         plan_mod.Phase.EXTENSIONS,
+        plan_mod.Phase.AVAILABILITY_CHECK,
         plan_mod.Phase.DROP_ROLES,
     }
     rendered = json.dumps(plan.to_json())

@@ -1,6 +1,7 @@
 """Idempotence as a property: for generated specs (hostile names, passwords, options,
-renames and deletes, replayed deltas), after an apply the plan of the same spec is empty
-and a re-apply executes nothing. Runs against the tier's real PostgreSQL."""
+renames and deletes, replayed deltas, Neon's ``web_access`` role, the subscription drop
+of a new timeline), after an apply the plan of the same spec is empty and a re-apply
+executes nothing. Runs against the tier's real PostgreSQL."""
 
 from __future__ import annotations
 
@@ -64,6 +65,15 @@ role_options = st.lists(
 )
 
 
+# drop_subscriptions_before_start on no timeline (vanilla), a branch, or its child.
+branches: st.SearchStrategy[dict[str, Any]] = st.one_of(
+    st.just({}),
+    st.sampled_from([None, "ab" * 16, "cd" * 16]).map(
+        lambda t: {"drop_subscriptions_before_start": True, "timeline_id": t}
+    ),
+)
+
+
 @dataclasses.dataclass
 class Scenario:
     first: spec.ComputeSpec
@@ -73,6 +83,8 @@ class Scenario:
 @st.composite
 def scenarios(draw: st.DrawFn) -> Scenario:
     all_names = draw(st.lists(names, min_size=1, max_size=9, unique=True))
+    if draw(st.booleans()):
+        all_names.insert(0, "web_access")  # Neon grants it CREATE on public (15+)
     first_roles, fresh = all_names[:4], all_names[4:]
     db_names = draw(st.lists(names, max_size=3, unique=True))
 
@@ -83,6 +95,7 @@ def scenarios(draw: st.DrawFn) -> Scenario:
     first = make_spec(
         roles=list(first_specs.values()),
         databases=[database(n, draw(st.sampled_from(first_roles))) for n in db_names],
+        **draw(branches),
     )
     second_specs: dict[str, dict[str, Any]] = {}
     deltas: list[dict[str, Any]] = []
@@ -118,7 +131,9 @@ def scenarios(draw: st.DrawFn) -> Scenario:
     deltas.append(delta("delete_role", "ghost role"))
     deltas.append(delta("rename_db", "ghost db", "still a ghost"))
     deltas = draw(st.permutations(deltas))
-    second = make_spec(roles=list(second_specs.values()), databases=second_dbs, deltas=deltas)
+    second = make_spec(
+        roles=list(second_specs.values()), databases=second_dbs, deltas=deltas, **draw(branches)
+    )
     return Scenario(first=first, second=second)
 
 

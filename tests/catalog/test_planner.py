@@ -37,6 +37,8 @@ def base_catalog(**changes: object) -> model.Catalog:
         databases={"postgres": model.DatabaseInfo("postgres", 5, "cloud_admin")},
         preloaded=frozenset({"pg_stat_statements"}),
         extensions=frozenset({"plpgsql", "pg_stat_statements"}),
+        neon_schema=True,
+        health_check=True,
     )
     return dataclasses.replace(catalog, **changes)  # type: ignore[arg-type]
 
@@ -53,7 +55,9 @@ def with_roles(catalog: model.Catalog, *infos: model.RoleInfo) -> model.Catalog:
 
 def test_empty_catalog_plans_every_phase_in_neon_order() -> None:
     catalog = base_catalog(roles={"cloud_admin": model.RoleInfo("cloud_admin", 10)})
-    catalog = dataclasses.replace(catalog, extensions=frozenset())
+    catalog = dataclasses.replace(
+        catalog, extensions=frozenset(), neon_schema=False, health_check=False
+    )
     plan = plan_for(
         make_spec(roles=[role("app", md5_hash("p", "app"))], databases=[database("db", "app")]),
         catalog,
@@ -63,15 +67,17 @@ def test_empty_catalog_plans_every_phase_in_neon_order() -> None:
         Phase.CREATE_AND_ALTER_ROLES,
         Phase.CREATE_AND_ALTER_DATABASES,
         Phase.CREATE_AND_ALTER_DATABASES,
+        Phase.CREATE_SCHEMA_NEON,
         Phase.PER_DATABASE,
         Phase.EXTENSIONS,
+        Phase.AVAILABILITY_CHECK,
     ]
     assert [op.transactional for op in plan.phase(Phase.CREATE_AND_ALTER_DATABASES)] == [
         False,
         True,
     ]
     assert bool(plan)
-    assert len(plan) == 6
+    assert len(plan) == 8
 
 
 def test_matching_catalog_plans_nothing() -> None:
@@ -153,19 +159,32 @@ def test_deleted_role_references_follow_pg_shdepend() -> None:
     )
     catalog = dataclasses.replace(catalog, references={20001: frozenset({0, 30000, 30001, 30002})})
     plan = plan_for(make_spec(deltas=[delta("delete_role", "leaver")]), catalog)
-    assert [(op.phase, op.database, op.render()) for op in plan] == [
+
+    def ends(op: plan_mod.Operation) -> tuple[str, str]:
+        return op.statements[0].as_string(None), op.statements[-1].as_string(None)
+
+    drop_owned = 'DROP OWNED BY "leaver"'
+    assert [(op.phase, op.database, ends(op)) for op in plan] == [
+        (
+            # Shared references (0): first and alone, on the maintenance session.
+            Phase.DELETE_ROLE_SHARED_REFERENCES,
+            None,
+            ('REASSIGN OWNED BY "leaver" TO "cloud_admin"', drop_owned),
+        ),
         (
             Phase.PER_DATABASE,
             "mine",  # the role owns the database itself: hand it to the superuser
-            'REASSIGN OWNED BY "leaver" TO "cloud_admin"; DROP OWNED BY "leaver"',
+            ('REASSIGN OWNED BY "leaver" TO "cloud_admin"', drop_owned),
         ),
-        (
-            Phase.PER_DATABASE,
-            "theirs",
-            'REASSIGN OWNED BY "leaver" TO "owner"; DROP OWNED BY "leaver"',
-        ),
-        (Phase.DROP_ROLES, None, 'DROP ROLE IF EXISTS "leaver"'),
+        (Phase.PER_DATABASE, "theirs", ('REASSIGN OWNED BY "leaver" TO "owner"', drop_owned)),
+        (Phase.DROP_ROLES, None, ('DROP ROLE IF EXISTS "leaver"',) * 2),
     ]
+    # Between them, privileges other grantors gave the role are revoked (as the grantor).
+    release = plan.operations[1].statements
+    assert release[1].as_string(None) == (
+        "SELECT pg_catalog.set_config('compute_ctl.deleting_role', 'leaver', true)"
+    )
+    assert "REVOKE ALL PRIVILEGES ON TABLE" in release[2].as_string(None)
 
 
 def test_shared_references_only_use_the_maintenance_database() -> None:
@@ -255,3 +274,75 @@ def test_operation_json_shape_and_redaction() -> None:
     assert set(item) == {"phase", "database", "sql", "comment"}
     assert verifier not in item["sql"]
     assert verifier in plan.operations[0].statements[0].as_string(None)
+
+
+def test_neon_extension_only_when_available_and_only_what_differs() -> None:
+    def neon(installed: str | None = None, schema: str | None = None) -> model.ExtensionInfo:
+        return model.ExtensionInfo("neon", "1.6", installed_version=installed, schema=schema)
+
+    assert not plan_for(make_spec(), base_catalog(neon_extension=None))  # vanilla
+    assert not plan_for(make_spec(), base_catalog(neon_extension=neon("1.6", "neon")))
+    cases = {
+        None: ['CREATE EXTENSION IF NOT EXISTS "neon" WITH SCHEMA "neon"'],
+        ("1.5", "neon"): ['ALTER EXTENSION "neon" UPDATE'],
+        ("1.6", "public"): [
+            "UPDATE pg_catalog.pg_extension SET extrelocatable = true WHERE extname = 'neon'",
+            'ALTER EXTENSION "neon" SET SCHEMA "neon"',
+        ],
+        ("1.5", "public"): [
+            "UPDATE pg_catalog.pg_extension SET extrelocatable = true WHERE extname = 'neon'",
+            'ALTER EXTENSION "neon" SET SCHEMA "neon"',
+            'ALTER EXTENSION "neon" UPDATE',
+        ],
+    }
+    for state, statements in cases.items():
+        extension = neon() if state is None else neon(*state)
+        (op,) = plan_for(make_spec(), base_catalog(neon_extension=extension))
+        assert (op.phase, op.database) == (Phase.NEON_EXTENSION, None)
+        assert [s.as_string(None) for s in op.statements] == statements
+    # A missing schema neon is created first (its own phase, earlier).
+    plan = plan_for(make_spec(), base_catalog(neon_schema=False, neon_extension=neon()))
+    assert [op.phase for op in plan] == [Phase.CREATE_SCHEMA_NEON, Phase.NEON_EXTENSION]
+
+
+def test_subscription_drop_once_per_timeline() -> None:
+    catalog = with_roles(base_catalog(), model.RoleInfo("o", 20000, login=True))
+    for name, oid, subs in (("a", 30000, ("s1", "s 2")), ("b", 30001, ())):
+        catalog = catalog.with_database(
+            model.DatabaseInfo(
+                name, oid, "o", privileged_grant=True, default_privileges=True, subscriptions=subs
+            )
+        )
+    spec_of = {
+        timeline: make_spec(
+            roles=[role("o")],
+            databases=[database("a", "o"), database("b", "o")],
+            drop_subscriptions_before_start=True,
+            timeline_id=timeline or None,
+        )
+        for timeline in ("", "ab" * 16)
+    }
+    plan = plan_for(spec_of[""], catalog)
+    assert [(op.phase, op.database) for op in plan] == [
+        (Phase.PER_DATABASE, "a"),  # b has none: no session
+        (Phase.FINALIZE_DROP_SUBSCRIPTIONS, None),
+    ]
+    assert [s.as_string(None) for s in plan.operations[0].statements[-3:]] == [
+        'ALTER SUBSCRIPTION "s 2" DISABLE',
+        'ALTER SUBSCRIPTION "s 2" SET (slot_name = NONE)',
+        'DROP SUBSCRIPTION "s 2"',
+    ]
+    assert (
+        plan.operations[1]
+        .statements[1]
+        .as_string(None)
+        .endswith(
+            "VALUES (1, '') ON CONFLICT (id) DO UPDATE SET timeline_id = EXCLUDED.timeline_id"
+        )
+    )
+    done = dataclasses.replace(catalog, subscriptions_dropped=frozenset({""}))
+    assert not plan_for(spec_of[""], done)
+    # A new branch (another timeline) drops what it inherited.
+    assert len(plan_for(spec_of["ab" * 16], done)) == 2
+    # Without the flag nothing is planned, done or not.
+    assert not plan_for(make_spec(roles=[role("o")], databases=[database("a", "o")]), catalog)

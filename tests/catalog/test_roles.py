@@ -58,7 +58,12 @@ def member_of(dsn: str, name: str) -> set[str]:
 async def test_privileged_role_and_pg_stat_statements_once(pgc: pgserver.PgServer) -> None:
     empty = make_spec(databases=[])
     first = await apply(pgc, empty)
-    assert [op.phase for op in first.plan] == [Phase.CREATE_PRIVILEGED_ROLE, Phase.EXTENSIONS]
+    assert [op.phase for op in first.plan] == [
+        Phase.CREATE_PRIVILEGED_ROLE,
+        Phase.CREATE_SCHEMA_NEON,
+        Phase.EXTENSIONS,
+        Phase.AVAILABILITY_CHECK,
+    ]
     attrs = attributes(pgc.dsn(), PRIVILEGED)
     assert attrs["createdb"]
     assert attrs["createrole"]

@@ -1,0 +1,39 @@
+{{- define "compute-ctl.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "compute-ctl.computeId" -}}
+{{- default (include "compute-ctl.fullname" .) .Values.computeId -}}
+{{- end -}}
+
+{{- define "compute-ctl.selectorLabels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "compute-ctl.labels" -}}
+{{ include "compute-ctl.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{- define "compute-ctl.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "compute-ctl.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "compute-ctl.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+
+{{- define "compute-ctl.jwksSecret" -}}
+{{- default (printf "%s-jwks" (include "compute-ctl.fullname" .)) .Values.jwks.existingSecret -}}
+{{- end -}}

@@ -1,0 +1,94 @@
+"""The operator's static settings: a frozen dataclass built from flags and environment.
+
+Flags win over environment variables, which win over defaults. In a pod the resource name
+and namespace come from the environment (the manifests set ``COMPUTE_SPEC_NAME`` and
+``POD_NAMESPACE`` through the downward API); ``--server`` exists for test API servers
+(kmock) and points kopf at an explicit URL instead of the in-cluster service account or
+``KUBECONFIG``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+__all__ = ["ConfigError", "OperatorConfig", "parse"]
+
+_SA_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+class ConfigError(ValueError):
+    """Bad flags or environment: the message says which."""
+
+
+@dataclasses.dataclass(frozen=True)
+class OperatorConfig:
+    name: str  # the ComputeSpec resource this sidecar manages
+    namespace: str
+    compute_url: str = "http://127.0.0.1:3081"  # compute_ctl's internal port
+    resync_interval: float = 30.0  # periodic reconcile, seconds
+    busy_timeout: float = 120.0  # how long to retry /configure while compute_ctl is busy
+    configure_timeout: float = 300.0  # one /configure (a first start runs initdb)
+    retry_delay: float = 5.0
+    delete_retries: int = 5  # terminate attempts before deletion proceeds anyway
+    server: str | None = None  # explicit API server URL (tests); else in-cluster/kubeconfig
+    insecure: bool = False
+    token_file: Path | None = None
+    liveness: str | None = None  # e.g. http://0.0.0.0:8080/healthz
+    log_level: str = "INFO"
+
+
+def parse(argv: Sequence[str], env: Mapping[str, str] | None = None) -> OperatorConfig:
+    env = os.environ if env is None else env
+    parser = argparse.ArgumentParser(
+        prog="compute-ctl-operator",
+        description="The kopf sidecar reconciling one ComputeSpec resource with compute_ctl.",
+    )
+    parser.add_argument("--name", default=env.get("COMPUTE_SPEC_NAME"))
+    parser.add_argument("--namespace", "-n", default=env.get("POD_NAMESPACE"))
+    parser.add_argument(
+        "--compute-url", default=env.get("COMPUTE_CTL_URL", OperatorConfig.compute_url)
+    )
+    parser.add_argument("--resync-interval", type=float, default=OperatorConfig.resync_interval)
+    parser.add_argument("--busy-timeout", type=float, default=OperatorConfig.busy_timeout)
+    parser.add_argument("--configure-timeout", type=float, default=OperatorConfig.configure_timeout)
+    parser.add_argument("--retry-delay", type=float, default=OperatorConfig.retry_delay)
+    parser.add_argument("--delete-retries", type=int, default=OperatorConfig.delete_retries)
+    parser.add_argument("--server", default=env.get("KUBERNETES_API_URL"))
+    parser.add_argument("--insecure", action="store_true")
+    parser.add_argument("--token-file", type=Path)
+    parser.add_argument("--liveness", default=env.get("OPERATOR_LIVENESS"))
+    parser.add_argument("--log-level", default=env.get("LOG_LEVEL", "INFO"))
+    args = parser.parse_args(list(argv))
+    namespace = args.namespace or _service_account_namespace()
+    if not args.name:
+        raise ConfigError("the ComputeSpec name is required: --name or COMPUTE_SPEC_NAME")
+    if not namespace:
+        raise ConfigError("the namespace is required: --namespace or POD_NAMESPACE")
+    if args.resync_interval <= 0 or args.busy_timeout <= 0 or args.configure_timeout <= 0:
+        raise ConfigError("intervals and timeouts must be positive")
+    return OperatorConfig(
+        name=args.name,
+        namespace=namespace,
+        compute_url=args.compute_url,
+        resync_interval=args.resync_interval,
+        busy_timeout=args.busy_timeout,
+        configure_timeout=args.configure_timeout,
+        retry_delay=args.retry_delay,
+        delete_retries=args.delete_retries,
+        server=args.server,
+        insecure=args.insecure,
+        token_file=args.token_file,
+        liveness=args.liveness,
+        log_level=args.log_level.upper(),
+    )
+
+
+def _service_account_namespace() -> str | None:
+    try:
+        return _SA_NAMESPACE.read_text().strip() or None
+    except OSError:
+        return None

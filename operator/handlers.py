@@ -1,0 +1,160 @@
+"""kopf's side: settings, and the handlers that hand each cause to the reconciler.
+
+The handlers are thin. Every cause that can change the desired or the actual state
+(create, update, resume, and a periodic timer) runs the same ``Reconciler.reconcile``;
+the handler writes the status it returns (a minimal merge patch through the status
+subresource), posts its events, and translates its error, here and only here:
+``RetryLater`` becomes ``kopf.TemporaryError`` (retried after a delay) and ``GiveUp``
+becomes ``kopf.PermanentError`` (not retried until the resource changes; the timer keeps
+reporting).
+
+**The one finalizer** (``compute.pgctl.dev/terminate``): deletion must terminate the
+compute and record the LSN before the resource disappears, so the delete handler is not
+optional and kopf holds a finalizer while the operator manages the resource (the timer
+would require one too). If the operator is gone for good, remove it by hand:
+``kubectl patch cspec NAME --type=json -p '[{"op":"remove","path":"/metadata/finalizers"}]'``.
+After ``--delete-retries`` failed attempts to reach compute_ctl, deletion proceeds anyway
+with a Warning event (a compute that cannot be reached cannot be terminated either).
+
+**Scope and RBAC**: the operator watches one resource, by a server-side field selector
+(``metadata.name=NAME``) and a client-side ``when`` filter (for API servers that ignore
+selectors), in one namespace, standalone (no peering), with cluster scanning disabled, so
+a namespaced Role (get/list/watch/patch on computespecs and computespecs/status,
+create/patch on events) is all it needs. kopf keeps its progress and last-handled spec
+in annotations under the group's prefix, never in ``.status``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from compute_ctl.operator import client as client_mod
+from compute_ctl.operator import config as config_mod
+from compute_ctl.operator import reconcile, resource, status
+
+__all__ = ["build_registry", "build_settings"]
+
+logger = logging.getLogger(__name__)
+
+_RESOURCE = (resource.GROUP, resource.VERSION, resource.PLURAL)
+
+
+def build_settings(cfg: config_mod.OperatorConfig) -> kopf.OperatorSettings:
+    settings = kopf.OperatorSettings()
+    settings.peering.standalone = True
+    settings.scanning.disabled = True  # no namespace/CRD watching: no cluster-wide RBAC
+    settings.posting.enabled = True
+    settings.posting.loggers = False  # our own events only, not kopf's log lines
+    settings.persistence.finalizer = resource.FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=resource.GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=resource.GROUP, key="last-handled-spec"
+    )
+    # A tuple key: the string 'group/plural' silently matches nothing in kopf 1.45.
+    settings.watching.field_selectors[(resource.GROUP, resource.PLURAL)] = (
+        f"metadata.name={cfg.name}"
+    )
+    # Reconnect watches that go quiet (kopf#1276); the timer covers missed events anyway.
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 10
+    settings.networking.request_timeout = 60
+    return settings
+
+
+def build_registry(
+    cfg: config_mod.OperatorConfig, reconciler: reconcile.Reconciler
+) -> kopf.OperatorRegistry:
+    registry = kopf.OperatorRegistry()
+
+    def mine(name: str, namespace: str | None, **_: Any) -> bool:
+        return name == cfg.name and namespace == cfg.namespace
+
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        if cfg.server is None:
+            info: kopf.ConnectionInfo | None = kopf.login_via_client(**kwargs)
+            return info
+        token = cfg.token_file.read_text().strip() if cfg.token_file else None
+        return kopf.ConnectionInfo(
+            server=cfg.server,
+            insecure=cfg.insecure,
+            token=token,
+            default_namespace=cfg.namespace,
+        )
+
+    @kopf.on.resume(*_RESOURCE, when=mine, id="reconcile", registry=registry)
+    @kopf.on.create(*_RESOURCE, when=mine, id="reconcile", registry=registry)
+    @kopf.on.update(*_RESOURCE, when=mine, id="reconcile", registry=registry)
+    async def on_change(
+        body: kopf.Body, patch: kopf.Patch, uid: str, reason: str, **_: Any
+    ) -> None:
+        trigger = reconcile.Trigger.RESYNC if reason == "resume" else reconcile.Trigger.CHANGE
+        outcome = await reconciler.reconcile(body, uid=uid, trigger=trigger)
+        if outcome is None:
+            return
+        _write(outcome, body=body, patch=patch)
+        if isinstance(outcome.error, reconcile.RetryLater):
+            raise kopf.TemporaryError(str(outcome.error), delay=outcome.error.delay)
+        if isinstance(outcome.error, reconcile.GiveUp):
+            raise kopf.PermanentError(str(outcome.error))
+
+    @kopf.timer(
+        *_RESOURCE,
+        interval=cfg.resync_interval,
+        initial_delay=cfg.resync_interval,
+        when=mine,
+        id="resync",
+        registry=registry,
+    )
+    async def on_timer(body: kopf.Body, patch: kopf.Patch, uid: str, **_: Any) -> None:
+        outcome = await reconciler.reconcile(body, uid=uid, trigger=reconcile.Trigger.RESYNC)
+        if outcome is None:
+            return
+        _write(outcome, body=body, patch=patch)
+        if isinstance(outcome.error, reconcile.RetryLater):
+            raise kopf.TemporaryError(str(outcome.error), delay=outcome.error.delay)
+        # GiveUp: the status says so; the next tick looks again.
+
+    @kopf.on.delete(
+        *_RESOURCE, when=mine, id="terminate", retries=cfg.delete_retries + 1, registry=registry
+    )
+    async def on_delete(body: kopf.Body, uid: str, retry: int, **_: Any) -> None:
+        try:
+            result = await reconciler.terminate(uid=uid)
+        except client_mod.ComputeUnreachable as exc:
+            if retry < cfg.delete_retries:
+                raise kopf.TemporaryError(str(exc), delay=cfg.retry_delay) from exc
+            kopf.event(
+                body,
+                type="Warning",
+                reason="TerminateFailed",
+                message=f"deleting without terminating the compute: {exc}",
+            )
+            return
+        except client_mod.ComputeApiError as exc:
+            kopf.event(body, type="Warning", reason="TerminateFailed", message=str(exc))
+            return
+        kopf.event(body, type="Normal", reason="Terminated", message=_terminated_message(result))
+
+    return registry
+
+
+def _write(outcome: reconcile.Outcome, *, body: kopf.Body, patch: kopf.Patch) -> None:
+    stored = body.get("status") or {}
+    diff = status.patch_for(stored, outcome.status)
+    if diff:
+        patch.status.update(diff)
+    for event in outcome.events:
+        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+
+
+def _terminated_message(result: client_mod.Terminated) -> str:
+    if result.already:
+        return "the compute was already terminated"
+    if result.lsn:
+        return f"the compute terminated (fast shutdown) at LSN {result.lsn}"
+    return "the compute terminated (fast shutdown); no LSN (local storage)"

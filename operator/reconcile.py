@@ -1,0 +1,320 @@
+"""One reconcile: compare the resource's spec with what compute_ctl reports, act, report.
+
+``Reconciler.reconcile(body, ...)`` is level-triggered and idempotent: every kopf cause
+(create, update, resume, the periodic timer) calls it, and it always ends with a complete
+status and the events the change deserves (``Outcome``). What it does in between is
+``decide``'s pure verdict:
+
+- the compute already wants the resource's spec (by hash): nothing to push;
+- the compute is ``failed`` or terminating: nothing can be pushed (status shows why);
+- the compute wants a spec this operator never pushed (a direct ``/configure``): a
+  *conflict*. On a change of the resource (create/update) the resource wins at once. On a
+  periodic reconcile the conflict is first reported (``Reconciled=False``, reason
+  ``Conflict``, ``status.conflictSpecHash``, a Warning event), and the next reconcile
+  pushes the resource's spec: the resource is the one source of truth, and an override
+  is visible before it is undone;
+- the compute refused this exact spec before (HTTP 400): not pushed again until it changes;
+- otherwise: push (``POST /configure``, retried while compute_ctl is busy).
+
+An invalid spec never reaches the compute: ``InvalidSpec`` ends the reconcile before any
+call but ``GET /status``. Failures are returned as ``Outcome.error`` (``RetryLater`` or
+``GiveUp``) *with* the status to write; ``handlers.py`` maps them to kopf's errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import datetime
+import enum
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from compute_ctl.compute import spec as spec_mod
+from compute_ctl.operator import client as client_mod
+from compute_ctl.operator import events, resource, status
+
+__all__ = [
+    "Action",
+    "Decision",
+    "GiveUp",
+    "Outcome",
+    "ReconcileError",
+    "Reconciler",
+    "RetryLater",
+    "Trigger",
+    "decide",
+]
+
+logger = logging.getLogger(__name__)
+
+_BUSY = frozenset({"configuration_pending", "init", "configuration"})
+_TERMINATING = frozenset(
+    {"termination_pending_fast", "termination_pending_immediate", "terminated"}
+)
+_CONFIGURABLE = frozenset({"empty", "running"})
+R = status.Reason
+
+
+class Trigger(enum.Enum):
+    CHANGE = "change"  # create or update: the resource's spec is new
+    RESYNC = "resync"  # resume or timer: nothing new on our side
+
+
+class Action(enum.Enum):
+    NONE = "none"
+    PUSH = "push"
+    HOLD = "hold"  # a conflict, reported this time and resolved the next
+
+
+class ReconcileError(Exception):
+    def __init__(self, problem: status.Problem) -> None:
+        super().__init__(problem.message)
+        self.problem = problem
+
+
+class RetryLater(ReconcileError):
+    """Transient: compute_ctl unreachable or busy beyond the deadline."""
+
+    def __init__(self, problem: status.Problem, *, delay: float) -> None:
+        super().__init__(problem)
+        self.delay = delay
+
+
+class GiveUp(ReconcileError):
+    """Retrying the same spec cannot help: invalid, refused, or the compute failed."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    action: Action
+    problem: status.Problem | None = None
+    conflict_hash: str | None = None  # a foreign spec reported now (HOLD)
+    overwrite: str | None = None  # a foreign spec being replaced (PUSH)
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    status: status.ResourceStatus
+    events: list[events.Event]
+    error: ReconcileError | None = None
+
+
+def decide(
+    *,
+    obs: status.Observation,
+    want: str,
+    old: status.ResourceStatus,
+    pushed: frozenset[str],
+    trigger: Trigger,
+) -> Decision:
+    """What to do, from what the compute reports and what the resource wants (pure).
+
+    A compute spec is ours if this process pushed it (``pushed``) or the stored status
+    recorded it (``computeSpecHash``, which survives an operator restart), unless it is the
+    conflict reported last time. Any other non-empty spec came from elsewhere.
+    """
+    if obs.status in _TERMINATING:
+        return Decision(Action.NONE, status.Problem(R.TERMINATING, "the compute is terminating"))
+    if obs.status == "failed" or obs.desired_hash == want:
+        return Decision(Action.NONE)
+    refused = old.condition(status.ConditionType.RECONCILED)
+    if (
+        trigger is Trigger.RESYNC
+        and old.spec_hash == want
+        and refused is not None
+        and refused.reason == R.REJECTED
+    ):
+        return Decision(Action.NONE, status.Problem(R.REJECTED, refused.message))
+    ours = (pushed | {old.compute_spec_hash or ""}) - {old.conflict_spec_hash or ""}
+    foreign = obs.desired_hash not in ours and obs.desired_hash != ""
+    if not foreign:
+        return Decision(Action.PUSH)
+    if trigger is Trigger.CHANGE or old.conflict_spec_hash == obs.desired_hash:
+        return Decision(Action.PUSH, overwrite=obs.desired_hash)
+    message = (
+        f"compute_ctl runs spec {obs.desired_hash}, set outside this resource (a direct "
+        f"/configure); the resource's spec {want} replaces it at the next reconcile"
+    )
+    return Decision(
+        Action.HOLD, status.Problem(R.CONFLICT, message), conflict_hash=obs.desired_hash
+    )
+
+
+@dataclasses.dataclass
+class _Memory:
+    """Per-resource state kept across reconciles in this process."""
+
+    lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
+    generation: int | None = None
+    pushed: collections.deque[str] = dataclasses.field(
+        default_factory=lambda: collections.deque(maxlen=32)
+    )
+    # The last status rendered here. This process is the status's only writer, so it is
+    # fresher than the body of an event that raced our own status patch (kopf hands the
+    # timer and the change handlers the bodies they last saw).
+    last_status: status.ResourceStatus | None = None
+
+
+class Reconciler:
+    """Reconciles resources against one compute_ctl (reached through ``client``)."""
+
+    def __init__(
+        self,
+        client: client_mod.ComputeClient,
+        *,
+        busy_timeout: float = 120.0,
+        retry_delay: float = 5.0,
+        clock: Callable[[], datetime.datetime] | None = None,
+    ) -> None:
+        self.client = client
+        self.busy_timeout = busy_timeout
+        self.retry_delay = retry_delay
+        self._clock = clock or (lambda: datetime.datetime.now(datetime.UTC))
+        self._memory: dict[str, _Memory] = collections.defaultdict(_Memory)
+
+    async def reconcile(
+        self, body: Mapping[str, Any], *, uid: str, trigger: Trigger
+    ) -> Outcome | None:
+        """Reconcile one resource; ``None`` when ``body`` is older than one already handled."""
+        view = resource.ResourceView.from_body(body)
+        memory = self._memory[uid]
+        async with memory.lock:
+            if _stale(view.generation, memory.generation):
+                logger.debug("skipping a stale body of %s (gen %s)", view.name, view.generation)
+                return None
+            seen = memory.generation is not None and view.generation == memory.generation
+            if trigger is Trigger.CHANGE and seen:
+                # A repeated create/update of a generation already reconciled here (a
+                # replayed watch event): nothing changed on the resource's side.
+                trigger = Trigger.RESYNC
+            memory.generation = view.generation
+            return await self._reconcile(view, memory=memory, trigger=trigger)
+
+    async def _reconcile(
+        self, view: resource.ResourceView, *, memory: _Memory, trigger: Trigger
+    ) -> Outcome:
+        old = memory.last_status or status.ResourceStatus.parse(view.status)
+        actions: list[events.Event] = []
+        error: ReconcileError | None = None
+        want: str | None = None
+        obs: status.Observation | None = None
+        decision = Decision(Action.NONE)
+        try:
+            desired = view.compute_spec()
+            want = spec_mod.spec_hash(desired)
+            obs = await self.client.status()
+            pushed = frozenset(memory.pushed)
+            decision = decide(obs=obs, want=want, old=old, pushed=pushed, trigger=trigger)
+            if decision.action is Action.PUSH:
+                memory.pushed.append(want)
+                obs = await self._push(desired, want=want, obs=obs)
+                actions.append(_configured(want, view.generation, decision.overwrite))
+            if decision.problem is not None and decision.problem.reason is R.REJECTED:
+                error = GiveUp(decision.problem)
+        except resource.InvalidSpec as exc:
+            error = GiveUp(status.Problem(R.INVALID_SPEC, str(exc)))
+            obs = await self._observe_quietly()
+        except ReconcileError as exc:
+            error = exc
+            obs = await self._observe_quietly()
+        except client_mod.ComputeUnreachable as exc:
+            logger.info("compute_ctl unreachable: %s", exc)
+            error = RetryLater(_unreachable(self.client.base_url), delay=self.retry_delay)
+        except client_mod.ComputeApiError as exc:  # compute_ctl answered, but not as expected
+            logger.warning("compute_ctl API error: %s", exc)
+            error = RetryLater(status.Problem(R.UNREACHABLE, str(exc)), delay=self.retry_delay)
+        timings = await self._timings_quietly() if _timings_wanted(old, obs) else None
+        facts = status.Facts(
+            generation=view.generation,
+            want=want,
+            observation=obs,
+            timings=timings,
+            problem=error.problem if error else decision.problem,
+            conflict_hash=decision.conflict_hash,
+        )
+        new = status.render(old=old, facts=facts, now=self._clock())
+        memory.last_status = new
+        return Outcome(new, [*actions, *events.transitions(old, new)], error)
+
+    async def _push(
+        self, desired: spec_mod.ComputeSpec, *, want: str, obs: status.Observation
+    ) -> status.Observation:
+        """``POST /configure`` until compute_ctl takes it; returns the observation after."""
+        deadline = time.monotonic() + self.busy_timeout
+        pause = 0.05
+        while True:
+            if obs.status in _CONFIGURABLE:
+                try:
+                    await self.client.configure(desired, if_match=obs.desired_hash or None)
+                    return await self.client.status()
+                except client_mod.ComputePrecondition as exc:
+                    logger.debug("configure not accepted yet: %s", exc)
+                except client_mod.ComputeRejected as exc:
+                    raise GiveUp(status.Problem(R.REJECTED, str(exc))) from exc
+                except client_mod.ComputeFailed as exc:
+                    raise GiveUp(status.Problem(R.CONFIGURE_FAILED, str(exc))) from exc
+                except client_mod.ComputeProtocolError as exc:
+                    problem = status.Problem(R.CONFIGURE_FAILED, str(exc))
+                    raise RetryLater(problem, delay=self.retry_delay) from exc
+                obs = await self.client.status()
+                if obs.desired_hash == want:
+                    return obs
+                continue
+            if obs.status not in _BUSY:
+                message = f"compute_ctl cannot take a spec in status {obs.status}"
+                raise GiveUp(status.Problem(R.COMPUTE_FAILED, message))
+            if time.monotonic() >= deadline:
+                message = f"compute_ctl stayed busy ({obs.status}) for {self.busy_timeout:g}s"
+                raise RetryLater(status.Problem(R.BUSY, message), delay=self.retry_delay)
+            # compute_ctl has no push channel for status changes: poll with a growing pause.
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 1.0)
+            obs = await self.client.status()
+
+    async def _observe_quietly(self) -> status.Observation | None:
+        try:
+            return await self.client.status()
+        except client_mod.ComputeApiError as exc:
+            logger.info("compute_ctl status unavailable: %s", exc)
+            return None
+
+    async def _timings_quietly(self) -> dict[str, int] | None:
+        try:
+            return await self.client.timings()
+        except client_mod.ComputeApiError as exc:
+            logger.debug("compute_ctl timings unavailable: %s", exc)
+            return None
+
+    async def terminate(self, *, uid: str) -> client_mod.Terminated:
+        """``POST /terminate?mode=fast``; blocks until compute_ctl stopped postgres."""
+        async with self._memory[uid].lock:
+            result = await self.client.terminate("fast")
+        self._memory.pop(uid, None)
+        return result
+
+
+def _timings_wanted(old: status.ResourceStatus, obs: status.Observation | None) -> bool:
+    """Startup timings are final once the compute runs: fetch them once per compute start."""
+    if obs is None or not obs.serving:
+        return False
+    return not old.timings or old.start_time != obs.start_time
+
+
+def _stale(generation: int | None, seen: int | None) -> bool:
+    return generation is not None and seen is not None and generation < seen
+
+
+def _unreachable(url: str) -> status.Problem:
+    return status.Problem(R.UNREACHABLE, f"compute_ctl cannot be reached at {url}")
+
+
+def _configured(want: str, generation: int | None, overwrite: str | None) -> events.Event:
+    where = f" (generation {generation})" if generation is not None else ""
+    if overwrite:
+        message = f"replaced spec {overwrite}, set outside this resource, with spec {want}{where}"
+        return events.Event("Warning", "ConflictResolved", message)
+    return events.Event("Normal", "Configured", f"compute_ctl applied spec {want}{where}")

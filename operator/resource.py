@@ -1,0 +1,82 @@
+"""The ``ComputeSpec`` custom resource: its coordinates and how its spec is read.
+
+The resource's ``spec`` is ``{"computeSpec": <Neon's ComputeSpec, verbatim>}``. The wrapper
+leaves room for operator-level fields later without mixing them into Neon's wire format,
+and ``spec.computeSpec`` is exactly the ``spec`` of a ``POST /configure`` body, so the same
+pydantic model validates both (the CRD schema is generated from it, see ``crd.py``).
+
+Pure: no I/O, no kopf.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import pydantic
+
+from compute_ctl.compute import spec as spec_mod
+
+__all__ = [
+    "CATEGORY",
+    "FINALIZER",
+    "GROUP",
+    "KIND",
+    "PLURAL",
+    "SHORT_NAME",
+    "SINGULAR",
+    "SPEC_FIELD",
+    "VERSION",
+    "InvalidSpec",
+    "ResourceView",
+]
+
+GROUP = "compute.pgctl.dev"
+VERSION = "v1alpha1"
+KIND = "ComputeSpec"
+PLURAL = "computespecs"
+SINGULAR = "computespec"
+SHORT_NAME = "cspec"
+CATEGORY = "compute"
+SPEC_FIELD = "computeSpec"
+# The one finalizer: deletion must wait until the compute is terminated (see handlers.py).
+FINALIZER = f"{GROUP}/terminate"
+
+
+class InvalidSpec(ValueError):
+    """The resource's spec does not validate; the message names each failing field."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ResourceView:
+    """What the reconciler needs from a resource body, detached from kopf's types."""
+
+    namespace: str | None
+    name: str
+    generation: int | None
+    spec: Mapping[str, Any]
+    status: Mapping[str, Any]
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> ResourceView:
+        meta = body.get("metadata") or {}
+        generation = meta.get("generation")
+        return cls(
+            namespace=meta.get("namespace"),
+            name=str(meta.get("name", "")),
+            generation=int(generation) if generation is not None else None,
+            spec=body.get("spec") or {},
+            status=body.get("status") or {},
+        )
+
+    def compute_spec(self) -> spec_mod.ComputeSpec:
+        """Parse ``spec.computeSpec`` with the same model ``/configure`` uses."""
+        raw = self.spec.get(SPEC_FIELD)
+        if not isinstance(raw, Mapping):
+            raise InvalidSpec(f"spec.{SPEC_FIELD}: field required (an object)")
+        try:
+            return spec_mod.ComputeSpec.model_validate(dict(raw))
+        except pydantic.ValidationError as exc:
+            detail = spec_mod.format_validation_error(exc)
+            raise InvalidSpec(f"spec.{SPEC_FIELD}: {detail}") from exc

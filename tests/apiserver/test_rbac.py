@@ -1,0 +1,108 @@
+"""The shipped Role, enforced by a real RBAC authorizer.
+
+The operator's ServiceAccount (manifests/rbac.yaml) can do what kopf and the reconciler do
+with its one resource, and nothing else. The end-to-end tests run the operator with this
+identity, which shows the Role is sufficient; these show it is no broader than that.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import kubernetes
+import pytest
+
+from tests.apiserver import conftest, kube
+from tests.apiserver import resources as resources_
+
+pytestmark = pytest.mark.apiserver
+
+
+def _as(account: conftest.Account, crd: conftest.Crd) -> resources_.Resources:
+    return resources_.Resources(
+        account.client,
+        group=crd.group,
+        version=crd.version,
+        plural=crd.plural,
+        kind=crd.kind,
+        namespace=account.namespace,
+    )
+
+
+def test_role_allows_what_the_operator_does(
+    operator_account: conftest.Account, crd: conftest.Crd, resources: resources_.Resources
+) -> None:
+    resources.create("c1")
+    mine = _as(operator_account, crd)
+    listing = mine.list(field_selector="metadata.name=c1")
+    assert [o["metadata"]["name"] for o in listing["items"]] == ["c1"]
+    assert mine.get("c1")["metadata"]["name"] == "c1"
+    # kopf: finalizers and its annotations on the object, then status via the subresource.
+    mine.patch(
+        "c1",
+        {
+            "metadata": {
+                "finalizers": [f"{crd.group}/terminate"],
+                "annotations": {f"{crd.group}/last-handled-spec": "{}"},
+            }
+        },
+    )
+    assert mine.patch_status("c1", {"status": {"observedGeneration": 1}})["status"] == {
+        "observedGeneration": 1
+    }
+    core: Any = kubernetes.client.CoreV1Api(operator_account.client)
+    core.create_namespaced_event(
+        operator_account.namespace,
+        {
+            "metadata": {"generateName": "c1-"},
+            "involvedObject": {
+                "apiVersion": crd.api_version,
+                "kind": crd.kind,
+                "name": "c1",
+                "namespace": operator_account.namespace,
+            },
+            "reason": "Test",
+            "message": "allowed",
+            "type": "Normal",
+            "source": {"component": "compute-ctl-operator"},
+        },
+    )
+
+
+def _denied(call: Callable[[], object]) -> None:
+    with pytest.raises(kubernetes.client.ApiException) as info:
+        call()
+    assert info.value.status == 403, info.value.body
+
+
+def test_role_denies_everything_else(
+    admin: Any,
+    operator_account: conftest.Account,
+    crd: conftest.Crd,
+    resources: resources_.Resources,
+) -> None:
+    resources.create("c1")
+    mine = _as(operator_account, crd)
+    core: Any = kubernetes.client.CoreV1Api(operator_account.client)
+    custom: Any = kubernetes.client.CustomObjectsApi(operator_account.client)
+    ext: Any = kubernetes.client.ApiextensionsV1Api(operator_account.client)
+    elsewhere = kube.create_namespace(admin)
+
+    _denied(lambda: mine.create("c2"))
+    _denied(lambda: mine.delete("c1"))
+    _denied(lambda: mine.replace("c1", mine.get("c1")))
+    # No reach beyond its namespace, and no cluster scanning.
+    _denied(
+        lambda: custom.list_namespaced_custom_object(crd.group, crd.version, elsewhere, crd.plural)
+    )
+    _denied(lambda: custom.list_cluster_custom_object(crd.group, crd.version, crd.plural))
+    _denied(lambda: core.list_namespace())
+    _denied(lambda: ext.list_custom_resource_definition())
+    # Nothing else in its own namespace: no secrets, pods or its own RBAC.
+    _denied(lambda: core.list_namespaced_secret(operator_account.namespace))
+    _denied(lambda: core.list_namespaced_pod(operator_account.namespace))
+    _denied(lambda: core.list_namespaced_event(operator_account.namespace))
+    rbac: Any = kubernetes.client.RbacAuthorizationV1Api(operator_account.client)
+    _denied(lambda: rbac.list_namespaced_role(operator_account.namespace))
+    assert resources.exists("c1")
