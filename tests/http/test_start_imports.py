@@ -1,0 +1,43 @@
+"""What compute_ctl's start path loads: JWT verification (joserfc and ``cryptography``, a
+large import) only once a JWK is configured, never while a compute without keys starts."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from tests.core import helpers
+
+# The modules the CLI imports before the node runs (cli._amain), then an Authorizer's
+# first check: without keys, and with one key.
+_PROBE = """
+import json, sys
+from compute_ctl.compute import cli, node, spec
+from compute_ctl.compute.http import auth, server
+authorizer = auth.Authorizer(compute_id="c", allow_unauthenticated=True)
+authorizer.check(authorization=None, jwks=spec.Jwks(keys=[]))
+loaded = {"no_keys": sorted(m for m in ("joserfc", "cryptography") if m in sys.modules)}
+key = {"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}
+try:
+    authorizer.check(authorization="Bearer x.y.z", jwks=spec.Jwks(keys=[key]))
+except Exception:
+    pass
+loaded["one_key"] = sorted(m for m in ("joserfc", "cryptography") if m in sys.modules)
+print(json.dumps(loaded))
+"""
+
+
+def test_jwt_libraries_load_with_the_first_key_only() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", _PROBE],
+        capture_output=True,
+        text=True,
+        cwd=helpers.REPO,
+        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+        timeout=60,
+        check=True,
+    )
+    loaded = json.loads(result.stdout)
+    assert loaded == {"no_keys": [], "one_key": ["cryptography", "joserfc"]}
