@@ -154,11 +154,6 @@ class ComputeState:
         if not self._cond.locked():
             raise RuntimeError("ComputeState mutated without holding its lock")
 
-    def notify(self) -> None:
-        """Wake every waiter; they re-read their predicates. Lock must be held."""
-        self._require_lock()
-        self._cond.notify_all()
-
     async def wait_for(
         self,
         predicate: Callable[[ComputeState], bool],
@@ -168,16 +163,6 @@ class ComputeState:
         """Wait until ``predicate(state)`` holds. It is checked under the lock first."""
         async with self._cond:
             await asyncio.wait_for(self._cond.wait_for(lambda: predicate(self)), timeout)
-
-    async def wait_for_locked(
-        self,
-        predicate: Callable[[ComputeState], bool],
-        *,
-        timeout: float | None = None,
-    ) -> None:
-        """As ``wait_for``, for a caller that already holds the lock (and keeps it)."""
-        self._require_lock()
-        await asyncio.wait_for(self._cond.wait_for(lambda: predicate(self)), timeout)
 
     # --- mutations (lock held) -----------------------------------------------
 
@@ -223,10 +208,6 @@ class ComputeState:
             self._cond.notify_all()
 
     # --- reads ---------------------------------------------------------------
-
-    @property
-    def reconciled(self) -> bool:
-        return self.desired is not None and self.applied_generation >= self.desired_generation
 
     def now(self) -> datetime.datetime:
         return self._clock()
