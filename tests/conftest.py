@@ -13,21 +13,15 @@ from tests import pgserver
 @pytest.fixture(scope="session")
 def pg_session() -> Iterator[pgserver.PgServer]:
     """One vanilla PostgreSQL for the whole session (tests must clean up their objects)."""
-    server = pgserver.PgServer.create()
-    try:
+    with pgserver.running() as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
 def pg() -> Iterator[pgserver.PgServer]:
     """A fresh vanilla PostgreSQL for one test."""
-    server = pgserver.PgServer.create()
-    try:
+    with pgserver.running() as server:
         yield server
-    finally:
-        server.stop()
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -11,6 +11,7 @@ reports (and then removes) them at its end.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import dataclasses
 import os
@@ -20,7 +21,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from compute_ctl.compute import pgtools
@@ -171,3 +172,13 @@ class PgServer:
                 self.proc.kill()
                 self.proc.wait()
         shutil.rmtree(self.datadir.parent, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def running(*, extra_conf: str = "") -> Iterator[PgServer]:
+    """A started ``PgServer``, stopped and removed on exit (the body of most fixtures)."""
+    server = PgServer.create(extra_conf=extra_conf)
+    try:
+        yield server
+    finally:
+        server.stop()

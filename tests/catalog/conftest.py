@@ -151,11 +151,8 @@ def reset_catalog(server: pgserver.PgServer) -> None:
 def catalog_server() -> Iterator[pgserver.PgServer]:
     """This tier's own PostgreSQL: its tests wipe the user catalog, which must not touch
     objects other tiers keep in ``pg_session``."""
-    server = pgserver.PgServer.create()
-    try:
+    with pgserver.running() as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -17,13 +17,10 @@ pytestmark = pytest.mark.postgres
 
 @pytest.fixture(scope="module")
 def chatty() -> Iterator[pgserver.PgServer]:
-    server = pgserver.PgServer.create(
+    with pgserver.running(
         extra_conf="log_statement = 'all'\nlog_min_error_statement = 'error'\n"
-    )
-    try:
+    ) as server:
         yield server
-    finally:
-        server.stop()
 
 
 async def test_verifiers_stay_out_of_the_server_log(chatty: pgserver.PgServer) -> None:

@@ -63,11 +63,8 @@ async def serve_double(
 @pytest.fixture(scope="module")
 def own_pg() -> Iterator[pgserver.PgServer]:
     """A PostgreSQL for one test module that writes to the catalog (never the shared one)."""
-    server = pgserver.PgServer.create()
-    try:
+    with pgserver.running() as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
