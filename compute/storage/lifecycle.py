@@ -73,8 +73,24 @@ async def commit_lsn(
     if lsn is not None:
         logger.info("safekeepers are synced at %s (fast path)", lsn)
         return lsn
-    start = time.monotonic()
     _ensure_conf(spec, pgdata, tools.user)
+    lsn = await _sync_safekeepers(
+        spec=spec, pgdata=pgdata, tools=tools, timings=timings, sync_pgbin=sync_pgbin
+    )
+    logger.info("safekeepers synced at %s", lsn)
+    return lsn
+
+
+async def _sync_safekeepers(
+    *,
+    spec: spec_mod.ComputeSpec,
+    pgdata: Path,
+    tools: pgtools.PgTools,
+    timings: state.Timings,
+    sync_pgbin: Path | None,
+) -> str:
+    """``postgres --sync-safekeepers`` with retries, timed as ``sync_safekeepers_ms``."""
+    start = time.monotonic()
     lsn = await safekeepers.sync_with_retries(
         pgbin=sync_pgbin or tools.postgres,
         pgdata=pgdata,
@@ -82,7 +98,6 @@ async def commit_lsn(
         token=spec.storage_auth_token,
     )
     timings.sync_safekeepers_ms = state.monotonic_ms(start)
-    logger.info("safekeepers synced at %s", lsn)
     return lsn
 
 
@@ -153,13 +168,8 @@ async def final_lsn(
         return replayed_lsn
     if not spec.has_neon_storage() or spec.mode.kind != "Primary":
         return None
-    start = time.monotonic()
-    lsn = await safekeepers.sync_with_retries(
-        pgbin=sync_pgbin or tools.postgres,
-        pgdata=pgdata,
-        tools=tools,
-        token=spec.storage_auth_token,
+    lsn = await _sync_safekeepers(
+        spec=spec, pgdata=pgdata, tools=tools, timings=timings, sync_pgbin=sync_pgbin
     )
-    timings.sync_safekeepers_ms = state.monotonic_ms(start)
     logger.info("final safekeeper sync: %s", lsn)
     return lsn
