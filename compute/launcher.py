@@ -140,10 +140,16 @@ class LocalLauncher:
             pgdata=self.pgdata, user=self.tools.user, postgresql_conf=self.render_conf(spec)
         )
 
+    def _hba(self) -> str:
+        return pgconf.render_hba(
+            superuser=self._local.user, loopback=self.params.trust_superuser_on_loopback
+        )
+
     # --- preparing PGDATA --------------------------------------------------------
 
     async def prepare(self, spec: spec_mod.ComputeSpec) -> None:
         pgdata.remove_temp_files(self.pgdata)
+        pgdata.ensure_socket_dir(self.pgdata, self.tools.user)
         if _uses_storage(spec):
             await self.discard_prewarm()
             await self._prepare_from_storage(spec)
@@ -174,7 +180,7 @@ class LocalLauncher:
             pgdata=self.pgdata,
             user=self.tools.user,
             postgresql_conf=self.render_conf(spec),
-            hba=pgconf.render_hba(superuser=self._local.user),
+            hba=self._hba(),
         )
 
     # --- the pooled compute's prewarm -------------------------------------------
@@ -231,7 +237,7 @@ class LocalLauncher:
                 pgdata=self.pgdata,
                 user=self.tools.user,
                 postgresql_conf=self.render_conf(spec),
-                hba=pgconf.render_hba(superuser=self._local.user),
+                hba=self._hba(),
             )
             return
         # The basebackup's pg_hba.conf: read without following a link (PGDATA is the OS
@@ -261,7 +267,7 @@ class LocalLauncher:
         return await postgres.Postmaster.spawn(
             tools=self.tools,
             pgdata=self.pgdata,
-            connstr=self.params.connstr,
+            connstr=self.params.superuser_conninfo(),
             env=env,
             cgroup_dir=cgroup_dir,
         )
@@ -271,7 +277,7 @@ class LocalLauncher:
             return None
         from compute_ctl.compute import storage
 
-        return await storage.lsn_before_stop(spec=spec, connstr=self.params.connstr)
+        return await storage.lsn_before_stop(spec=spec, connstr=self.params.superuser_conninfo())
 
     async def final_lsn(
         self, spec: spec_mod.ComputeSpec, *, replayed_lsn: str | None = None

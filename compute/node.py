@@ -114,9 +114,7 @@ class ComputeNode:
 
     def connstr(self, dbname: str = "postgres") -> str:
         """The ``-C`` superuser's conninfo to the local postgres, for ``dbname``."""
-        import psycopg.conninfo  # lazily: libpq loads off the start-up path (cli)
-
-        return psycopg.conninfo.make_conninfo(self.params.connstr, dbname=dbname)
+        return self.params.superuser_conninfo(dbname)
 
     async def configure(self, config: spec_mod.ComputeConfig) -> None:
         """Neon's ``/configure``: store the spec, then wait until it is applied or failed."""

@@ -158,21 +158,25 @@ def _hba_name(name: str) -> str:
     return '"' + name + '"'
 
 
-def render_hba(*, superuser: str) -> str:
-    """``pg_hba.conf``: the superuser trusted locally (socket and loopback), md5 elsewhere.
+def render_hba(*, superuser: str, loopback: bool = False) -> str:
+    """``pg_hba.conf``: the superuser trusted over the unix socket, md5 everywhere else.
 
-    compute_ctl connects as the ``-C`` superuser without a password, as Neon's computes do,
-    so that user is trusted over the unix socket and on loopback only. Every other login
-    goes through Neon's ``host all all all md5`` (which upgrades to SCRAM for SCRAM
+    compute_ctl connects as the ``-C`` superuser without a password, as Neon's computes do.
+    Neon also trusts that user on 127.0.0.1 and ::1, which inside its VMs is harmless but
+    on a shared host makes every local OS user a database superuser; so by default it is
+    trusted only over the unix socket, whose directory is 0700 (the OS user and root), and
+    ``loopback`` (``--trust-superuser-on-loopback``) restores Neon's lines. Every other
+    login goes through Neon's ``host all all all md5`` (which upgrades to SCRAM for SCRAM
     verifiers). The first matching line wins.
     """
     user = _hba_name(superuser)
-    rows = [
-        ("local", "all", user, "", "trust"),
-        ("host", "all", user, "127.0.0.1/32", "trust"),
-        ("host", "all", user, "::1/128", "trust"),
-        ("host", "all", "all", "all", "md5"),
-    ]
+    rows = [("local", "all", user, "", "trust")]
+    if loopback:
+        rows += [
+            ("host", "all", user, "127.0.0.1/32", "trust"),
+            ("host", "all", user, "::1/128", "trust"),
+        ]
+    rows.append(("host", "all", "all", "all", "md5"))
     lines = ["# Written by compute_ctl at every start; edits are lost."]
     lines.extend(
         " ".join(

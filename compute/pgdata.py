@@ -15,9 +15,11 @@ This module owns files only; starting postgres is ``postgres``, the conf text is
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import enum
 import grp
+import hashlib
 import logging
 import os
 import re
@@ -35,6 +37,7 @@ __all__ = [
     "check_parent_traversable",
     "check_wipe_safe",
     "clear_stale_locks",
+    "ensure_socket_dir",
     "init_empty",
     "init_fresh",
     "inspect",
@@ -156,10 +159,35 @@ def check_parent_traversable(pgdata: Path, user: pgtools.OsUser) -> None:
 
 
 def socket_dir_for(pgdata: Path) -> str:
-    """Where postgres puts its unix socket: PGDATA itself unless the path would be too long."""
+    """Where postgres puts its unix socket: a directory only the OS user (and root) can
+    enter, because pg_hba.conf trusts the superuser there. PGDATA itself (0700) unless the
+    path would be too long for a socket; then a private directory in the temp directory."""
     if len(str(pgdata)) + len("/.s.PGSQL.65535.lock") <= _MAX_SOCKET_PATH:
         return str(pgdata)
-    return tempfile.gettempdir()
+    digest = hashlib.sha256(os.fsencode(pgdata)).hexdigest()[:16]
+    return os.path.join(tempfile.gettempdir(), f"compute_ctl-{digest}")
+
+
+def ensure_socket_dir(pgdata: Path, user: pgtools.OsUser) -> None:
+    """Make the private socket directory when it is not PGDATA: 0700, owned by the OS user.
+
+    An existing one must already be exactly that (not a link, not someone else's): in a
+    shared temp directory another user may have made it first.
+    """
+    path = socket_dir_for(pgdata)
+    if path == str(pgdata):
+        return
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path, 0o700)
+        if user.uid is not None and user.gid is not None:
+            os.chown(path, user.uid, user.gid, follow_symlinks=False)
+    st = os.lstat(path)
+    owner = user.uid if user.uid is not None else os.geteuid()
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != owner or st.st_mode & 0o077:
+        raise errors.ConfigError(
+            f"socket directory {path} must be a directory of OS user {user.name!r} with "
+            f"mode 0700 (it is {stat.filemode(st.st_mode)}, uid {st.st_uid})"
+        )
 
 
 def overcommit_strict() -> bool:

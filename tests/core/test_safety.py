@@ -13,6 +13,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg.conninfo import make_conninfo
 
 from compute_ctl.compute import pgtools
 from tests import pgserver
@@ -28,6 +29,10 @@ BUSY = (
     "do $$ declare t timestamptz := clock_timestamp(); begin "
     "while clock_timestamp() < t + interval '60 s' loop end loop; end $$"
 )
+
+
+def _superuser_tcp(port: int) -> str:
+    return f"postgresql://{helpers.SUPERUSER}@127.0.0.1:{port}/postgres"
 
 
 def _as_postgres(*argv: str) -> None:
@@ -95,8 +100,10 @@ def test_links_in_pgdata_never_make_root_write_outside_it(
     (pgdata / "compute_ctl_temp_override.conf").unlink()
     # Item 13: a temp file a failed write left behind (this one no later write replaces).
     _as_postgres("touch", str(pgdata / ".compute_ctl_temp_override.conf.tmp"))
-    second, _ = _start(procs, scratch, "--keep-pgdata", port=port)
+    second, _ = _start(procs, scratch, "--keep-pgdata", "--trust-superuser-on-loopback", port=port)
     second.wait_status("running")
+    with psycopg.connect(_superuser_tcp(port)) as conn:  # item 6: Neon's trust, on request
+        assert conn.execute("select current_user").fetchone() == (helpers.SUPERUSER,)
     assert _fingerprint(start_victim) == start_before
     assert _fingerprint(conf_victim) == conf_before
     leftovers = sorted(p.name for p in pgdata.iterdir() if p.name.endswith(".tmp"))
@@ -128,6 +135,15 @@ def test_second_compute_ctl_on_the_same_pgdata_exits_2_and_wipes_nothing(
     with psycopg.connect(helpers.role_dsn(port)) as conn:
         conn.execute("create table precious (v int)")
         conn.execute("insert into precious select generate_series(1, 100)")
+
+    # Item 6: by default the superuser is trusted over the 0700 socket directory only.
+    with pytest.raises(psycopg.OperationalError, match="password"):
+        psycopg.connect(_superuser_tcp(port)).close()
+    socket = make_conninfo(
+        host=str(scratch / "pgdata"), port=port, user=helpers.SUPERUSER, dbname="postgres"
+    )
+    with psycopg.connect(socket) as conn:
+        assert conn.execute("select current_user").fetchone() == (helpers.SUPERUSER,)
 
     second, _ = _start(procs, scratch)  # other ports, no --keep-pgdata
     assert second.wait_exit(timeout=60) == 2
