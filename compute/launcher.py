@@ -25,6 +25,7 @@ from typing import Protocol
 
 from compute_ctl.compute import (
     errors,
+    leftovers,
     params,
     pgconf,
     pgdata,
@@ -114,6 +115,14 @@ class LocalLauncher:
     # --- rendering ---------------------------------------------------------------
 
     def render_conf(self, spec: spec_mod.ComputeSpec) -> str:
+        if not self.params.trust_superuser_on_loopback and pgconf.spec_sets(
+            spec, "unix_socket_directories"
+        ):
+            # compute_ctl reaches postgres through its private socket directory only.
+            raise errors.ConfigError(
+                "unix_socket_directories is managed by compute_ctl: the superuser is trusted "
+                "only over its private socket directory (see --trust-superuser-on-loopback)"
+            )
         storage_lines: list[str] = []
         if spec.has_neon_storage():
             from compute_ctl.compute import storage
@@ -148,7 +157,7 @@ class LocalLauncher:
     # --- preparing PGDATA --------------------------------------------------------
 
     async def prepare(self, spec: spec_mod.ComputeSpec) -> None:
-        pgdata.remove_temp_files(self.pgdata)
+        leftovers.remove_temp_files(self.pgdata)
         pgdata.ensure_socket_dir(self.pgdata, self.tools.user)
         if _uses_storage(spec):
             await self.discard_prewarm()

@@ -33,6 +33,7 @@ from compute_ctl.compute import (
     checks,
     errors,
     failpoints,
+    leftovers,
     metrics,
     monitor,
     params,
@@ -261,10 +262,14 @@ class ComputeNode:
         await self.launcher.prepare(spec)
         logger.info("PGDATA ready in %d ms", state_mod.monotonic_ms(started))
         await self.failpoints.hit("before-start-postgres")
-        started = time.monotonic()
+        started, spawned_at = time.monotonic(), time.time()
         self.postmaster = await self.launcher.spawn(spec)
         await self.postmaster.wait_ready()
         start_postgres_ms = state_mod.monotonic_ms(started)
+        if self.params.keep_pgdata:  # a kept PGDATA may hold what a crash left
+            await leftovers.remove_orphan_database_dirs(
+                self.params.pgdata, connstr=self.connstr(), older_than=spawned_at
+            )
         await self.failpoints.hit("before-apply")
         started = time.monotonic()
         if _applies_catalog(spec):

@@ -164,6 +164,18 @@ class Params:
             fields["host"] = pgdata.socket_dir_for(self.pgdata)
         return psycopg.conninfo.make_conninfo("", **fields)
 
+    def filecache_conninfo(self) -> str:
+        """The vm-monitor's connection: Neon's default (``cloud_admin`` on localhost) goes
+        through the socket like every other connection of ours, unless loopback is trusted;
+        an explicit ``--filecache-connstr`` is used as given."""
+        if self.filecache_connstr != DEFAULT_FILECACHE_CONNSTR or self.trust_superuser_on_loopback:
+            return self.filecache_connstr
+        import psycopg.conninfo  # lazily, as above
+
+        return psycopg.conninfo.make_conninfo(
+            self.superuser_conninfo(), application_name="vm-monitor"
+        )
+
     def __post_init__(self) -> None:
         if not PRIVILEGED_ROLE_RE.match(self.privileged_role_name):
             raise errors.ConfigError(

@@ -51,6 +51,7 @@ __all__ = [
     "render_hba",
     "render_option",
     "render_postgresql_conf",
+    "spec_sets",
 ]
 
 MANAGED_BEGIN = "# Managed by compute_ctl: begin"
@@ -108,7 +109,7 @@ class ConfContext:
     overcommit_strict: bool = False
 
 
-def _spec_sets(spec: spec_mod.ComputeSpec, name: str) -> bool:
+def spec_sets(spec: spec_mod.ComputeSpec, name: str) -> bool:
     settings = spec.cluster.settings or []
     return any(o.name == name for o in settings) or conf_text_sets(
         spec.cluster.postgresql_conf, name
@@ -133,9 +134,9 @@ def render_postgresql_conf(spec: spec_mod.ComputeSpec, context: ConfContext) -> 
         lines.extend(spec.cluster.postgresql_conf.rstrip("\n").split("\n"))
     lines.extend(context.storage_lines)
     lines.extend(f"{name}='C.UTF-8'" for name in _LOCALE_SETTINGS)
-    if context.local_port is not None and not _spec_sets(spec, "port"):
+    if context.local_port is not None and not spec_sets(spec, "port"):
         lines.append(f"port = {context.local_port}")
-    if context.socket_dir is not None and not _spec_sets(spec, "unix_socket_directories"):
+    if context.socket_dir is not None and not spec_sets(spec, "unix_socket_directories"):
         lines.append(f"unix_socket_directories = {escape_conf_value(context.socket_dir)}")
     lines.extend(_mode_lines(spec, neon_storage=neon_storage))
     if context.overcommit_strict:

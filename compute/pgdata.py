@@ -44,7 +44,6 @@ __all__ = [
     "move_into_place",
     "overcommit_strict",
     "prewarm",
-    "remove_temp_files",
     "socket_dir_for",
     "warmup_dir",
     "write_config_files",
@@ -321,20 +320,6 @@ def clear_stale_locks(pgdata: Path, *, socket_dir: str) -> None:
             logger.info("removing stale socket lock %s (pid %s is gone)", lock, owner)
             lock.unlink(missing_ok=True)
             lock.with_suffix("").unlink(missing_ok=True)
-
-
-# Temp names of the files compute_ctl wrote before it used ``safefs``.
-_LEGACY_TEMPS = frozenset(
-    f".{name}.tmp" for name in ("postgresql.conf", "pg_hba.conf", "compute_ctl_temp_override.conf")
-)
-
-
-def remove_temp_files(pgdata: Path) -> None:
-    """Remove the temp files a failed write left in PGDATA (at start, before any write)."""
-    if not pgdata.is_dir():
-        return
-    for name in safefs.remove_temp_files(pgdata, legacy=_LEGACY_TEMPS):
-        logger.info("removed a leftover temp file %s", pgdata / name)
 
 
 def write_config_files(

@@ -98,8 +98,12 @@ def test_links_in_pgdata_never_make_root_write_outside_it(
         (pgdata / name).unlink(missing_ok=True)
         _as_postgres("ln", "-s", str(start_victim), str(pgdata / name))
     (pgdata / "compute_ctl_temp_override.conf").unlink()
-    # Item 13: a temp file a failed write left behind (this one no later write replaces).
+    # Item 13: a temp file a failed write left behind (this one no later write replaces),
+    # and the directory of a CREATE DATABASE a crash interrupted (no pg_database row).
     _as_postgres("touch", str(pgdata / ".compute_ctl_temp_override.conf.tmp"))
+    orphan = pgdata / "base" / "987654"
+    _as_postgres("mkdir", str(orphan))
+    _as_postgres("touch", "-d", "2020-01-01", str(orphan / "1259"), str(orphan))
     second, _ = _start(procs, scratch, "--keep-pgdata", "--trust-superuser-on-loopback", port=port)
     second.wait_status("running")
     with psycopg.connect(_superuser_tcp(port)) as conn:  # item 6: Neon's trust, on request
@@ -108,6 +112,11 @@ def test_links_in_pgdata_never_make_root_write_outside_it(
     assert _fingerprint(conf_victim) == conf_before
     leftovers = sorted(p.name for p in pgdata.iterdir() if p.name.endswith(".tmp"))
     assert leftovers == []
+    assert not orphan.exists()
+    with psycopg.connect(helpers.role_dsn(port)) as conn:  # a real database's dir stays
+        row = conn.execute("select oid from pg_database where datname = 'appdb'").fetchone()
+    assert row is not None
+    assert (pgdata / "base" / str(row[0])).is_dir()
     assert not (pgdata / "pg_hba.conf").is_symlink()
     second.signal(signal.SIGTERM)
     assert second.wait_exit() == 0
