@@ -4,6 +4,7 @@
 
     ComputeError
     ├── ConfigError          bad CLI flags, config file or spec: nothing was touched
+    │   └── AdmissionError   a config or spec refused by admission (names the field)
     ├── PostgresError        postgres or one of its tools failed to start, run or stop
     │   └── PostgresExited   the postmaster exited (carries its exit code)
     ├── ApplyError           a catalog operation failed (names the phase and the object)
@@ -14,6 +15,7 @@
 from __future__ import annotations
 
 __all__ = [
+    "AdmissionError",
     "ApplyError",
     "ComputeError",
     "ConfigError",
@@ -30,6 +32,10 @@ class ComputeError(Exception):
 
 class ConfigError(ComputeError):
     """Invalid flags, config file or spec. Raised before anything is changed."""
+
+
+class AdmissionError(ConfigError):
+    """A config or spec refused by ``compute.admission``: HTTP 400, CLI exit 2."""
 
 
 class PostgresError(ComputeError):

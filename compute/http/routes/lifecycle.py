@@ -1,9 +1,11 @@
 """``GET /status``, ``POST /configure`` and ``POST /terminate``: the compute's lifecycle API.
 
 Thin adapters (Neon's ``configure.rs`` style): validate, hand the request to the node,
-wait, translate. The node does the work and owns every state change; a rejected request
-changes nothing. Beyond Neon: ``ETag`` on ``/status`` (the desired spec hash),
-``If-Match`` on ``/configure`` (412 on mismatch) and ``?dry_run=true`` (the plan only).
+wait, translate. ``/configure`` runs the node's admission before anything else (its dry
+run and its ``If-Match`` check included), so a refused spec is a 400 that changes nothing.
+The node does the work and owns every state change. Beyond Neon: ``ETag`` on ``/status``
+(the desired spec hash), ``If-Match`` on ``/configure`` (412 on mismatch) and
+``?dry_run=true`` (the plan only).
 """
 
 from __future__ import annotations
@@ -75,10 +77,14 @@ async def configure(request: web.Request) -> web.Response:
     node = request.app[responses.NODE]
     dry_run = responses.query_flag(request, "dry_run")
     config = _parse_config(await request.read())
-    assert config.spec is not None
+    try:
+        admitted = node.admit(config)
+    except errors.ComputeError as e:
+        raise responses.from_compute_error(e) from None
+    assert admitted.spec is not None
     if dry_run:
         try:
-            plan = await node.plan(config.spec)
+            plan = await node.plan(admitted.spec)
         except errors.ComputeError as e:
             raise responses.from_compute_error(e) from None
         return responses.json_response({"plan": list(plan.to_json())})
@@ -93,7 +99,7 @@ async def configure(request: web.Request) -> web.Response:
             f"{_etag(node.state.desired_hash)}",
         )
     try:
-        await node.configure(config)
+        await node.configure(admitted)
     except errors.ComputeError as e:
         raise responses.from_compute_error(e) from None
     return responses.status_response(request)
