@@ -110,17 +110,25 @@ class Api:
 
     async def replace_spec(self, spec: dict[str, Any]) -> int:
         """Replace ``spec.computeSpec`` and bump the generation; returns the new one."""
-        self.generation += 1
+        generation = await self.try_replace_spec(spec)
+        assert generation is not None, "the API server refused the spec"
+        return generation
+
+    async def try_replace_spec(self, spec: dict[str, Any]) -> int | None:
+        """``replace_spec``, or ``None`` when the API server's schema refuses the spec."""
         # A JSON patch: a merge patch would merge the old and new specs' nested objects.
         ops = [
             {"op": "replace", "path": f"/spec/{resource.SPEC_FIELD}", "value": spec},
-            {"op": "replace", "path": "/metadata/generation", "value": self.generation},
+            {"op": "replace", "path": "/metadata/generation", "value": self.generation + 1},
         ]
         headers = {"Content-Type": "application/json-patch+json"}
         async with self.session.patch(
             f"{self.collection}/{NAME}", data=json.dumps(ops), headers=headers
         ) as response:
+            if response.status == 422:
+                return None
             assert response.status < 300, await response.text()
+        self.generation += 1
         return self.generation
 
     async def delete(self) -> None:
@@ -179,9 +187,15 @@ class Api:
                 return raw
         return None
 
-    async def wait_for_event(self, reason: str, *, timeout: float = 60) -> dict[str, Any]:
+    async def wait_for_event(
+        self, reason: str, *, timeout: float = 60, contains: str = ""
+    ) -> dict[str, Any]:
         def match(kind: str, event: dict[str, Any]) -> bool:
-            return event.get("reason") == reason and event["involvedObject"]["name"] == NAME
+            return (
+                event.get("reason") == reason
+                and event["involvedObject"]["name"] == NAME
+                and contains in event.get("message", "")
+            )
 
         found: dict[str, Any] = await self._watch(
             self.events_url, match, what=f"an Event {reason}", timeout=timeout
