@@ -25,7 +25,9 @@ async def run(cfg: config.OperatorConfig) -> None:
         cfg.compute_url, configure_timeout=cfg.configure_timeout
     ) as compute:
         rules = admission.Rules(
-            privileged_role=cfg.privileged_role, superuser=cfg.compute_superuser
+            privileged_role=cfg.privileged_role,
+            superuser=cfg.compute_superuser,
+            maintenance_db=cfg.compute_dbname,
         )
         reconciler = reconcile.Reconciler(
             compute, busy_timeout=cfg.busy_timeout, retry_delay=cfg.retry_delay, rules=rules

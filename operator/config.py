@@ -39,8 +39,10 @@ class OperatorConfig:
     token_file: Path | None = None
     liveness: str | None = None  # e.g. http://0.0.0.0:8080/healthz
     log_level: str = "INFO"
-    # What admission must know of the compute: its -C user and --privileged-role-name.
+    # What admission must know of the compute: its -C user and database, and its
+    # --privileged-role-name (the compute's own admission has the final word).
     compute_superuser: str = "cloud_admin"
+    compute_dbname: str = "postgres"
     privileged_role: str = "neon_superuser"
 
 
@@ -71,6 +73,11 @@ def parse(argv: Sequence[str], env: Mapping[str, str] | None = None) -> Operator
         help="the user of compute_ctl's -C (admission refuses roles and deltas naming it)",
     )
     parser.add_argument(
+        "--compute-dbname",
+        default=env.get("COMPUTE_DBNAME", OperatorConfig.compute_dbname),
+        help="the database of compute_ctl's -C (no delta may drop or rename it)",
+    )
+    parser.add_argument(
         "--privileged-role-name",
         default=env.get("COMPUTE_PRIVILEGED_ROLE", OperatorConfig.privileged_role),
         help="compute_ctl's --privileged-role-name",
@@ -98,6 +105,7 @@ def parse(argv: Sequence[str], env: Mapping[str, str] | None = None) -> Operator
         liveness=args.liveness,
         log_level=args.log_level.upper(),
         compute_superuser=args.compute_superuser,
+        compute_dbname=args.compute_dbname,
         privileged_role=args.privileged_role_name,
     )
 

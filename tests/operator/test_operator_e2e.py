@@ -138,6 +138,7 @@ async def test_invalid_spec_is_reported_and_the_compute_is_untouched(
     Event, and no ``/configure`` reaches compute_ctl (its desired spec stays as it was)."""
     await apply_and_wait(api, compute)
     before = await compute.status(api.session)
+    configures = compute.log.read_text(errors="replace").count("POST /configure")
     refused_by_schema = []
     for family in invalid_specs.FAMILIES:
         bad = invalid_specs.invalid(spec_for(compute, roles=("app", "never_created")), family)
@@ -165,6 +166,8 @@ async def test_invalid_spec_is_reported_and_the_compute_is_untouched(
     assert after["desired_spec_hash"] == before["desired_spec_hash"]
     assert after["status"] == "running"
     assert "never_created" not in roles(compute)
+    # No /configure reached compute_ctl (not even one it would have refused itself).
+    assert compute.log.read_text(errors="replace").count("POST /configure") == configures
 
 
 async def test_a_failing_compute_shows_degraded(
