@@ -73,7 +73,7 @@ class _Body(pydantic.BaseModel):
 class ComputeStatusResponse(_Body):
     """``GET /status``: Neon's ``ComputeStatusResponse`` fields, then ours."""
 
-    start_time: str | None = pydantic.Field(description="RFC 3339, UTC")
+    start_time: str | None = pydantic.Field(default=None, description="RFC 3339, UTC")
     tenant: str | None = None
     timeline: str | None = None
     status: ComputeStatus
