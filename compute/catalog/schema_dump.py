@@ -122,6 +122,8 @@ class SchemaDumps:
         except TimeoutError:
             raise errors.Busy(f"{self.limit} schema dumps are running; try again later") from None
         try:
+            if gone():
+                raise errors.ComputeError("the client went away before its schema dump began")
             await ondemand.require_database(connstr, dbname)
             proc = await self._spawn(connstr=connstr, tools=tools, dbname=dbname)
             running = Dump(proc, dbname=dbname, gone=gone)
