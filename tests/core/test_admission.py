@@ -111,3 +111,32 @@ def test_port_must_agree_with_connstr() -> None:
     with pytest.raises(errors.AdmissionError, match="disagrees with -C/--connstr port"):
         admission.admit_spec(helpers.spec_json(port=PORT + 1), rules=RULES)
     admission.admit_spec(helpers.spec_json(port=PORT + 1), rules=admission.Rules())
+
+
+@pytest.mark.parametrize(
+    "storage",
+    [
+        {"pageserver_connstring": "postgresql://u:pw@ps:1/\nshared_preload_libraries='x'"},
+        {
+            "pageserver_connection_info": {
+                "shards": {
+                    "0000": {
+                        "pageservers": [
+                            {"libpq_url": "postgresql://ps:1", "grpc_url": "grpc://x\ry"}
+                        ]
+                    }
+                }
+            }
+        },
+    ],
+)
+def test_storage_values_never_break_a_conf_line(storage: dict[str, object]) -> None:
+    spec = _good() | {
+        "tenant_id": "a" * 32,
+        "timeline_id": "b" * 32,
+        "safekeeper_connstrings": ["sk:1"],
+    }
+    admission.admit_spec(spec | {"pageserver_connstring": "postgresql://ps:1"}, rules=RULES)
+    with pytest.raises(errors.AdmissionError, match="a line break or a control") as caught:
+        admission.admit_spec(spec | storage, rules=RULES)
+    assert "pw" not in str(caught.value)
