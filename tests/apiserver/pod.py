@@ -141,15 +141,17 @@ def running_pod(
     name: str = "compute-1",
     resync_interval: float = 60.0,
     spec: Callable[[Pod], dict[str, Any]] | None = None,
+    key_file: bool = True,
 ) -> Iterator[Pod]:
     """compute_ctl started, the resource created, the operator started; stopped on exit."""
-    compute = processes.Compute()
+    compute = processes.Compute(compute_id=name)
     operator = processes.Operator(
         compute.workdir,
         name=name,
         namespace=resources.namespace,
         kubeconfig=kubeconfig,
         compute_url=compute.url,
+        key_file=compute.keys.private if key_file else None,
     )
     pod = Pod(
         name=name,
