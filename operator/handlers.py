@@ -13,8 +13,10 @@ compute and record the LSN before the resource disappears, so the delete handler
 optional and kopf holds a finalizer while the operator manages the resource (the timer
 would require one too). If the operator is gone for good, remove it by hand:
 ``kubectl patch cspec NAME --type=json -p '[{"op":"remove","path":"/metadata/finalizers"}]'``.
-After ``--delete-retries`` failed attempts to reach compute_ctl, deletion proceeds anyway
-with a Warning event (a compute that cannot be reached cannot be terminated either).
+A compute still starting or reconfiguring answers 412: the handler retries (every
+``--retry-delay``) until it can terminate it. After ``--delete-retries`` failed attempts
+to reach compute_ctl, deletion proceeds anyway with a Warning event (a compute that cannot
+be reached cannot be terminated either).
 
 **Scope and RBAC**: the operator watches one resource, by a server-side field selector
 (``metadata.name=NAME``) and a client-side ``when`` filter (for API servers that ignore
@@ -119,12 +121,14 @@ def build_registry(
             raise kopf.TemporaryError(str(outcome.error), delay=outcome.error.delay)
         # GiveUp: the status says so; the next tick looks again.
 
-    @kopf.on.delete(
-        *_RESOURCE, when=mine, id="terminate", retries=cfg.delete_retries + 1, registry=registry
-    )
+    @kopf.on.delete(*_RESOURCE, when=mine, id="terminate", retries=None, registry=registry)
     async def on_delete(body: kopf.Body, uid: str, retry: int, **_: Any) -> None:
         try:
             result = await reconciler.terminate(uid=uid)
+        except client_mod.ComputePrecondition as exc:
+            # 412: still starting or reconfiguring (init, configuration*). It will be
+            # terminable: retry until it is, holding the finalizer (postgres runs).
+            raise kopf.TemporaryError(str(exc), delay=cfg.retry_delay) from exc
         except client_mod.ComputeUnreachable as exc:
             if retry < cfg.delete_retries:
                 raise kopf.TemporaryError(str(exc), delay=cfg.retry_delay) from exc

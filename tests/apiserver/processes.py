@@ -117,7 +117,7 @@ class Compute(_Process):
             {"name": "fsync", "value": "off", "vartype": "bool"},
         ]
 
-    def start(self, *extra: str) -> None:
+    def start(self, *extra: str, env: dict[str, str] | None = None) -> None:
         self._spawn(
             [
                 sys.executable,
@@ -133,7 +133,7 @@ class Compute(_Process):
                 "--failed-exit-delay=600",
                 *extra,
             ],
-            _env(),
+            _env(**(env or {})),
         )
 
     def status(self) -> dict[str, Any]:
@@ -155,6 +155,18 @@ class Compute(_Process):
         with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310
             code: int = response.status
             return code
+
+    def failpoint(self, name: str, action: str) -> None:
+        """Set a failpoint (``--failpoints``) through the internal port, as Neon's tests do."""
+        body = json.dumps([{"name": name, "actions": action}]).encode()
+        request = urllib.request.Request(  # noqa: S310
+            f"{self.internal_url}/failpoints",
+            data=body,
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=10):  # noqa: S310
+            pass
 
     def try_status(self) -> dict[str, Any] | None:
         with contextlib.suppress(OSError):
