@@ -36,6 +36,7 @@ class OperatorConfig:
     compute_id: str = ""  # the JWT's compute_id claim; "" means ``name``
     key_file: Path | None = None  # the private key signing the operator's JWTs
     resync_interval: float = 30.0  # periodic reconcile, seconds
+    watch_interval: float = 1.0  # how often GET /status looks for a changed compute
     busy_timeout: float = 120.0  # how long to retry /configure while compute_ctl is busy
     configure_timeout: float = 300.0  # one /configure (a first start runs initdb)
     retry_delay: float = 5.0
@@ -62,6 +63,7 @@ def parse(argv: Sequence[str], env: Mapping[str, str] | None = None) -> Operator
         "--compute-url", default=env.get("COMPUTE_CTL_URL", OperatorConfig.compute_url)
     )
     parser.add_argument("--resync-interval", type=float, default=OperatorConfig.resync_interval)
+    parser.add_argument("--watch-interval", type=float, default=OperatorConfig.watch_interval)
     parser.add_argument("--busy-timeout", type=float, default=OperatorConfig.busy_timeout)
     parser.add_argument("--configure-timeout", type=float, default=OperatorConfig.configure_timeout)
     parser.add_argument("--retry-delay", type=float, default=OperatorConfig.retry_delay)
@@ -81,7 +83,12 @@ def parse(argv: Sequence[str], env: Mapping[str, str] | None = None) -> Operator
         )
     if not namespace:
         raise ConfigError("the namespace is required: --namespace or POD_NAMESPACE")
-    if args.resync_interval <= 0 or args.busy_timeout <= 0 or args.configure_timeout <= 0:
+    if (
+        args.resync_interval <= 0
+        or args.watch_interval <= 0
+        or args.busy_timeout <= 0
+        or args.configure_timeout <= 0
+    ):
         raise ConfigError("intervals and timeouts must be positive")
     return OperatorConfig(
         name=name,
@@ -90,6 +97,7 @@ def parse(argv: Sequence[str], env: Mapping[str, str] | None = None) -> Operator
         namespace=namespace,
         compute_url=args.compute_url,
         resync_interval=args.resync_interval,
+        watch_interval=args.watch_interval,
         busy_timeout=args.busy_timeout,
         configure_timeout=args.configure_timeout,
         retry_delay=args.retry_delay,

@@ -1,7 +1,10 @@
 """kopf's side: settings, and the handlers that hand each cause to the reconciler.
 
 The handlers are thin. Every cause that can change the desired or the actual state
-(create, update, resume, and a periodic timer) runs the same ``Reconciler.reconcile``;
+(create, update, resume, and a periodic timer) runs the same ``Reconciler.reconcile``.
+The timer ticks every ``--watch-interval`` (1 s) but only reads ``GET /status`` unless
+the compute changed or ``--resync-interval`` is over, so a restarted compute_ctl gets
+its spec back within about a second;
 the handler writes the status it returns (a minimal merge patch through the status
 subresource), posts its events, and translates its error, here and only here:
 ``RetryLater`` becomes ``kopf.TemporaryError`` (retried after a delay) and ``GiveUp``
@@ -104,15 +107,16 @@ def build_registry(
         if isinstance(outcome.error, reconcile.GiveUp):
             raise kopf.PermanentError(str(outcome.error))
 
+    check = min(cfg.watch_interval, cfg.resync_interval)
+
     @kopf.timer(
-        *_RESOURCE,
-        interval=cfg.resync_interval,
-        initial_delay=cfg.resync_interval,
-        when=mine,
-        id="resync",
-        registry=registry,
+        *_RESOURCE, interval=check, initial_delay=check, when=mine, id="resync", registry=registry
     )
     async def on_timer(body: kopf.Body, patch: kopf.Patch, uid: str, **_: Any) -> None:
+        # Every --watch-interval one GET /status; a full reconcile when the compute changed
+        # (a restarted compute_ctl is back `empty`) or --resync-interval is over.
+        if not await reconciler.due(uid=uid, resync_interval=cfg.resync_interval):
+            return
         outcome = await reconciler.reconcile(body, uid=uid, trigger=reconcile.Trigger.RESYNC)
         if outcome is None:
             return
