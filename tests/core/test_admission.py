@@ -3,6 +3,9 @@ is complete (desired catalog, storage target, the conf the launcher writes)."""
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
 import pytest
 
 from compute_ctl.compute import admission, errors, pgconf
@@ -140,3 +143,15 @@ def test_storage_values_never_break_a_conf_line(storage: dict[str, object]) -> N
     with pytest.raises(errors.AdmissionError, match="a line break or a control") as caught:
         admission.admit_spec(spec | storage, rules=RULES)
     assert "pw" not in str(caught.value)
+
+
+def test_socket_directory_is_ours_unless_loopback_is_trusted() -> None:
+    spec = helpers.spec_json(port=PORT, settings=[("unix_socket_directories", "/tmp", "string")])
+    managed = dataclasses.replace(RULES, socket_managed=True)
+    with pytest.raises(errors.AdmissionError, match="unix_socket_directories is managed"):
+        admission.admit_spec(spec, rules=managed)
+    admission.admit_spec(spec, rules=RULES)  # --trust-superuser-on-loopback, or the operator
+    params = helpers.make_params(pgdata=Path("/x/pgdata"), port=PORT)
+    assert admission.Rules.for_params(params).socket_managed
+    loopback = helpers.make_params(pgdata=Path("/x"), port=PORT, trust_superuser_on_loopback=True)
+    assert not admission.Rules.for_params(loopback).socket_managed
