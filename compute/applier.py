@@ -1,8 +1,8 @@
 """The seam between the node and the catalog apply: a ``CatalogApplier`` protocol and its
 default implementation over ``compute_ctl.compute.catalog``.
 
-The node only sequences; the catalog package owns planning and executing SQL (CONTRACTS
-"Catalog"). Tests may inject another real applier (a cheap one, or one that fails on
+The node only sequences; the catalog package owns planning and executing SQL (see
+``compute.catalog``'s docstring). Tests may inject another real applier (a cheap one, or one that fails on
 cue). No SQL is written here.
 """
 

@@ -108,13 +108,7 @@ class LocalLauncher:
         if spec.has_neon_storage():
             from compute_ctl.compute import storage
 
-            storage_lines = list(
-                storage.neon_conf_lines(
-                    spec,
-                    privileged_role=self.params.privileged_role_name,
-                    internal_port=self.params.internal_http_port,
-                )
-            )
+            storage_lines = storage.neon_conf_lines(spec)
         context = pgconf.ConfContext(
             privileged_role=self.params.privileged_role_name,
             internal_port=self.params.internal_http_port,

@@ -73,7 +73,7 @@ def _applies_catalog(spec: spec_mod.ComputeSpec) -> bool:
 
 
 class ComputeNode:
-    """One compute: its state, its postmaster and the configurator (CONTRACTS "ComputeNode")."""
+    """One compute: its state, its postmaster and the configurator."""
 
     def __init__(
         self,
