@@ -2,8 +2,8 @@
 default implementation over ``compute_ctl.compute.catalog``.
 
 The node only sequences; the catalog package owns planning and executing SQL (see
-``compute.catalog``'s docstring). Tests may inject another real applier (a cheap one, or one that fails on
-cue). No SQL is written here.
+``compute.catalog``'s docstring). Tests may inject another real applier (a cheap one, or
+one that fails on cue). No SQL is written here.
 """
 
 from __future__ import annotations
