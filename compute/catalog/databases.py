@@ -106,23 +106,26 @@ def rename_and_delete_databases(desired: desired_mod.Desired, catalog: model.Cat
         if existing.subscriptions and existing.connectable:
             ops.append(_drop_subscriptions(existing))
         ident = sql.Identifier(delta.name)
-        if existing.is_template:
-            ops.append(
-                shapes.operation(
-                    Phase.RENAME_AND_DELETE_DATABASES,
-                    sql.SQL("ALTER DATABASE {} IS_TEMPLATE false").format(ident),
-                    comment=f"clear the template flag of database {delta.name!r} to drop it",
-                    obj=_obj(delta.name),
-                )
+        # (statement, comment, transactional): DROP DATABASE cannot run in a transaction.
+        steps = [
+            (
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident),
+                f"drop database {delta.name!r}",
+                False,
             )
-        ops.append(
+        ]
+        if existing.is_template:
+            clear = sql.SQL("ALTER DATABASE {} IS_TEMPLATE false").format(ident)
+            steps.insert(0, (clear, f"clear the template flag of database {delta.name!r}", True))
+        ops.extend(
             shapes.operation(
                 Phase.RENAME_AND_DELETE_DATABASES,
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident),
-                comment=f"drop database {delta.name!r}",
+                statement,
+                comment=comment,
                 obj=_obj(delta.name),
-                transactional=False,
+                transactional=transactional,
             )
+            for statement, comment, transactional in steps
         )
         catalog = catalog.without_database(delta.name)
     return ops, catalog
