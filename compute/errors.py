@@ -4,8 +4,9 @@
 
     ComputeError
     ├── InputError           the caller's input is wrong: nothing was touched (HTTP 400,
-    │   │                    CLI exit 2); admission's error derives from it
+    │   │                    CLI exit 2)
     │   ├── ConfigError      bad CLI flags, config file or spec
+    │   │   └── AdmissionError   a config or spec refused by admission (names the field)
     │   └── NotFound         a database, role or schema the request names does not exist (404)
     ├── PostgresError        postgres or one of its tools failed to start, run or stop
     │   └── PostgresExited   the postmaster exited (carries its exit code)
@@ -18,6 +19,7 @@
 from __future__ import annotations
 
 __all__ = [
+    "AdmissionError",
     "ApplyError",
     "Busy",
     "ComputeError",
@@ -42,6 +44,10 @@ class InputError(ComputeError):
 
 class ConfigError(InputError):
     """Invalid flags, config file or spec. Raised before anything is changed."""
+
+
+class AdmissionError(ConfigError):
+    """A config or spec refused by ``compute.admission``: HTTP 400, CLI exit 2."""
 
 
 class NotFound(InputError):

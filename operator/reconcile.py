@@ -16,9 +16,13 @@ status and the events the change deserves (``Outcome``). What it does in between
 - the compute refused this exact spec before (HTTP 400): not pushed again until it changes;
 - otherwise: push (``POST /configure``, retried while compute_ctl is busy).
 
-An invalid spec never reaches the compute: ``InvalidSpec`` ends the reconcile before any
-call but ``GET /status``. Failures are returned as ``Outcome.error`` (``RetryLater`` or
-``GiveUp``) *with* the status to write; ``handlers.py`` maps them to kopf's errors.
+An invalid spec never reaches the compute: the resource's spec goes through the same
+admission as ``/configure`` (``compute.admission``, with what the operator knows of the
+compute: ``admission.Rules``), and ``InvalidSpec`` ends the reconcile before any call but
+``GET /status`` (``Reconciled=False``, reason ``InvalidSpec``, a Warning event).
+
+Failures are returned as ``Outcome.error`` (``RetryLater`` or ``GiveUp``) *with* the
+status to write; ``handlers.py`` maps them to kopf's errors.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from compute_ctl.compute import api_models
+from compute_ctl.compute import admission, api_models
 from compute_ctl.compute import spec as spec_mod
 from compute_ctl.operator import client as client_mod
 from compute_ctl.operator import events, resource, status
@@ -169,8 +173,10 @@ class Reconciler:
         busy_timeout: float = 120.0,
         retry_delay: float = 5.0,
         clock: Callable[[], datetime.datetime] | None = None,
+        rules: admission.Rules | None = None,
     ) -> None:
         self.client = client
+        self.rules = rules or admission.Rules()
         self.busy_timeout = busy_timeout
         self.retry_delay = retry_delay
         self._clock = clock or (lambda: datetime.datetime.now(datetime.UTC))
@@ -204,8 +210,8 @@ class Reconciler:
         obs: status.Observation | None = None
         decision = Decision(Action.NONE)
         try:
-            desired = view.compute_spec()
-            want = spec_mod.spec_hash(desired)
+            admitted = view.compute_spec(self.rules)
+            desired, want = admitted.spec, admitted.hash
             obs = await self.client.status()
             pushed = frozenset(memory.pushed)
             decision = decide(obs=obs, want=want, old=old, pushed=pushed, trigger=trigger)

@@ -1,10 +1,11 @@
 """``GET /status``, ``POST /configure`` and ``POST /terminate``: the compute's lifecycle API.
 
 Thin adapters (Neon's ``configure.rs`` style): validate, hand the request to the node,
-wait; bodies are ``api_models``' and errors are translated by ``translate``. The node
-does the work and owns every state change; a rejected request changes nothing. Beyond
-Neon: ``ETag`` on ``/status`` (the desired spec hash), ``If-Match`` on ``/configure``
-(412 on mismatch) and ``?dry_run=true`` (the plan only).
+wait. ``/configure`` runs the node's admission before anything else (its dry run and its
+``If-Match`` check included), so a refused spec is a 400 that changes nothing. Bodies are
+``api_models``' and errors are translated by ``translate``. The node does the work and owns
+every state change. Beyond Neon: ``ETag`` on ``/status`` (the desired spec hash),
+``If-Match`` on ``/configure`` (412 on mismatch) and ``?dry_run=true`` (the plan only).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from aiohttp import web
 
 from compute_ctl.compute import api_models
 from compute_ctl.compute import spec as spec_mod
-from compute_ctl.compute.http import interface, responses
+from compute_ctl.compute.http import bodies, interface, responses
 
 __all__ = ["routes"]
 
@@ -41,8 +42,13 @@ def _parse_config(raw: bytes) -> spec_mod.ComputeConfig:
     """Neon's ``/configure`` body (``ComputeConfig``), types as serde takes them.
 
     Validated as JSON in pydantic's strict mode, so ``false`` or ``"5"`` is not an integer
-    (serde would refuse them too); the models' own wire conversions still apply.
+    (serde would refuse them too); the models' own wire conversions still apply. A valid
+    body is parsed once; only a refused one is parsed again, for a precise message.
     """
+    try:
+        return api_models.ConfigureRequest.model_validate_json(raw, strict=True).config()
+    except pydantic.ValidationError as e:
+        invalid = e
     body = responses.parse_json(raw)
     if not isinstance(body, dict):
         raise responses.ApiError(400, "request body must be a JSON object")
@@ -52,11 +58,7 @@ def _parse_config(raw: bytes) -> spec_mod.ComputeConfig:
         raise responses.ApiError(400, "missing field: spec")
     if body["spec"] is None:
         raise responses.ApiError(400, "spec: must not be null")
-    try:
-        request = api_models.ConfigureRequest.model_validate_json(raw, strict=True)
-    except pydantic.ValidationError as e:
-        raise responses.ApiError(400, spec_mod.format_validation_error(e)) from None
-    return request.config()
+    raise responses.ApiError(400, spec_mod.format_validation_error(invalid))
 
 
 def _if_match(header: str, current_hash: str) -> bool:
@@ -76,10 +78,11 @@ def _if_match(header: str, current_hash: str) -> bool:
 async def configure(request: web.Request) -> web.Response:
     node = request.app[responses.NODE]
     dry_run = responses.query_flag(request, "dry_run")
-    config = _parse_config(await request.read())
-    assert config.spec is not None
+    config = await request.app[bodies.BODY_GATE].parse(request, _parse_config)
+    admitted = node.admit(config)
+    assert admitted.spec is not None
     if dry_run:
-        plan = await node.plan(config.spec)
+        plan = await node.plan(admitted.spec)
         answer = api_models.DryRunResponse.model_validate({"plan": list(plan.to_json())})
         return responses.model_response(answer)
     if_match = request.headers.get("If-Match")
@@ -92,7 +95,7 @@ async def configure(request: web.Request) -> web.Response:
             f"If-Match {if_match.strip()} does not match the desired spec "
             f"{_etag(node.state.desired_hash)}",
         )
-    await node.configure(config)
+    await node.configure(admitted)
     return responses.status_response(request)
 
 
