@@ -10,8 +10,8 @@ import pytest
 
 from compute_ctl.compute import spec as spec_mod
 from compute_ctl.compute import state as state_mod
-from tests.http import nodedouble
 from tests.http.conftest import Api
+from tests.support import nodedouble
 
 _MD5 = "0123456789abcdef0123456789abcdef"
 S = state_mod.ComputeStatus
