@@ -15,14 +15,17 @@ from collections.abc import Sequence
 import kopf
 
 from compute_ctl.compute import admission
-from compute_ctl.operator import client, config, handlers, reconcile
+from compute_ctl.operator import client, config, credentials, handlers, reconcile
 
 logger = logging.getLogger(__name__)
 
 
 async def run(cfg: config.OperatorConfig) -> None:
+    auth = None
+    if cfg.key_file is not None:
+        auth = credentials.TokenSource(cfg.key_file, compute_id=cfg.compute_id).header
     async with client.ComputeClient(
-        cfg.compute_url, configure_timeout=cfg.configure_timeout
+        cfg.compute_url, configure_timeout=cfg.configure_timeout, auth=auth
     ) as compute:
         rules = admission.Rules(
             privileged_role=cfg.privileged_role,

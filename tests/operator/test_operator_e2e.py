@@ -86,7 +86,7 @@ async def test_apply_reaches_running_and_ready(
 async def test_startup_timings_reach_the_status(
     api: Api, compute: Compute, sidecar: Operator
 ) -> None:
-    async with api.session.get(f"{compute.internal_url}/metrics.json") as response:
+    async with api.session.get(f"{compute.url}/metrics.json", headers=compute.auth()) as response:
         if response.status == 404:
             pytest.skip("this compute_ctl serves no /metrics.json yet")
         timings = await response.json()
@@ -211,7 +211,7 @@ async def test_a_direct_configure_is_a_conflict_and_the_resource_wins(
     foreign = spec_for(compute, roles=("app", "intruder"))
     mark = api.mark()
     async with api.session.post(
-        f"{compute.internal_url}/configure", json={"spec": foreign}
+        f"{compute.url}/configure", json={"spec": foreign}, headers=compute.auth()
     ) as response:
         assert response.status == 200, await response.text()
 
@@ -261,7 +261,10 @@ async def test_a_restarted_operator_resumes_without_pushing_again(
     await sidecar.stop()
     # A new operator process: kopf resumes the resource, whose spec is already applied.
     async with Operator.running(
-        api_url=api.base, compute_url=compute.internal_url, workdir=compute.workdir
+        api_url=api.base,
+        compute_url=compute.url,
+        key_file=compute.keys.private,
+        workdir=compute.workdir,
     ) as again:
         await again.wait_for_log("Resuming is processed: 1 succeeded")
         after = await compute.status(api.session)
