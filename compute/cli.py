@@ -85,6 +85,12 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         action="store_true",
         help="keep an existing valid PGDATA instead of wiping it (persistent volumes)",
     )
+    p.add_argument(
+        "--trust-superuser-on-loopback",
+        action="store_true",
+        help="trust the -C superuser on 127.0.0.1 and ::1 as Neon does (every local OS user "
+        "becomes a database superuser); default: only over the 0700 unix socket directory",
+    )
     p.add_argument("--failpoints", action="store_true", help="enable test failpoints")
     p.add_argument(
         "--allow-unauthenticated",
@@ -151,6 +157,7 @@ def params_from_args(ns: argparse.Namespace, environ: Mapping[str, str]) -> para
         set_disk_quota_for_fs=ns.set_disk_quota_for_fs,
         installed_extensions_collection_interval=ns.installed_extensions_collection_interval,
         failed_exit_delay=ns.failed_exit_delay,
+        trust_superuser_on_loopback=ns.trust_superuser_on_loopback,
     )
 
 
