@@ -286,7 +286,7 @@ def _report(soak: Soak, final: dict[str, Any], rss: list[float], grace: float) -
         print(f"    last error: {str(final['error'])[:200]}")
     print(f"  lost accepted specs:    {lost} (target 0); {len(accepted)} accepted")
     print(f"  5xx not a fault's own:  {len(other_5xx)}", end="")
-    print(f" (and {len(designed)} /readyz 503 'not ready' while configuring, by design)")
+    print(f" (and {len(designed)} /readyz 503 'not ready: compute status is ...', by design)")
     for a in other_5xx[:5]:
         print(f"    {a.route} {a.status} at +{a.ended - soak.answers[0].started:.1f} s: {a.reason}")
     print(f"  requests without answer: {len(no_answer)}")
