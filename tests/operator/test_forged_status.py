@@ -53,7 +53,7 @@ async def test_a_forged_rejection_does_not_freeze_a_restarted_operator(
     # claims compute_ctl refused the resource's own.
     foreign = spec_for(compute, roles=("app", "intruder"))
     async with api.session.post(
-        f"{compute.internal_url}/configure", json={"spec": foreign}
+        f"{compute.url}/configure", json={"spec": foreign}, headers=compute.auth()
     ) as response:
         assert response.status == 200, await response.text()
     await _forge_rejected(api, ours)
@@ -62,7 +62,10 @@ async def test_a_forged_rejection_does_not_freeze_a_restarted_operator(
     assert condition(current, "Reconciled")["reason"] == "Rejected"
 
     async with Operator.running(
-        api_url=api.base, compute_url=compute.internal_url, workdir=compute.workdir
+        api_url=api.base,
+        compute_url=compute.url,
+        key_file=compute.keys.private,
+        workdir=compute.workdir,
     ):
         deadline = time.monotonic() + 30
         observed: dict[str, Any] = {}
