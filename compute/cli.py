@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from compute_ctl.compute import errors, failpoints, liveness, params, pgdata, pgtools
+from compute_ctl.compute import errors, failpoints, liveness, logformat, params, pgdata, pgtools
 
 if TYPE_CHECKING:
     from compute_ctl.compute import admission
@@ -102,6 +102,12 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         action="store_true",
         help="serve the whole API, unauthenticated, on the internal port (tests/dev only; "
         "by default it serves only Neon's internal routes and the probes)",
+    )
+    p.add_argument(
+        "--log-format",
+        choices=logformat.FORMATS,
+        default=env.get("LOG_FORMAT", "text"),
+        help="json: one object per line, with compute_id and the HTTP request id",
     )
     p.add_argument("--resync-interval", type=float, default=30.0, help="drift check, seconds")
     p.add_argument(
@@ -323,13 +329,9 @@ async def _run(p: params.Params, environ: Mapping[str, str]) -> int:
                 await run
 
 
-def _setup_logging(environ: Mapping[str, str]) -> None:
+def _setup_logging(environ: Mapping[str, str], ns: argparse.Namespace) -> None:
     level = logging.DEBUG if "debug" in environ.get("RUST_LOG", "").lower() else logging.INFO
-    logging.basicConfig(
-        level=level,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logformat.setup(level=level, fmt=ns.log_format, compute_id=ns.compute_id or "")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -337,7 +339,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     environ = dict(os.environ)
     parser = build_parser(environ)
     ns = parser.parse_args(argv)
-    _setup_logging(environ)
+    _setup_logging(environ, ns)
     try:
         return asyncio.run(_amain(ns, environ))
     except errors.ConfigError as e:
