@@ -78,7 +78,7 @@ def _applies_catalog(admitted: admission.Admitted) -> bool:
 
 
 class ComputeNode:
-    """One compute: its state, its postmaster and the configurator (CONTRACTS "ComputeNode")."""
+    """One compute: its state, its postmaster and the configurator."""
 
     def __init__(
         self,

@@ -107,7 +107,7 @@ def parse_connstr(connstr: str) -> LocalConn:
 
 @dataclasses.dataclass(frozen=True)
 class Params:
-    """The CLI's flags and environment (CONTRACTS "Params"); see ``cli`` for their meaning."""
+    """The CLI's flags and environment; see ``cli`` for their meaning."""
 
     pgdata: Path
     connstr: str
