@@ -103,14 +103,22 @@ async def _exit_status(proc: asyncio.subprocess.Process) -> int:
     loop = asyncio.get_running_loop()
     try:
         exited: asyncio.Future[None] = loop.create_future()
-        loop.add_reader(fd, lambda: exited.done() or exited.set_result(None))
+
+        def readable() -> None:
+            if not exited.done():
+                exited.set_result(None)
+
+        loop.add_reader(fd, readable)
         try:
             await exited
         finally:
             loop.remove_reader(fd)
         while proc.returncode is None:
             try:
-                result = os.waitid(os.P_PIDFD, fd, os.WEXITED | os.WNOWAIT | os.WNOHANG)
+                # WNOHANG: never blocks.
+                result = os.waitid(  # noqa: ASYNC222
+                    os.P_PIDFD, fd, os.WEXITED | os.WNOWAIT | os.WNOHANG
+                )
             except ChildProcessError:  # reaped meanwhile: the watcher's callback is queued
                 result = None
             if result is not None:
