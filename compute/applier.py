@@ -36,6 +36,8 @@ class CatalogApplier(Protocol):
         spec: spec_mod.ComputeSpec,
         privileged_role: str,
         concurrency: int,
+        # time.monotonic() by which lock waits give up (None: no bound).
+        deadline: float | None = None,
     ) -> object: ...
 
     async def plan_spec(
@@ -59,12 +61,14 @@ class ModuleApplier:
         spec: spec_mod.ComputeSpec,
         privileged_role: str,
         concurrency: int,
+        deadline: float | None = None,
     ) -> catalog_apply.ApplyResult:
         return await catalog_apply.apply_spec(
             connstr=connstr,
             spec=spec,
             privileged_role=privileged_role,
             concurrency=concurrency,
+            deadline=deadline,
         )
 
     async def plan_spec(

@@ -138,6 +138,9 @@ class Params:
     # Beyond Neon: how long a compute whose start failed keeps serving /status before it
     # exits (Neon: 30 s, so the control plane can read the error). /terminate ends it early.
     failed_exit_delay: float = 30.0
+    # Beyond Neon: the bound of one configuration attempt (conf, reload, catalog apply).
+    # A failed attempt is answered 500 and retried with backoff; the compute stays running.
+    apply_timeout: float = 120.0
 
     @property
     def local(self) -> LocalConn:
@@ -151,3 +154,5 @@ class Params:
         parse_connstr(self.connstr)
         if self.resync_interval <= 0:
             raise errors.ConfigError("--resync-interval must be positive")
+        if self.apply_timeout <= 0:
+            raise errors.ConfigError("--apply-timeout must be positive")

@@ -285,7 +285,7 @@ class Postmaster:
                 raise errors.PostgresExited(self._exited.result())
             if time.monotonic() > deadline:
                 raise errors.PostgresError(
-                    f"postgres did not load its configuration within {timeout:g} s ({cause})"
+                    f"postgres did not load its configuration within {timeout:.1f} s ({cause})"
                 )
             await asyncio.sleep(_RELOAD_POLL_S)
 

@@ -65,9 +65,11 @@ async def apply_spec(
     spec: spec_mod.ComputeSpec,
     privileged_role: str,
     concurrency: int,
+    deadline: float | None = None,
 ) -> ApplyResult:
     """Bring the catalog to ``spec``; raises ``ConfigError`` (nothing touched) or
-    ``ApplyError`` (naming phase and object; re-running is safe)."""
+    ``ApplyError`` (naming phase and object; re-running is safe). Statements that wait
+    for a lock are retried until ``deadline`` (``time.monotonic()``; ``execute``)."""
     desired = desired_mod.from_spec(spec, privileged_role=privileged_role)
     concurrency = max(1, min(concurrency, MAX_CONCURRENCY))
     started = time.monotonic()
@@ -77,7 +79,11 @@ async def apply_spec(
         executed = 0
         if plan:
             executed = await execute.run(
-                plan, connstr=connstr, concurrency=concurrency, maintenance=conn
+                plan,
+                connstr=connstr,
+                concurrency=concurrency,
+                maintenance=conn,
+                deadline=deadline,
             )
     elapsed = time.monotonic() - started
     logger.info(

@@ -120,6 +120,8 @@ def status_body(state: state_mod.ComputeState) -> dict[str, Any]:
         "applied_spec_hash": state.applied_hash,
         "pending_restart": list(state.pending_restart),
         "mode": desired.mode.type_name if desired else None,
+        # Beyond Neon: why the desired spec is not applied yet (retried meanwhile).
+        "pending_error": state.pending_error,
     }
 
 
@@ -142,6 +144,7 @@ class StatusCache:
             state.error,
             state.last_active,
             tuple(state.pending_restart),
+            state.pending_error,
         )
         if key != self._key:
             self._body = _dumps(status_body(state)).encode()

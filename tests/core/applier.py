@@ -78,6 +78,7 @@ class SqlApplier:
         spec: spec_mod.ComputeSpec,
         privileged_role: str,
         concurrency: int,
+        deadline: float | None = None,
     ) -> object:
         async with await psycopg.AsyncConnection.connect(connstr, autocommit=True) as conn:
             plan = await self._plan(conn, spec)

@@ -94,6 +94,7 @@ class StampApplier:
         spec: spec_mod.ComputeSpec,
         privileged_role: str,
         concurrency: int,
+        deadline: float | None = None,
     ) -> object:
         await asyncio.sleep(self.rng.random() * 0.002)  # widen the windows a little
         await self.conn.execute(

@@ -48,6 +48,7 @@ async def test_status_document(api: Api) -> None:
         "applied_spec_hash",
         "pending_restart",
         "mode",
+        "pending_error",
     ]
     assert body["status"] == "empty"
     assert body["last_active"] is None
