@@ -42,6 +42,8 @@ from compute_ctl.compute import (
 from compute_ctl.compute import launcher as launcher_mod
 from compute_ctl.compute import spec as spec_mod
 from compute_ctl.compute import state as state_mod
+from compute_ctl.compute.catalog import gucs
+from compute_ctl.compute.catalog import settings as catalog_settings
 
 if TYPE_CHECKING:
     from compute_ctl.compute import vm_monitor
@@ -91,6 +93,7 @@ _RETRY_FIRST_S = 0.5
 _RETRY_CAP_S = 30.0
 _BACKSTOP_S = 5.0
 _RESTORE_RELOAD_S = 5.0
+_DEFINITIONS_TIMEOUT_S = 2.0
 
 
 def _retry_delay(failures: int) -> float:
@@ -146,6 +149,7 @@ class ComputeNode:
         self.metrics = metrics.Metrics(build_tag=params.build_tag, state=self.state)
         self._vm_monitor: vm_monitor.VmMonitor | None = None
         self._background: set[asyncio.Task[None]] = set()
+        self._gucs = catalog_settings.GucCache()
 
     # --- inputs ----------------------------------------------------------------
 
@@ -161,6 +165,7 @@ class ComputeNode:
         if spec is None:
             raise errors.ConfigError("spec: a spec is required")
         checks.check_spec(spec, local=self._local)
+        await self._check_setting_values(spec)
         async with self.state.lock() as s:
             if s.status not in (S.EMPTY, S.RUNNING):
                 raise errors.StatusError(f"invalid compute status: {s.status.kebab}")
@@ -225,6 +230,7 @@ class ComputeNode:
             S.CONFIGURATION,
         ):
             raise errors.StatusError(f"invalid compute status: {self.state.status.kebab}")
+        await self._check_setting_values(spec)
         return await self.catalog.plan_spec(
             connstr=self.connstr(), spec=spec, privileged_role=self.params.privileged_role_name
         )
@@ -469,7 +475,7 @@ class ComputeNode:
                 return await self._reconfigure(spec, deadline=deadline, phases=phases)
         except TimeoutError:
             raise errors.ComputeError(
-                f"{phases.now}: not done within {self.params.apply_timeout:g} s"
+                f"{phases.now}: postgres did not answer within {self.params.apply_timeout:g} s"
             ) from None
         except (errors.ApplyError, errors.ConfigError, errors.PostgresExited):
             raise
@@ -482,6 +488,11 @@ class ComputeNode:
         """Neon's ``reconfigure``: rewrite postgresql.conf and reload before any SQL."""
         assert self.postmaster is not None
         self.launcher.write_conf(spec)
+        async with asyncio.timeout(max(deadline - time.monotonic(), 0.1)):
+            report = await self._inspect_conf(spec)
+        if report.refused:
+            raise errors.ConfigError("; ".join(report.refused))
+        await self._repair_overrides(report)
         phases.now = "reload"
         await self.postmaster.reload(timeout=max(deadline - time.monotonic(), 0.1))
         await self.failpoints.hit("before-apply")
@@ -519,11 +530,66 @@ class ComputeNode:
         except Exception as e:
             logger.warning("the applied spec's postgresql.conf is back, reload pending: %s", e)
 
+    # --- settings as postgres sees them (beyond Neon) -----------------------------
+
+    async def _definitions(self) -> dict[str, gucs.Guc]:
+        assert self.postmaster is not None
+        return await self._gucs.rows(connstr=self.connstr(), key=self.postmaster.pid)
+
+    async def _check_setting_values(self, spec: spec_mod.ComputeSpec) -> None:
+        """On a running compute: a value PostgreSQL would refuse is a ``ConfigError``.
+
+        Best effort: if postgres cannot tell its definitions now, the attempt's
+        ``pg_file_settings`` check still refuses the spec before any reload.
+        """
+        if self.postmaster is None or self.state.status is not S.RUNNING:
+            return
+        try:
+            async with asyncio.timeout(_DEFINITIONS_TIMEOUT_S):
+                definitions = await self._definitions()
+        except (TimeoutError, errors.ComputeError) as e:
+            logger.warning("setting values not checked now (postgres did not answer): %s", e)
+            return
+        settings = spec.cluster.settings or []
+        catalog_settings.check_values(definitions, [(o.name, o.value) for o in settings])
+
+    async def _inspect_conf(self, spec: spec_mod.ComputeSpec) -> catalog_settings.ConfReport:
+        return await catalog_settings.inspect_conf(
+            connstr=self.connstr(),
+            managed=[o.name for o in spec.cluster.settings or []],
+            definitions=await self._definitions(),
+        )
+
+    async def _repair_overrides(self, report: catalog_settings.ConfReport) -> None:
+        """``ALTER SYSTEM`` must not override a managed setting: reset it (the caller
+        reloads). Logged and counted, so the override is visible."""
+        if not report.overrides:
+            return
+        logger.warning(
+            "ALTER SYSTEM overrides managed settings, resetting them: %s",
+            ", ".join(report.overrides),
+        )
+        await catalog_settings.reset_overrides(connstr=self.connstr(), names=report.overrides)
+        self.metrics.setting_overrides_repaired.inc(len(report.overrides))
+
+    async def _resync_settings(self, spec: spec_mod.ComputeSpec) -> None:
+        assert self.postmaster is not None
+        report = await self._inspect_conf(spec)
+        if report.overrides:
+            await self._repair_overrides(report)
+            await self.postmaster.reload(timeout=self.params.apply_timeout)
+
     async def _resync(self) -> None:
         """Timer wake-up: re-plan the applied spec and correct drift (beyond Neon)."""
         async with self.state.lock() as s:
             spec = s.applied if s.status is S.RUNNING else None
-        if spec is None or not _applies_catalog(spec):
+        if spec is None or self.postmaster is None:
+            return
+        try:
+            await self._resync_settings(spec)
+        except Exception as e:
+            logger.warning("settings drift check failed: %s", e)
+        if not _applies_catalog(spec):
             return
         try:
             with self.metrics.reconcile() as record:
