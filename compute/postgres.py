@@ -245,10 +245,11 @@ class Postmaster:
 
     async def _conf_load_time(self) -> datetime.datetime:
         # A new backend inherits the postmaster's pg_conf_load_time at fork time.
-        import psycopg  # lazily: libpq loads off the start-up path (cli)
+        # Lazily: libpq loads off the start-up path (cli).
+        from compute_ctl.compute import pgsession
 
-        async with await psycopg.AsyncConnection.connect(
-            self.connstr, autocommit=True, connect_timeout=5
+        async with pgsession.connect(
+            self.connstr, application_name="compute_ctl:reload", timeout=5
         ) as conn:
             cur = await conn.execute("select pg_catalog.pg_conf_load_time()")
             row = await cur.fetchone()

@@ -1,9 +1,9 @@
 """The two aiohttp applications: external (JWT) and internal (loopback, no auth).
 
 Owns what every request goes through: the ``x-request-id`` header (echoed, or a new
-UUID-shaped id), the translation of every failure into ``{"error": "..."}`` with the
-right code (404 unknown path, 405 wrong method with ``Allow``, ``ApiError``'s code, 500
-for a bug), and the JWT check on the external app. Route handlers live in ``routes``;
+UUID-shaped id), rendering every failure as ``{"error": "..."}`` through
+``translate`` (the one mapping of errors to codes; 404 unknown path, 405 wrong method with
+``Allow``), and the JWT check on the external app. Route handlers live in ``routes``;
 this module only wires them.
 
 No aiohttp middleware is used: each route's handler is wrapped once, at registration,
@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from aiohttp import web
 
 from compute_ctl.compute import metrics as metrics_mod
-from compute_ctl.compute.http import auth, interface, responses
+from compute_ctl.compute.http import auth, interface, responses, translate
 from compute_ctl.compute.http.routes import catalog, failpoints, internal, lifecycle, probes
 from compute_ctl.compute.http.routes import metrics as metrics_routes
 
@@ -53,22 +53,6 @@ def new_request_id() -> str:
     return f"{_ID_PREFIX}{next(_id_counter):012x}"
 
 
-def _error_response(request: web.Request, e: Exception, request_id: str) -> web.Response:
-    if isinstance(e, responses.ApiError):
-        return responses.error(e.status, e.message)
-    if isinstance(e, web.HTTPException) and e.status >= 400:
-        headers = {"Allow": e.headers["Allow"]} if "Allow" in e.headers else None
-        return responses.error(e.status, e.reason, headers=headers)
-    logger.error(
-        "unhandled error in %s %s (request %s)",
-        request.method,
-        request.path,
-        request_id,
-        exc_info=e,
-    )
-    return responses.error(500, "internal server error")
-
-
 def _wrap(handler: Handler, check: Check | None) -> Handler:
     """Request id, auth (``check``, external app) and every failure as ``{"error": ...}``."""
 
@@ -83,9 +67,9 @@ def _wrap(handler: Handler, check: Check | None) -> Handler:
         except web.HTTPException as e:
             if e.status < 400:
                 raise
-            response = _error_response(request, e, request_id)
+            response = translate.error_response(request, e, request_id)
         except Exception as e:
-            response = _error_response(request, e, request_id)
+            response = translate.error_response(request, e, request_id)
         if not response.prepared:
             response.headers[REQUEST_ID_HEADER] = request_id
         if response.status >= 400:

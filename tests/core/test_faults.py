@@ -24,7 +24,7 @@ import pytest
 import pytest_asyncio
 
 from compute_ctl.compute import errors, node, state
-from compute_ctl.compute.http import responses
+from compute_ctl.compute.http import translate
 from tests import pgserver
 from tests.core import helpers
 
@@ -64,10 +64,9 @@ class Compute:
         return (self.node.params.pgdata / "postgresql.conf").read_text()
 
     def applied_conf(self) -> str:
-        launcher = self.node.launcher
-        applied = self.node.state.applied
+        applied = self.node._applied
         assert applied is not None
-        return launcher.render_conf(applied)  # type: ignore[attr-defined,no-any-return]
+        return applied.conf
 
     async def compute_ctl_waits_for_lock(self) -> int:
         """The pid of a compute_ctl session waiting for a lock, once there is one."""
@@ -103,7 +102,9 @@ async def compute() -> AsyncIterator[Compute]:
 
 
 def _answer(e: errors.ComputeError) -> int:
-    return responses.from_compute_error(e).status
+    answer = translate.status_and_message(e)
+    assert answer is not None
+    return answer[0]
 
 
 async def _fails(c: Compute, body: dict[str, Any]) -> str:

@@ -24,7 +24,7 @@ import pytest
 import pytest_asyncio
 
 from compute_ctl.compute import errors, node, state
-from compute_ctl.compute.http import responses
+from compute_ctl.compute.http import translate
 from tests import pgserver
 from tests.core import helpers
 
@@ -66,7 +66,7 @@ async def _refused(n: node.ComputeNode, name: str, value: str, vartype: str) -> 
     body = helpers.spec_json(port=_port(n), settings=[(name, value, vartype)])
     with pytest.raises(errors.ConfigError) as refused:
         await n.configure(helpers.config(body))
-    assert responses.from_compute_error(refused.value).status == 400
+    assert translate.status_and_message(refused.value) == (400, str(refused.value))
     assert name in str(refused.value)
     assert conf.read_bytes() == before
     s = n.state
