@@ -280,6 +280,11 @@ async def test_status_follows_every_change_of_the_state(running_api: Api) -> Non
     state.pending_restart.append("shared_buffers")
     assert (await api.status())["pending_restart"] == ["shared_buffers"]
     async with state.lock():
+        state.fail_attempt(state.desired_generation, "catalog: create role x failed: boom")
+    body = await api.status()
+    assert (body["status"], body["error"]) == ("running", None)
+    assert body["pending_error"] == "catalog: create role x failed: boom"
+    async with state.lock():
         state.set_status(S.FAILED, error="boom")
     body = await api.status()
     assert (body["status"], body["error"]) == ("failed", "boom")
