@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from compute_ctl.compute import errors, failpoints, params, pgdata, pgtools
+from compute_ctl.compute import errors, failpoints, liveness, params, pgdata, pgtools
 
 if TYPE_CHECKING:
     from compute_ctl.compute import admission
@@ -274,6 +274,15 @@ def _check_ports(p: params.Params) -> None:
 
 async def _amain(ns: argparse.Namespace, environ: Mapping[str, str]) -> int:
     p = params_from_args(ns, environ)
+    # Before anything looks at PGDATA: a second compute_ctl on it exits 2 here, untouched.
+    lock = liveness.PgdataLock.acquire(p.pgdata, pgdata.warmup_dir(p.pgdata))
+    try:
+        return await _run(p, environ)
+    finally:
+        lock.release()
+
+
+async def _run(p: params.Params, environ: Mapping[str, str]) -> int:
     tools, fps = _check_local(p)
     warm = await _speculative_prewarm(p, tools)
     try:

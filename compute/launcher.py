@@ -27,7 +27,17 @@ import shutil
 from pathlib import Path
 from typing import Protocol
 
-from compute_ctl.compute import admission, errors, params, pgconf, pgdata, pgtools, postgres, state
+from compute_ctl.compute import (
+    admission,
+    errors,
+    params,
+    pgconf,
+    pgdata,
+    pgtools,
+    postgres,
+    safefs,
+    state,
+)
 from compute_ctl.compute import spec as spec_mod
 
 __all__ = ["Launcher", "LocalLauncher", "PostgresHandle"]
@@ -35,6 +45,7 @@ __all__ = ["Launcher", "LocalLauncher", "PostgresHandle"]
 logger = logging.getLogger(__name__)
 
 _NEON_HBA_LINE = "host all all all md5"
+_HBA_MAX = 1 << 20
 
 
 class PostgresHandle(Protocol):
@@ -110,6 +121,7 @@ class LocalLauncher:
     # --- preparing PGDATA --------------------------------------------------------
 
     async def prepare(self, admitted: admission.Admitted) -> None:
+        pgdata.remove_temp_files(self.pgdata)
         if admitted.storage.uses_storage:
             await self.discard_prewarm()
             await self._prepare_from_storage(admitted)
@@ -201,8 +213,10 @@ class LocalLauncher:
                 hba=pgconf.render_hba(superuser=self._local.user),
             )
             return
-        hba = self.pgdata / "pg_hba.conf"
-        text = hba.read_text() if hba.exists() else ""
+        # The basebackup's pg_hba.conf: read without following a link (PGDATA is the OS
+        # user's), and never larger than a real one.
+        raw = safefs.read_bytes(self.pgdata, "pg_hba.conf", limit=_HBA_MAX)
+        text = raw.decode(errors="replace") if raw is not None else ""
         if _NEON_HBA_LINE not in text.splitlines():
             pgdata.write_config_files(
                 pgdata=self.pgdata,

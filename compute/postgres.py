@@ -165,6 +165,7 @@ class Postmaster:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             preexec=preexec,
+            death_signal=pgtools.POSTMASTER_DEATH_SIGNAL,
         )
         logger.info("postgres spawned, pid %d", proc.pid)
         return cls(proc, pgdata=pgdata, connstr=connstr)

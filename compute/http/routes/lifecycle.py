@@ -18,7 +18,7 @@ from aiohttp import web
 
 from compute_ctl.compute import api_models
 from compute_ctl.compute import spec as spec_mod
-from compute_ctl.compute.http import interface, responses
+from compute_ctl.compute.http import bodies, interface, responses
 
 __all__ = ["routes"]
 
@@ -42,8 +42,13 @@ def _parse_config(raw: bytes) -> spec_mod.ComputeConfig:
     """Neon's ``/configure`` body (``ComputeConfig``), types as serde takes them.
 
     Validated as JSON in pydantic's strict mode, so ``false`` or ``"5"`` is not an integer
-    (serde would refuse them too); the models' own wire conversions still apply.
+    (serde would refuse them too); the models' own wire conversions still apply. A valid
+    body is parsed once; only a refused one is parsed again, for a precise message.
     """
+    try:
+        return api_models.ConfigureRequest.model_validate_json(raw, strict=True).config()
+    except pydantic.ValidationError as e:
+        invalid = e
     body = responses.parse_json(raw)
     if not isinstance(body, dict):
         raise responses.ApiError(400, "request body must be a JSON object")
@@ -53,11 +58,7 @@ def _parse_config(raw: bytes) -> spec_mod.ComputeConfig:
         raise responses.ApiError(400, "missing field: spec")
     if body["spec"] is None:
         raise responses.ApiError(400, "spec: must not be null")
-    try:
-        request = api_models.ConfigureRequest.model_validate_json(raw, strict=True)
-    except pydantic.ValidationError as e:
-        raise responses.ApiError(400, spec_mod.format_validation_error(e)) from None
-    return request.config()
+    raise responses.ApiError(400, spec_mod.format_validation_error(invalid))
 
 
 def _if_match(header: str, current_hash: str) -> bool:
@@ -77,7 +78,7 @@ def _if_match(header: str, current_hash: str) -> bool:
 async def configure(request: web.Request) -> web.Response:
     node = request.app[responses.NODE]
     dry_run = responses.query_flag(request, "dry_run")
-    config = _parse_config(await request.read())
+    config = await request.app[bodies.BODY_GATE].parse(request, _parse_config)
     admitted = node.admit(config)
     assert admitted.spec is not None
     if dry_run:
