@@ -34,6 +34,7 @@ from compute_ctl.compute import (
     admission,
     applier,
     autoscaling,
+    confguard,
     errors,
     failpoints,
     metrics,
@@ -45,7 +46,6 @@ from compute_ctl.compute import (
 from compute_ctl.compute import launcher as launcher_mod
 from compute_ctl.compute import spec as spec_mod
 from compute_ctl.compute import state as state_mod
-from compute_ctl.compute.catalog import gucs
 from compute_ctl.compute.catalog import settings as catalog_settings
 
 if TYPE_CHECKING:
@@ -96,7 +96,6 @@ _RETRY_FIRST_S = 0.5
 _RETRY_CAP_S = 30.0
 _BACKSTOP_S = 5.0
 _RESTORE_RELOAD_S = 5.0
-_DEFINITIONS_TIMEOUT_S = 2.0
 
 
 def _retry_delay(failures: int) -> float:
@@ -157,7 +156,7 @@ class ComputeNode:
         self.metrics = metrics.Metrics(build_tag=params.build_tag, state=self.state)
         self._vm_monitor: vm_monitor.VmMonitor | None = None
         self._background: set[asyncio.Task[None]] = set()
-        self._gucs = catalog_settings.GucCache()
+        self._conf = confguard.ConfGuard(metrics=self.metrics)
 
     # --- inputs ----------------------------------------------------------------
 
@@ -520,7 +519,7 @@ class ComputeNode:
             report = await self._inspect_conf(admitted.spec)
         if report.refused:
             raise errors.ConfigError("; ".join(report.refused))
-        await self._repair_overrides(report)
+        await self._conf.repair(report, connstr=self.connstr())
         phases.now = "reload"
         await self.postmaster.reload(timeout=max(deadline - time.monotonic(), 0.1))
         await self.failpoints.hit("before-apply")
@@ -559,51 +558,21 @@ class ComputeNode:
 
     # --- settings as postgres sees them (beyond Neon) -----------------------------
 
-    async def _definitions(self) -> dict[str, gucs.Guc]:
-        assert self.postmaster is not None
-        return await self._gucs.rows(connstr=self.connstr(), key=self.postmaster.pid)
-
     async def _check_setting_values(self, spec: spec_mod.ComputeSpec) -> None:
-        """On a running compute: a value PostgreSQL would refuse is a ``ConfigError``.
-
-        Best effort: if postgres cannot tell its definitions now, the attempt's
-        ``pg_file_settings`` check still refuses the spec before any reload.
-        """
+        """On a running compute: a value PostgreSQL would refuse is a ``ConfigError``."""
         if self.postmaster is None or self.state.status is not S.RUNNING:
             return
-        try:
-            async with asyncio.timeout(_DEFINITIONS_TIMEOUT_S):
-                definitions = await self._definitions()
-        except (TimeoutError, errors.ComputeError) as e:
-            logger.warning("setting values not checked now (postgres did not answer): %s", e)
-            return
-        settings = spec.cluster.settings or []
-        catalog_settings.check_values(definitions, [(o.name, o.value) for o in settings])
+        await self._conf.check_values(spec, connstr=self.connstr(), server=self.postmaster.pid)
 
     async def _inspect_conf(self, spec: spec_mod.ComputeSpec) -> catalog_settings.ConfReport:
-        return await catalog_settings.inspect_conf(
-            connstr=self.connstr(),
-            managed=[o.name for o in spec.cluster.settings or []],
-            definitions=await self._definitions(),
-        )
-
-    async def _repair_overrides(self, report: catalog_settings.ConfReport) -> None:
-        """``ALTER SYSTEM`` must not override a managed setting: reset it (the caller
-        reloads). Logged and counted, so the override is visible."""
-        if not report.overrides:
-            return
-        logger.warning(
-            "ALTER SYSTEM overrides managed settings, resetting them: %s",
-            ", ".join(report.overrides),
-        )
-        await catalog_settings.reset_overrides(connstr=self.connstr(), names=report.overrides)
-        self.metrics.setting_overrides_repaired.inc(len(report.overrides))
+        assert self.postmaster is not None
+        return await self._conf.inspect(spec, connstr=self.connstr(), server=self.postmaster.pid)
 
     async def _resync_settings(self, spec: spec_mod.ComputeSpec) -> None:
         assert self.postmaster is not None
         report = await self._inspect_conf(spec)
         if report.overrides:
-            await self._repair_overrides(report)
+            await self._conf.repair(report, connstr=self.connstr())
             await self.postmaster.reload(timeout=self.params.apply_timeout)
 
     async def _resync(self) -> None:
