@@ -14,7 +14,8 @@ The status machine (Neon's, ``compute_tools/README.md``)::
                                                            │           │
                                                      configuration ────┘
     any live state ──/terminate, signal──▶ termination_pending_{fast,immediate} ──▶ terminated
-    init, configuration, running ──error──▶ failed
+    init ──error──▶ failed;  running, configuration ──postgres exits──▶ failed
+    configuration ──apply fails (pending_error) or spec refused──▶ running
 
 ``failed`` is kept for what a restart alone can cure (postgres gone, the start failing).
 An apply that fails on a healthy postgres (beyond Neon, which goes ``failed`` for good)
