@@ -6,7 +6,8 @@ the catalog's desired state (``catalog.desired``), the storage target and the re
 ``postgresql.conf``. Every input rule lives behind these two functions:
 
 - the wire shape (pydantic, ``spec``): types, required fields, enum values;
-- ids that reach ``postgresql.conf`` (project, branch, endpoint) are plain tokens;
+- ids that reach ``postgresql.conf`` (project, branch, endpoint) are plain tokens, and
+  no storage value (pageserver URLs, safekeepers) brings a line break into it;
 - numeric fields are within the range Neon and PostgreSQL accept;
 - the catalog (``catalog.desired``): role, database, option and delta rules (names,
   duplicates, reserved and privileged roles, renames with a target, passwords,
@@ -63,6 +64,9 @@ AdmissionError = errors.AdmissionError
 # "ep-quiet-lake-123456"; anything with a quote, a blank or a line break is refused.
 _CONF_IDS = ("project_id", "branch_id", "endpoint_id")
 _ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}")
+
+# What may not reach a postgresql.conf line from the storage fields (URLs, addresses).
+_UNSAFE_CONF_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 
 _INT64_MAX = 2**63 - 1
 _UINT32_MAX = 2**32 - 1
@@ -295,6 +299,14 @@ def _render_conf(spec: spec_mod.ComputeSpec, rules: Rules, *, where: str) -> str
                 spec, privileged_role=rules.privileged_role, internal_port=rules.internal_port
             )
         )
+        for line in storage_lines:
+            if _UNSAFE_CONF_CHARS.search(line):
+                # Never echo the value: a pageserver URL may carry a password.
+                setting = line.split("=", 1)[0]
+                raise AdmissionError(
+                    f"{where}: the storage fields give {setting} a line break or a control "
+                    "character"
+                )
     context = pgconf.ConfContext(
         privileged_role=rules.privileged_role,
         internal_port=rules.internal_port,

@@ -91,6 +91,12 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         action="store_true",
         help="serve the external API without JWT when no JWKS keys are configured (dev only)",
     )
+    p.add_argument(
+        "--internal-full-api",
+        action="store_true",
+        help="serve the whole API, unauthenticated, on the internal port (tests/dev only; "
+        "by default it serves only Neon's internal routes and the probes)",
+    )
     p.add_argument("--resync-interval", type=float, default=30.0, help="drift check, seconds")
     p.add_argument(
         "--apply-timeout", type=float, default=120.0, help="bound of one configuration, seconds"
@@ -140,6 +146,7 @@ def params_from_args(ns: argparse.Namespace, environ: Mapping[str, str]) -> para
         keep_pgdata=ns.keep_pgdata,
         failpoints=ns.failpoints or "FAILPOINTS" in environ,
         allow_unauthenticated=ns.allow_unauthenticated,
+        internal_full_api=ns.internal_full_api,
         resync_interval=ns.resync_interval,
         apply_timeout=ns.apply_timeout,
         build_tag=environ.get("BUILD_TAG", "latest"),

@@ -161,6 +161,7 @@ class _Memory:
     # fresher than the body of an event that raced our own status patch (kopf hands the
     # timer and the change handlers the bodies they last saw).
     last_status: status.ResourceStatus | None = None
+    reconciled_at: float = 0.0  # time.monotonic() of the last full reconcile
 
 
 class Reconciler:
@@ -199,6 +200,31 @@ class Reconciler:
                 trigger = Trigger.RESYNC
             memory.generation = view.generation
             return await self._reconcile(view, memory=memory, trigger=trigger)
+
+    async def due(self, *, uid: str, resync_interval: float) -> bool:
+        """Whether the periodic check must reconcile: the resync interval is over, or the
+        compute changed since the last reconcile (one ``GET /status``).
+
+        A compute_ctl that restarted comes back ``empty`` with a new start time; it gets
+        its spec at the next check (``--watch-interval``, 1 s), not the next resync.
+        """
+        memory = self._memory.get(uid)
+        last = memory.last_status if memory is not None else None
+        if memory is None or last is None:
+            return True
+        if time.monotonic() - memory.reconciled_at >= resync_interval:
+            return True
+        try:
+            obs = await self.client.status()
+        except client_mod.ComputeApiError:
+            return last.status != status.UNKNOWN
+        seen = (obs.status.value, obs.start_time, obs.desired_spec_hash, obs.applied_spec_hash)
+        return seen != (
+            last.status,
+            last.start_time,
+            last.compute_spec_hash,
+            last.applied_spec_hash,
+        )
 
     async def _reconcile(
         self, view: resource.ResourceView, *, memory: _Memory, trigger: Trigger
@@ -244,6 +270,7 @@ class Reconciler:
         )
         new = status.render(old=old, facts=facts, now=self._clock())
         memory.last_status = new
+        memory.reconciled_at = time.monotonic()
         return Outcome(new, [*actions, *events.transitions(old, new)], error)
 
     async def _push(

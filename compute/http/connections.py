@@ -33,8 +33,9 @@ logger = logging.getLogger(__name__)
 
 # Control planes, operators and probes send a request head in milliseconds.
 IDLE_SECONDS = 15.0
-# Per server. The control plane, the operator and the kubelet need a handful.
-MAX_CONNECTIONS = 128
+# Per server. The control plane, the operator and the kubelet need a handful; two servers
+# at the cap still leave half of a 1,024-descriptor limit to postgres connections.
+MAX_CONNECTIONS = 256
 WIRE_LOGGER = "compute_ctl.compute.http.wire"
 
 _BUSY_RESPONSE = (

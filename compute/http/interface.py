@@ -39,6 +39,9 @@ class NodeParams(Protocol):
     def allow_unauthenticated(self) -> bool: ...
 
     @property
+    def internal_full_api(self) -> bool: ...
+
+    @property
     def build_tag(self) -> str: ...
 
 

@@ -62,6 +62,7 @@ class ComputeProcess:
             str(self.external_port),
             "--failed-exit-delay",
             "0",
+            "--internal-full-api",
             *args,
         ]
         # `-m` from the repository root puts the worktree first on sys.path. PYTHONPATH

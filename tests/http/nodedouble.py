@@ -34,6 +34,7 @@ class Params:
     internal_http_port: int
     external_http_host: str = "127.0.0.1"
     allow_unauthenticated: bool = False
+    internal_full_api: bool = True
     build_tag: str = "test-build"
 
 
