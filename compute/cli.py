@@ -111,6 +111,9 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
     )
     p.add_argument("--resync-interval", type=float, default=30.0, help="drift check, seconds")
     p.add_argument(
+        "--apply-timeout", type=float, default=120.0, help="bound of one configuration, seconds"
+    )
+    p.add_argument(
         "--failed-exit-delay",
         type=float,
         default=30.0,
@@ -157,6 +160,7 @@ def params_from_args(ns: argparse.Namespace, environ: Mapping[str, str]) -> para
         allow_unauthenticated=ns.allow_unauthenticated,
         internal_full_api=ns.internal_full_api,
         resync_interval=ns.resync_interval,
+        apply_timeout=ns.apply_timeout,
         build_tag=environ.get("BUILD_TAG", "latest"),
         remote_ext_base_url=_ext_base_url(ns.remote_ext_base_url),
         resize_swap_on_bind=ns.resize_swap_on_bind,
