@@ -85,6 +85,12 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         action="store_true",
         help="keep an existing valid PGDATA instead of wiping it (persistent volumes)",
     )
+    p.add_argument(
+        "--trust-superuser-on-loopback",
+        action="store_true",
+        help="trust the -C superuser on 127.0.0.1 and ::1 as Neon does (every local OS user "
+        "becomes a database superuser); default: only over the 0700 unix socket directory",
+    )
     p.add_argument("--failpoints", action="store_true", help="enable test failpoints")
     p.add_argument(
         "--allow-unauthenticated",
@@ -104,6 +110,9 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         help="json: one object per line, with compute_id and the HTTP request id",
     )
     p.add_argument("--resync-interval", type=float, default=30.0, help="drift check, seconds")
+    p.add_argument(
+        "--apply-timeout", type=float, default=120.0, help="bound of one configuration, seconds"
+    )
     p.add_argument(
         "--failed-exit-delay",
         type=float,
@@ -151,12 +160,14 @@ def params_from_args(ns: argparse.Namespace, environ: Mapping[str, str]) -> para
         allow_unauthenticated=ns.allow_unauthenticated,
         internal_full_api=ns.internal_full_api,
         resync_interval=ns.resync_interval,
+        apply_timeout=ns.apply_timeout,
         build_tag=environ.get("BUILD_TAG", "latest"),
         remote_ext_base_url=_ext_base_url(ns.remote_ext_base_url),
         resize_swap_on_bind=ns.resize_swap_on_bind,
         set_disk_quota_for_fs=ns.set_disk_quota_for_fs,
         installed_extensions_collection_interval=ns.installed_extensions_collection_interval,
         failed_exit_delay=ns.failed_exit_delay,
+        trust_superuser_on_loopback=ns.trust_superuser_on_loopback,
     )
 
 

@@ -55,7 +55,7 @@ class Plan(Protocol):
 
 
 class Node(Protocol):
-    """What the routes call. Semantics are ``ComputeNode``'s (see CONTRACTS)."""
+    """What the routes call. Semantics are ``compute.node.ComputeNode``'s (see its docstrings)."""
 
     @property
     def params(self) -> NodeParams: ...

@@ -111,7 +111,15 @@ class Compute(_Process):
         return keys_mod.bearer(self.keys, self.compute_id)
 
     def connstr(self, dbname: str = "postgres") -> str:
+        """``-C``: where compute_ctl's postgres listens, as whom."""
         return f"postgresql://{pgserver.SUPERUSER}@127.0.0.1:{self.pg_port}/{dbname}"
+
+    def superuser_dsn(self) -> str:
+        """The superuser over the socket in PGDATA, the only place pg_hba.conf trusts it."""
+        return (
+            f"host={self.workdir / 'pgdata'} port={self.pg_port} "
+            f"user={pgserver.SUPERUSER} dbname=postgres"
+        )
 
     def settings(self) -> list[dict[str, str]]:
         """The ``cluster.settings`` a spec for this compute must carry (its port)."""
