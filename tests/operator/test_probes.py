@@ -2,7 +2,9 @@
 
 Defect 9: readiness is one rule with the resource's ``Ready`` condition: postgres serves,
 including during a reconfiguration. Defect 10: a compute ``failed`` for longer than
-``--failed-exit-delay`` fails liveness, so Kubernetes restarts it.
+``--failed-exit-delay`` fails liveness (or compute_ctl exits), so Kubernetes restarts it.
+(A failed reconfiguration no longer makes a compute ``failed``: it keeps serving its last
+applied spec and retries.)
 """
 
 from __future__ import annotations
@@ -75,12 +77,27 @@ def test_readiness_holds_during_a_reconfiguration(compute: processes.Compute) ->
     assert _code(readyz) == 200
 
 
-def test_a_failed_compute_fails_liveness_after_the_delay(compute: processes.Compute) -> None:
-    healthz = f"{compute.url}/healthz"
-    assert _code(healthz) == 200
-    template = [{"name": "TEMPLATE", "value": "no_such_template", "vartype": "string"}]
-    with contextlib.suppress(urllib.error.HTTPError):  # 500: the configuration failed
-        compute.configure(_spec(compute, {"name": "orphan", "owner": "app", "options": template}))
-    _until(lambda: compute.status()["status"] == "failed", "failed", compute)
-    # Kubernetes restarts it: liveness fails once --failed-exit-delay (1 s) is over.
-    _until(lambda: _code(healthz) == 503, "liveness failing", compute)
+def test_a_failed_compute_is_restarted() -> None:
+    """A start that fails leaves the compute ``failed``: past ``--failed-exit-delay`` (1 s)
+    liveness fails or compute_ctl exits; either way Kubernetes restarts it."""
+    compute = processes.Compute(compute_id="probes-failed")
+    compute.start("--failed-exit-delay=1")
+    try:
+        _until(compute.try_status, "compute_ctl up", compute)
+        template = [{"name": "TEMPLATE", "value": "no_such_template", "vartype": "string"}]
+        broken = _spec(compute, {"name": "orphan", "owner": "app", "options": template})
+        with contextlib.suppress(urllib.error.HTTPError, OSError):  # 500: the start failed
+            compute.configure(broken)
+        healthz = f"{compute.url}/healthz"
+
+        def restarted() -> bool:
+            if not compute.running():
+                return compute.proc is not None and compute.proc.returncode != 0
+            with contextlib.suppress(OSError):
+                return _code(healthz) == 503
+            return False
+
+        _until(restarted, "liveness failing or compute_ctl exited", compute)
+    finally:
+        compute.stop()
+        shutil.rmtree(compute.workdir, ignore_errors=True)

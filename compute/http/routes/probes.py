@@ -2,8 +2,8 @@
 
 Liveness answers from the event loop alone (no SQL), so a slow or stopped postgres
 never gets compute_ctl restarted; but a compute ``failed`` for longer than
-``--failed-exit-delay`` answers 503, so Kubernetes restarts it (a failed start makes
-compute_ctl exit after that delay; a failed reconfiguration leaves it serving, failed).
+``--failed-exit-delay`` answers 503, so Kubernetes restarts it (a failed start also makes
+compute_ctl exit after that delay: liveness is the safety net should it not).
 Readiness is the rule of the operator's ``Ready`` condition, one rule for both: the
 compute was configured once and serves (``running``, or reconfiguring:
 ``configuration_pending``/``configuration``, during which postgres keeps serving) and
