@@ -45,6 +45,7 @@ __all__ = ["build_registry", "build_settings"]
 logger = logging.getLogger(__name__)
 
 _RESOURCE = (resource.GROUP, resource.VERSION, resource.PLURAL)
+REPORTING_COMPONENT = "compute-ctl-operator"
 
 
 def build_settings(cfg: config_mod.OperatorConfig) -> kopf.OperatorSettings:
@@ -53,6 +54,9 @@ def build_settings(cfg: config_mod.OperatorConfig) -> kopf.OperatorSettings:
     settings.scanning.disabled = True  # no namespace/CRD watching: no cluster-wide RBAC
     settings.posting.enabled = True
     settings.posting.loggers = False  # our own events only, not kopf's log lines
+    # Events come from the operator by name (kubectl describe's "From"), not "kopf"/"dev".
+    settings.posting.reporting_component = REPORTING_COMPONENT
+    settings.posting.reporting_instance = cfg.compute_id or cfg.name
     settings.persistence.finalizer = resource.FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=resource.GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(

@@ -150,6 +150,10 @@ def test_the_quickstart_installs_changes_deletes_and_tears_down(
         assert not pod.resources.exists(NAME)
         (event,) = pod.events("Terminated")
         assert "terminated" in event.message
+        # Reported by the operator under its own name (defect 12), the pod's compute id.
+        assert event.reporting_component == "compute-ctl-operator"
+        assert event.source.component == "compute-ctl-operator"
+        assert event.reporting_instance == f"{NAME}-0"
         assert pod.compute.try_status() in (None,) or pod.compute.status()["status"] == (
             "terminated"
         )
