@@ -61,11 +61,13 @@ async def remove_orphan_database_dirs(pgdata: Path, *, connstr: str, older_than:
     start) that no row of ``pg_database`` owns. Postgres must be up."""
     import psycopg  # lazily: libpq loads off the start-up path (cli)
 
+    from compute_ctl.compute import pgsession
+
     try:
         candidates = await asyncio.to_thread(_old_numeric_dirs, pgdata / "base", older_than)
         if not candidates:
             return
-        async with await psycopg.AsyncConnection.connect(connstr, autocommit=True) as conn:
+        async with pgsession.connect(connstr, application_name="compute_ctl:leftovers") as conn:
             cur = await conn.execute("select oid::int8 from pg_catalog.pg_database")
             oids = {int(row[0]) for row in await cur.fetchall()}
         for path in orphan_database_dirs(pgdata, candidates=candidates, oids=oids):

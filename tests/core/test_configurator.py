@@ -311,7 +311,9 @@ async def _attached_iteration(
 
     def make(first: spec_mod.ComputeSpec | None, fps: failpoints.Failpoints) -> node.ComputeNode:
         return node.ComputeNode(
-            helpers.make_params(pgdata=scratch / "unused", port=server.port),
+            helpers.make_params(
+                pgdata=scratch / "unused", port=server.port, trust_superuser_on_loopback=True
+            ),
             config=spec_mod.ComputeConfig(spec=first),
             catalog=stamper,
             launcher=launcher,
