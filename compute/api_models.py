@@ -88,6 +88,11 @@ class ComputeStatusResponse(_Body):
     applied_spec_hash: str = ""
     pending_restart: list[str] = pydantic.Field(default_factory=list)
     mode: Literal["primary", "replica", "static"] | None = None
+    pending_error: str | None = pydantic.Field(
+        default=None,
+        description="Beyond Neon: why the desired spec is not applied yet; it is retried "
+        "meanwhile, and the compute keeps running on its last applied spec.",
+    )
 
     @property
     def serving(self) -> bool:

@@ -42,6 +42,9 @@ class NodeParams(Protocol):
     def internal_full_api(self) -> bool: ...
 
     @property
+    def failed_exit_delay(self) -> float: ...
+
+    @property
     def build_tag(self) -> str: ...
 
 

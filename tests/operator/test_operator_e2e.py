@@ -12,6 +12,7 @@ from typing import Any
 import kmock
 import psycopg
 import pytest
+from psycopg.conninfo import make_conninfo
 
 from compute_ctl.compute import spec as spec_mod
 from tests import invalid_specs
@@ -26,7 +27,7 @@ def hash_of(spec: dict[str, Any]) -> str:
 
 
 def spec_for(compute: Compute, **changes: Any) -> dict[str, Any]:
-    return harness.compute_spec(port=compute.pg_port, sockdir=compute.workdir, **changes)
+    return harness.compute_spec(port=compute.pg_port, **changes)
 
 
 def settled(generation: int, spec_hash: str) -> harness.Predicate:
@@ -43,7 +44,13 @@ def settled(generation: int, spec_hash: str) -> harness.Predicate:
 
 
 def roles(compute: Compute) -> set[str]:
-    dsn = f"postgresql://cloud_admin@127.0.0.1:{compute.pg_port}/postgres"
+    # The superuser: over the socket in PGDATA, the only place pg_hba.conf trusts it.
+    dsn = make_conninfo(
+        host=str(compute.workdir / "pgdata"),
+        port=compute.pg_port,
+        user="cloud_admin",
+        dbname="postgres",
+    )
     with psycopg.connect(dsn, connect_timeout=10) as conn:
         rows = conn.execute("SELECT rolname FROM pg_roles WHERE rolname !~ '^pg_'").fetchall()
     return {r[0] for r in rows}
@@ -170,7 +177,7 @@ async def test_invalid_spec_is_reported_and_the_compute_is_untouched(
     assert compute.log.read_text(errors="replace").count("POST /configure") == configures
 
 
-async def test_a_failing_compute_shows_degraded(
+async def test_a_failing_apply_shows_degraded_while_running(
     api: Api, compute: Compute, sidecar: Operator
 ) -> None:
     await apply_and_wait(api, compute)
@@ -194,13 +201,16 @@ async def test_a_failing_compute_shows_degraded(
         )
 
     obj = await api.wait_for(degraded, what="Degraded=True")
-    assert obj["status"]["status"] == "failed"
-    assert obj["status"]["lastError"]
-    assert condition(obj, "Ready")["status"] == "False"
+    # Beyond Neon: the compute keeps serving its last applied spec and retries this one.
+    assert obj["status"]["status"] == "running"
+    assert "orphan" in obj["status"]["lastError"]
+    assert condition(obj, "Ready")["status"] == "True"
     assert condition(obj, "Reconciled")["status"] == "False"
     event = await api.wait_for_event("Degraded")
     assert event["type"] == "Warning"
-    assert (await compute.status(api.session))["status"] == "failed"
+    body = await compute.status(api.session)
+    assert body["status"] == "running"
+    assert "orphan" in body["pending_error"]
 
 
 async def test_a_direct_configure_is_a_conflict_and_the_resource_wins(

@@ -22,6 +22,8 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from psycopg.conninfo import make_conninfo
+
 from tests import pgserver, support
 from tests.support import specs
 
@@ -163,7 +165,10 @@ class ComputeProcess:
 
     @property
     def dsn(self) -> str:
-        return f"postgresql://{support.SUPERUSER}@127.0.0.1:{self.port}/postgres"
+        """The superuser, over the unix socket in PGDATA: pg_hba.conf trusts it only there."""
+        return make_conninfo(
+            host=str(self.pgdata), port=self.port, user=support.SUPERUSER, dbname="postgres"
+        )
 
     # --- HTTP --------------------------------------------------------------------
 
