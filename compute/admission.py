@@ -17,7 +17,8 @@ the catalog's desired state (``catalog.desired``), the storage target and the re
   database compute_ctl works through;
 - storage (``storage.check_spec``): tenant, timeline, pageserver, safekeepers, or a
   vanilla primary;
-- settings: a spec ``port`` agrees with ``-C``; every setting renders to one
+- settings: a spec ``port`` agrees with ``-C``; no ``unix_socket_directories`` unless
+  loopback is trusted (compute_ctl connects through its own socket); every setting renders to one
   ``postgresql.conf`` line (names matched whole, so ``"work_mem\\n"`` is refused).
 
 Every failure raises ``errors.AdmissionError`` (a ``ConfigError``: HTTP 400, CLI exit 2)
@@ -98,6 +99,9 @@ class Rules:
     internal_port: int = 3081
     socket_dir: str | None = None
     overcommit_strict: bool = False
+    # compute_ctl reaches its postgres over its private socket directory only (no
+    # --trust-superuser-on-loopback): a spec must not move unix_socket_directories.
+    socket_managed: bool = False
 
     @classmethod
     def for_params(cls, params: params_mod.Params) -> Rules:
@@ -111,6 +115,7 @@ class Rules:
             internal_port=params.internal_http_port,
             socket_dir=pgdata.socket_dir_for(params.pgdata),
             overcommit_strict=pgdata.overcommit_strict(),
+            socket_managed=not params.trust_superuser_on_loopback,
         )
 
 
@@ -204,6 +209,11 @@ def _admit(spec: spec_mod.ComputeSpec, rules: Rules, *, where: str) -> Admitted:
     _check_catalog(desired, rules, where=where)
     storage = _storage(spec)
     _check_port(spec, rules.local_port, where=where)
+    if rules.socket_managed and pgconf.spec_sets(spec, "unix_socket_directories"):
+        raise AdmissionError(
+            f"{where}.cluster: unix_socket_directories is managed by compute_ctl: the superuser "
+            "is trusted only over its private socket directory (see --trust-superuser-on-loopback)"
+        )
     conf = _render_conf(spec, rules, where=where)
     return Admitted(
         spec=spec, desired=desired, storage=storage, conf=conf, hash=spec_mod.spec_hash(spec)
@@ -294,11 +304,7 @@ def _render_conf(spec: spec_mod.ComputeSpec, rules: Rules, *, where: str) -> str
     if spec.has_neon_storage():
         from compute_ctl.compute import storage
 
-        storage_lines = list(
-            storage.neon_conf_lines(
-                spec, privileged_role=rules.privileged_role, internal_port=rules.internal_port
-            )
-        )
+        storage_lines = storage.neon_conf_lines(spec)
         for line in storage_lines:
             if _UNSAFE_CONF_CHARS.search(line):
                 # Never echo the value: a pageserver URL may carry a password.

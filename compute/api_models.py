@@ -66,7 +66,10 @@ class _Body(pydantic.BaseModel):
 
     # Rendered bodies carry every field, so the schema marks them all required.
     model_config = pydantic.ConfigDict(
-        extra="ignore", frozen=True, json_schema_mode_override="serialization"
+        extra="ignore",
+        frozen=True,
+        json_schema_serialization_defaults_required=True,
+        json_schema_mode_override="serialization",
     )
 
 
@@ -144,7 +147,11 @@ class ErrorBody(_Body):
     """Every error answer."""
 
     model_config = pydantic.ConfigDict(
-        extra="ignore", frozen=True, title="Error", json_schema_mode_override="serialization"
+        extra="ignore",
+        frozen=True,
+        title="Error",
+        json_schema_serialization_defaults_required=True,
+        json_schema_mode_override="serialization",
     )
 
     error: str

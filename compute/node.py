@@ -37,6 +37,7 @@ from compute_ctl.compute import (
     confguard,
     errors,
     failpoints,
+    leftovers,
     metrics,
     monitor,
     params,
@@ -116,7 +117,7 @@ def _applies_catalog(admitted: admission.Admitted) -> bool:
 
 
 class ComputeNode:
-    """One compute: its state, its postmaster and the configurator (CONTRACTS "ComputeNode")."""
+    """One compute: its state, its postmaster and the configurator."""
 
     def __init__(
         self,
@@ -162,9 +163,7 @@ class ComputeNode:
 
     def connstr(self, dbname: str = "postgres") -> str:
         """The ``-C`` superuser's conninfo to the local postgres, for ``dbname``."""
-        import psycopg.conninfo  # lazily: libpq loads off the start-up path (cli)
-
-        return psycopg.conninfo.make_conninfo(self.params.connstr, dbname=dbname)
+        return self.params.superuser_conninfo(dbname)
 
     def admit(
         self, config: spec_mod.ComputeConfig | admission.AdmittedConfig
@@ -336,10 +335,14 @@ class ComputeNode:
         await self.launcher.prepare(admitted)
         logger.info("PGDATA ready in %d ms", state_mod.monotonic_ms(started))
         await self.failpoints.hit("before-start-postgres")
-        started = time.monotonic()
+        started, spawned_at = time.monotonic(), time.time()
         self.postmaster = await self.launcher.spawn(admitted)
         await self.postmaster.wait_ready()
         start_postgres_ms = state_mod.monotonic_ms(started)
+        if self.params.keep_pgdata:  # a kept PGDATA may hold what a crash left
+            await leftovers.remove_orphan_database_dirs(
+                self.params.pgdata, connstr=self.connstr(), older_than=spawned_at
+            )
         await self.failpoints.hit("before-apply")
         started = time.monotonic()
         if _applies_catalog(admitted):

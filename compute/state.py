@@ -134,6 +134,7 @@ class ComputeState:
         self._cond = asyncio.Condition()
         self._clock = clock or (lambda: datetime.datetime.now(datetime.UTC))
         self.status = ComputeStatus.EMPTY
+        self.status_since = time.monotonic()  # when ``status`` last changed
         self.start_time: datetime.datetime = self._clock()
         self.error: str | None = None
         # Desired: what inputs asked for. Applied: what the configurator last reached.
@@ -188,6 +189,7 @@ class ComputeState:
         if new not in TRANSITIONS[old]:
             raise IllegalTransition(old, new)
         self.status = new
+        self.status_since = time.monotonic()
         if error is not None:
             self.error = error
         elif new in (ComputeStatus.RUNNING, ComputeStatus.INIT):

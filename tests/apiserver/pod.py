@@ -117,7 +117,7 @@ class Pod:
         return [e for e in items if reason is None or e.reason == reason]
 
     def catalog(self, query: str) -> list[tuple[Any, ...]]:
-        with psycopg.connect(self.compute.connstr(), autocommit=True) as conn:
+        with psycopg.connect(self.compute.superuser_dsn(), autocommit=True) as conn:
             return conn.execute(query).fetchall()
 
     def operator_requests(self, *, resource: str | None = None) -> list[dict[str, Any]]:

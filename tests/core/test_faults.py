@@ -90,7 +90,11 @@ async def compute() -> AsyncIterator[Compute]:
     port = pgserver.free_port()
     n = node.ComputeNode(
         helpers.make_params(
-            pgdata=base / "pgdata", port=port, apply_timeout=APPLY_TIMEOUT, resync_interval=3600
+            pgdata=base / "pgdata",
+            port=port,
+            apply_timeout=APPLY_TIMEOUT,
+            resync_interval=3600,
+            trust_superuser_on_loopback=True,  # the tests connect over TCP as the superuser
         ),
         config=helpers.config(helpers.spec_json(port=port)),
     )

@@ -40,10 +40,9 @@ def _node(
     )
 
 
-async def _show(port: int, name: str) -> str:
-    async with await psycopg.AsyncConnection.connect(
-        f"postgresql://{helpers.SUPERUSER}@127.0.0.1:{port}/postgres"
-    ) as conn:
+async def _show(n: node.ComputeNode, name: str) -> str:
+    # As the superuser: over the socket, the only place pg_hba.conf trusts it.
+    async with await psycopg.AsyncConnection.connect(n.connstr()) as conn:
         cur = await conn.execute("select current_setting(%s)", [name])
         row = await cur.fetchone()
     assert row is not None
@@ -84,7 +83,7 @@ async def test_empty_then_configure_then_reconfigure(
             port=port, roles=["app_owner", "late"], settings=[("work_mem", "7MB", "string")]
         )
         await n.configure(spec_mod.ComputeConfig(spec=second))
-        assert await _show(port, "work_mem") == "7MB"
+        assert await _show(n, "work_mem") == "7MB"
         async with await psycopg.AsyncConnection.connect(
             helpers.role_dsn(port, role="late", dbname="postgres")
         ):
@@ -226,7 +225,7 @@ async def test_resync_restores_drift(scratch: Path) -> None:
     port = pgserver.free_port()
     n = _node(scratch / "pgdata", port, spec=helpers.make_spec(port=port), resync_interval=0.1)
     async with helpers.run_node(n):
-        admin = f"postgresql://{helpers.SUPERUSER}@127.0.0.1:{port}/postgres"
+        admin = n.connstr()
         async with await psycopg.AsyncConnection.connect(admin, autocommit=True) as conn:
             await conn.execute("DROP DATABASE appdb")
             await conn.execute("DROP ROLE app_owner")

@@ -43,7 +43,6 @@ Predicate = Callable[[str, dict[str, Any]], bool]
 def compute_spec(
     *,
     port: int,
-    sockdir: Path,
     roles: tuple[str, ...] = ("app",),
     databases: tuple[tuple[str, str], ...] = (("app", "app"),),
     settings: dict[str, str] | None = None,
@@ -52,7 +51,6 @@ def compute_spec(
     conf = {
         "port": (str(port), "integer"),
         "listen_addresses": ("127.0.0.1", "string"),
-        "unix_socket_directories": (str(sockdir), "string"),
         "fsync": ("off", "bool"),
         "max_connections": ("50", "integer"),
     }

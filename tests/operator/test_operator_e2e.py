@@ -12,6 +12,7 @@ from typing import Any
 import kmock
 import psycopg
 import pytest
+from psycopg.conninfo import make_conninfo
 
 from compute_ctl.compute import spec as spec_mod
 from tests import invalid_specs
@@ -26,7 +27,7 @@ def hash_of(spec: dict[str, Any]) -> str:
 
 
 def spec_for(compute: Compute, **changes: Any) -> dict[str, Any]:
-    return harness.compute_spec(port=compute.pg_port, sockdir=compute.workdir, **changes)
+    return harness.compute_spec(port=compute.pg_port, **changes)
 
 
 def settled(generation: int, spec_hash: str) -> harness.Predicate:
@@ -43,7 +44,13 @@ def settled(generation: int, spec_hash: str) -> harness.Predicate:
 
 
 def roles(compute: Compute) -> set[str]:
-    dsn = f"postgresql://cloud_admin@127.0.0.1:{compute.pg_port}/postgres"
+    # The superuser: over the socket in PGDATA, the only place pg_hba.conf trusts it.
+    dsn = make_conninfo(
+        host=str(compute.workdir / "pgdata"),
+        port=compute.pg_port,
+        user="cloud_admin",
+        dbname="postgres",
+    )
     with psycopg.connect(dsn, connect_timeout=10) as conn:
         rows = conn.execute("SELECT rolname FROM pg_roles WHERE rolname !~ '^pg_'").fetchall()
     return {r[0] for r in rows}
