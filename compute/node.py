@@ -428,6 +428,8 @@ class ComputeNode:
     # --- the configurator --------------------------------------------------------
 
     async def _configurator(self) -> None:
+        if self.postmaster is not None:
+            await self._conf.warm(connstr=self.connstr(), server=self.postmaster.pid)
         failures = 0  # consecutive failed attempts at the desired spec
         while True:
             async with self.state.lock() as s:
