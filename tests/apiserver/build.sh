@@ -4,7 +4,7 @@
 #                   plus a replace for every staging module), CGO_ENABLED=0;
 #   helm            with `go install helm.sh/helm/v3/cmd/helm@<version>`.
 # `build.sh cluster` also builds, from the same module and sharing its caches, what the
-# one-node cluster tier (tests/cluster) adds: kube-controller-manager, kube-scheduler, kubelet.
+# one-node cluster tier (tests/cluster) adds: kube-controller-manager, kube-scheduler, kubelet, kubectl.
 # Idempotent: a binary already in the cache is not rebuilt (and Go is not even needed).
 # Module and build caches live beside each binary, so a fresh clone on the same machine
 # (CI after a session) finds everything warm.
@@ -48,20 +48,26 @@ go_env() {
     GOMODCACHE="$dir/gomodcache" GOCACHE="$dir/gocache" GOPATH="$dir/gopath" "$@"
 }
 
-# kubelet_overlay: a `go build -overlay` file for a test-only kubelet that accepts a
-# loopback node IP (stock kubelet refuses `--node-ip=127.0.0.1` in validateNodeIP). The
-# one-node cluster keeps all traffic on loopback: probes, the API server's calls to the
-# kubelet and hostNetwork pods' IPs all use the node IP. Prints the overlay's path.
-kubelet_overlay() {
-  local go=$1 src dir="$apiserver_dir/overlay"
+# kubelet_module: a copy of the wrapper module whose k8s.io/kubernetes is replaced by a
+# patched copy, for a test-only kubelet that accepts a loopback node IP (stock kubelet
+# refuses `--node-ip=127.0.0.1` in validateNodeIP; Go refuses -overlay for files in the
+# module cache). The one-node cluster keeps all traffic on loopback: probes, the API
+# server's calls to the kubelet and hostNetwork pods' IPs all use the node IP.
+# Prints the module's directory.
+kubelet_module() {
+  local go=$1 src dir="$apiserver_dir/kubelet-module"
   src="$(cd "$module" && go_env "$apiserver_dir" "$go" list -m -f '{{.Dir}}' k8s.io/kubernetes)"
-  src="$src/pkg/kubelet/kubelet_node_status.go"
+  rm -rf "$dir"
   mkdir -p "$dir"
-  sed 's/if nodeIP.IsLoopback() {/if false \&\& nodeIP.IsLoopback() {/' "$src" >"$dir/kubelet_node_status.go"
-  grep -q 'if false && nodeIP.IsLoopback()' "$dir/kubelet_node_status.go" \
-    || { echo "build.sh: kubelet overlay did not apply" >&2; exit 1; }
-  printf '{"Replace": {"%s": "%s"}}\n' "$src" "$dir/kubelet_node_status.go" >"$dir/overlay.json"
-  echo "$dir/overlay.json"
+  cp -r "$src" "$dir/kubernetes"
+  chmod -R u+w "$dir/kubernetes"
+  local file="$dir/kubernetes/pkg/kubelet/kubelet_node_status.go"
+  sed -i 's/if nodeIP.IsLoopback() {/if false \&\& nodeIP.IsLoopback() {/' "$file"
+  grep -q 'if false && nodeIP.IsLoopback()' "$file" \
+    || { echo "build.sh: the kubelet patch did not apply" >&2; return 1; }
+  cp "$module/go.mod" "$module/go.sum" "$module/tools.go" "$dir/"
+  echo 'replace k8s.io/kubernetes => ./kubernetes' >>"$dir/go.mod"
+  echo "$dir"
 }
 
 # build_kube CMD: k8s.io/kubernetes/cmd/CMD from the wrapper module into $apiserver_dir/CMD.
@@ -71,12 +77,14 @@ build_kube() {
   local go
   go=$(find_go)
   mkdir -p "$apiserver_dir"
-  local overlay=()
-  [ "$cmd" = kubelet ] && overlay=("-overlay=$(kubelet_overlay "$go")")
+  local dir=$module
+  if [ "$cmd" = kubelet ]; then
+    dir=$(kubelet_module "$go")
+  fi
   echo "build.sh: building $cmd v$KUBE_VERSION (cold: ~5-20 min on 2 cores)" >&2
   local start=$SECONDS pkg=k8s.io/component-base/version
   (
-    cd "$module"
+    cd "$dir"
     go_env "$apiserver_dir" nice -n 10 "$go" build -p 1 -trimpath -o "$bin.tmp" \
       -ldflags "-s -w -X $pkg.gitVersion=v$KUBE_VERSION -X $pkg.gitMajor=1 \
         -X $pkg.gitMinor=$(echo "$KUBE_VERSION" | cut -d. -f2) -X $pkg.gitTreeState=clean" \
@@ -108,7 +116,7 @@ build_helm
 echo "kube-apiserver=$apiserver_bin"
 echo "helm=$helm_bin"
 if [ "${1:-}" = cluster ]; then
-  for cmd in kube-controller-manager kube-scheduler kubelet; do
+  for cmd in kube-controller-manager kube-scheduler kubelet kubectl; do
     build_kube "$cmd"
     echo "$cmd=$apiserver_dir/$cmd"
   done
