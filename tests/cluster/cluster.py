@@ -243,3 +243,18 @@ class Namespace:
             check=False,
             timeout=120,
         )
+
+
+def container_pid(ns: Namespace, pod: str, container: str) -> int:
+    """The host PID of a running container's main process (from containerd's task list)."""
+    container_id = ns.container_status(pod, container)["containerID"].split("://", 1)[1]
+    for line in ns.cluster.node.ctr("tasks", "ls").splitlines()[1:]:
+        task, pid, state = line.split()[:3]
+        if task == container_id and state == "RUNNING":
+            return int(pid)
+    raise LookupError(f"no running task for {pod}/{container} ({container_id})")
+
+
+def restarts(ns: Namespace, pod: str, container: str) -> int:
+    count: int = ns.container_status(pod, container)["restartCount"]
+    return count
