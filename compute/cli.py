@@ -2,8 +2,9 @@
 
 Everything that can be wrong with the invocation is found here, before PGDATA or any port
 is touched: unknown or conflicting flags (argparse, exit 2), an unreadable or invalid
-config file or control-plane reply (exit 2, naming the field), a spec that fails the
-checks (``checks``), a missing binary or OS user, a PGDATA we must not wipe. Then the node
+config file or control-plane reply (exit 2, naming the field), a spec that admission
+refuses (``admission``: exit 2, before PGDATA is touched), a missing binary or OS user,
+a PGDATA we must not wipe. Then the node
 runs under the HTTP servers, and signals become terminations: SIGTERM/SIGINT a fast
 shutdown (a second one escalates), SIGQUIT an immediate one.
 
@@ -29,11 +30,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from compute_ctl.compute import errors, failpoints, params, pgdata, pgtools
+from compute_ctl.compute import errors, failpoints, liveness, params, pgdata, pgtools
 
 if TYPE_CHECKING:
+    from compute_ctl.compute import admission
     from compute_ctl.compute import node as node_mod
-    from compute_ctl.compute import spec as spec_mod
 
 __all__ = ["build_parser", "load_config_file", "main", "params_from_args"]
 
@@ -146,11 +147,9 @@ def params_from_args(ns: argparse.Namespace, environ: Mapping[str, str]) -> para
     )
 
 
-def load_config_file(path: Path) -> spec_mod.ComputeConfig:
-    """Read and validate a ``ComputeConfig`` file; ``ConfigError`` names what is wrong."""
-    import pydantic
-
-    from compute_ctl.compute import spec as spec_mod
+def load_config_file(path: Path, *, rules: admission.Rules) -> admission.AdmittedConfig:
+    """Read and admit a ``ComputeConfig`` file; ``ConfigError`` names what is wrong."""
+    from compute_ctl.compute import admission
 
     try:
         text = path.read_text()
@@ -160,24 +159,25 @@ def load_config_file(path: Path) -> spec_mod.ComputeConfig:
         raw = json.loads(text)
     except ValueError as e:
         raise errors.ConfigError(f"config file {path} is not valid JSON: {e}") from e
-    try:
-        return spec_mod.ComputeConfig.model_validate(raw)
-    except pydantic.ValidationError as e:
-        message = spec_mod.format_validation_error(e)
-        raise errors.ConfigError(f"config file {path}: {message}") from e
+    return admission.admit_config(raw, rules=rules, where=f"config file {path}")
 
 
-async def _load_config(p: params.Params, environ: Mapping[str, str]) -> spec_mod.ComputeConfig:
+async def _load_config(p: params.Params, environ: Mapping[str, str]) -> admission.AdmittedConfig:
+    """The config file or the control plane's reply, admitted (the CLI's two entrances)."""
+    from compute_ctl.compute import admission
+
+    rules = admission.Rules.for_params(p)
     if p.config_path is not None:
-        return load_config_file(p.config_path)
+        return load_config_file(p.config_path, rules=rules)
     from compute_ctl.compute import controlplane
 
     assert p.control_plane_uri is not None
-    return await controlplane.fetch_config(
+    config = await controlplane.fetch_config(
         uri=p.control_plane_uri,
         compute_id=p.compute_id,
         token=environ.get("NEON_CONTROL_PLANE_TOKEN"),
     )
+    return admission.admit_config(config, rules=rules, where="control plane reply")
 
 
 def _check_local(p: params.Params) -> tuple[pgtools.PgTools, failpoints.Failpoints]:
@@ -270,14 +270,19 @@ def _check_ports(p: params.Params) -> None:
 
 async def _amain(ns: argparse.Namespace, environ: Mapping[str, str]) -> int:
     p = params_from_args(ns, environ)
+    # Before anything looks at PGDATA: a second compute_ctl on it exits 2 here, untouched.
+    lock = liveness.PgdataLock.acquire(p.pgdata, pgdata.warmup_dir(p.pgdata))
+    try:
+        return await _run(p, environ)
+    finally:
+        lock.release()
+
+
+async def _run(p: params.Params, environ: Mapping[str, str]) -> int:
     tools, fps = _check_local(p)
     warm = await _speculative_prewarm(p, tools)
     try:
         config = await _load_config(p, environ)
-        if config.spec is not None:
-            from compute_ctl.compute import checks
-
-            checks.check_spec(config.spec, local=p.local)
         _check_ports(p)
     except BaseException:
         if warm is not None:

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import kopf
 
+from compute_ctl.compute import admission
 from compute_ctl.operator import client, config, handlers, reconcile
 
 logger = logging.getLogger(__name__)
@@ -23,8 +24,11 @@ async def run(cfg: config.OperatorConfig) -> None:
     async with client.ComputeClient(
         cfg.compute_url, configure_timeout=cfg.configure_timeout
     ) as compute:
+        rules = admission.Rules(
+            privileged_role=cfg.privileged_role, superuser=cfg.compute_superuser
+        )
         reconciler = reconcile.Reconciler(
-            compute, busy_timeout=cfg.busy_timeout, retry_delay=cfg.retry_delay
+            compute, busy_timeout=cfg.busy_timeout, retry_delay=cfg.retry_delay, rules=rules
         )
         await kopf.operator(
             registry=handlers.build_registry(cfg, reconciler),

@@ -39,6 +39,9 @@ class OperatorConfig:
     token_file: Path | None = None
     liveness: str | None = None  # e.g. http://0.0.0.0:8080/healthz
     log_level: str = "INFO"
+    # What admission must know of the compute: its -C user and --privileged-role-name.
+    compute_superuser: str = "cloud_admin"
+    privileged_role: str = "neon_superuser"
 
 
 def parse(argv: Sequence[str], env: Mapping[str, str] | None = None) -> OperatorConfig:
@@ -62,6 +65,16 @@ def parse(argv: Sequence[str], env: Mapping[str, str] | None = None) -> Operator
     parser.add_argument("--token-file", type=Path)
     parser.add_argument("--liveness", default=env.get("OPERATOR_LIVENESS"))
     parser.add_argument("--log-level", default=env.get("LOG_LEVEL", "INFO"))
+    parser.add_argument(
+        "--compute-superuser",
+        default=env.get("COMPUTE_SUPERUSER", OperatorConfig.compute_superuser),
+        help="the user of compute_ctl's -C (admission refuses roles and deltas naming it)",
+    )
+    parser.add_argument(
+        "--privileged-role-name",
+        default=env.get("COMPUTE_PRIVILEGED_ROLE", OperatorConfig.privileged_role),
+        help="compute_ctl's --privileged-role-name",
+    )
     args = parser.parse_args(list(argv))
     namespace = args.namespace or _service_account_namespace()
     if not args.name:
@@ -84,6 +97,8 @@ def parse(argv: Sequence[str], env: Mapping[str, str] | None = None) -> Operator
         token_file=args.token_file,
         liveness=args.liveness,
         log_level=args.log_level.upper(),
+        compute_superuser=args.compute_superuser,
+        privileged_role=args.privileged_role_name,
     )
 
 

@@ -16,9 +16,13 @@ status and the events the change deserves (``Outcome``). What it does in between
 - the compute refused this exact spec before (HTTP 400): not pushed again until it changes;
 - otherwise: push (``POST /configure``, retried while compute_ctl is busy).
 
-An invalid spec never reaches the compute: ``InvalidSpec`` ends the reconcile before any
-call but ``GET /status``. Failures are returned as ``Outcome.error`` (``RetryLater`` or
-``GiveUp``) *with* the status to write; ``handlers.py`` maps them to kopf's errors.
+An invalid spec never reaches the compute: the resource's spec goes through the same
+admission as ``/configure`` (``compute.admission``, with what the operator knows of the
+compute: ``admission.Rules``), and ``InvalidSpec`` ends the reconcile before any call but
+``GET /status`` (``Reconciled=False``, reason ``InvalidSpec``, a Warning event).
+
+Failures are returned as ``Outcome.error`` (``RetryLater`` or ``GiveUp``) *with* the
+status to write; ``handlers.py`` maps them to kopf's errors.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from compute_ctl.compute import admission, api_models
 from compute_ctl.compute import spec as spec_mod
 from compute_ctl.operator import client as client_mod
 from compute_ctl.operator import events, resource, status
@@ -51,11 +56,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_BUSY = frozenset({"configuration_pending", "init", "configuration"})
-_TERMINATING = frozenset(
-    {"termination_pending_fast", "termination_pending_immediate", "terminated"}
-)
-_CONFIGURABLE = frozenset({"empty", "running"})
+S = api_models.ComputeStatus
+_BUSY = frozenset({S.CONFIGURATION_PENDING, S.INIT, S.CONFIGURATION})
+_TERMINATING = status.TERMINATING
+_CONFIGURABLE = frozenset({S.EMPTY, S.RUNNING})
 R = status.Reason
 
 
@@ -119,7 +123,7 @@ def decide(
     """
     if obs.status in _TERMINATING:
         return Decision(Action.NONE, status.Problem(R.TERMINATING, "the compute is terminating"))
-    if obs.status == "failed" or obs.desired_hash == want:
+    if obs.status is S.FAILED or obs.desired_spec_hash == want:
         return Decision(Action.NONE)
     refused = old.condition(status.ConditionType.RECONCILED)
     if (
@@ -130,17 +134,17 @@ def decide(
     ):
         return Decision(Action.NONE, status.Problem(R.REJECTED, refused.message))
     ours = (pushed | {old.compute_spec_hash or ""}) - {old.conflict_spec_hash or ""}
-    foreign = obs.desired_hash not in ours and obs.desired_hash != ""
+    foreign = obs.desired_spec_hash not in ours and obs.desired_spec_hash != ""
     if not foreign:
         return Decision(Action.PUSH)
-    if trigger is Trigger.CHANGE or old.conflict_spec_hash == obs.desired_hash:
-        return Decision(Action.PUSH, overwrite=obs.desired_hash)
+    if trigger is Trigger.CHANGE or old.conflict_spec_hash == obs.desired_spec_hash:
+        return Decision(Action.PUSH, overwrite=obs.desired_spec_hash)
     message = (
-        f"compute_ctl runs spec {obs.desired_hash}, set outside this resource (a direct "
+        f"compute_ctl runs spec {obs.desired_spec_hash}, set outside this resource (a direct "
         f"/configure); the resource's spec {want} replaces it at the next reconcile"
     )
     return Decision(
-        Action.HOLD, status.Problem(R.CONFLICT, message), conflict_hash=obs.desired_hash
+        Action.HOLD, status.Problem(R.CONFLICT, message), conflict_hash=obs.desired_spec_hash
     )
 
 
@@ -169,8 +173,10 @@ class Reconciler:
         busy_timeout: float = 120.0,
         retry_delay: float = 5.0,
         clock: Callable[[], datetime.datetime] | None = None,
+        rules: admission.Rules | None = None,
     ) -> None:
         self.client = client
+        self.rules = rules or admission.Rules()
         self.busy_timeout = busy_timeout
         self.retry_delay = retry_delay
         self._clock = clock or (lambda: datetime.datetime.now(datetime.UTC))
@@ -204,8 +210,8 @@ class Reconciler:
         obs: status.Observation | None = None
         decision = Decision(Action.NONE)
         try:
-            desired = view.compute_spec()
-            want = spec_mod.spec_hash(desired)
+            admitted = view.compute_spec(self.rules)
+            desired, want = admitted.spec, admitted.hash
             obs = await self.client.status()
             pushed = frozenset(memory.pushed)
             decision = decide(obs=obs, want=want, old=old, pushed=pushed, trigger=trigger)
@@ -249,7 +255,7 @@ class Reconciler:
         while True:
             if obs.status in _CONFIGURABLE:
                 try:
-                    await self.client.configure(desired, if_match=obs.desired_hash or None)
+                    await self.client.configure(desired, if_match=obs.desired_spec_hash or None)
                     return await self.client.status()
                 except client_mod.ComputePrecondition as exc:
                     logger.debug("configure not accepted yet: %s", exc)
@@ -261,7 +267,7 @@ class Reconciler:
                     problem = status.Problem(R.CONFIGURE_FAILED, str(exc))
                     raise RetryLater(problem, delay=self.retry_delay) from exc
                 obs = await self.client.status()
-                if obs.desired_hash == want:
+                if obs.desired_spec_hash == want:
                     return obs
                 continue
             if obs.status not in _BUSY:

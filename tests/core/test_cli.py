@@ -105,7 +105,7 @@ def _refused(
                 timeline_id="b" * 32,
                 pageserver_connstring="postgresql://ps",
             ),
-            "duplicate safekeepers",
+            "duplicate entry in safekeeper_connstrings",
         ),
     ],
 )

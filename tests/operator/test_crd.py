@@ -137,10 +137,10 @@ def test_a_rendered_status_validates_against_the_status_schema() -> None:
         want="0123456789abcdef",
         observation=status.Observation(
             status="running",
-            desired_hash="0123456789abcdef",
-            applied_hash="0123456789abcdef",
+            desired_spec_hash="0123456789abcdef",
+            applied_spec_hash="0123456789abcdef",
             applied_generation=1,
-            pending_restart=("shared_buffers",),
+            pending_restart=["shared_buffers"],
             last_active="2026-01-01T00:00:00Z",
         ),
         timings={"total_startup_ms": 812},
