@@ -19,9 +19,9 @@ import psycopg
 import yaml
 
 from tests import pgserver
-from tests.cluster.cluster import Namespace, Ports
+from tests.cluster.cluster import Cluster, Namespace, Ports
 
-__all__ = ["Compute", "spec"]
+__all__ = ["INSTALL_BOUND", "Compute", "cluster_values", "installed", "spec"]
 
 CHART = Path(__file__).resolve().parents[2] / "charts" / "compute-ctl"
 
@@ -46,7 +46,9 @@ def spec(
         "suspend_timeout_seconds": -1,
         "cluster": {
             "roles": [{"name": r, "encrypted_password": None, "options": None} for r in roles],
-            "databases": [{"name": d, "owner": roles[0] if roles else "cloud_admin"} for d in databases],
+            "databases": [
+                {"name": d, "owner": roles[0] if roles else "cloud_admin"} for d in databases
+            ],
             "settings": [
                 {"name": k, "value": v, "vartype": "integer" if v.isdigit() else "string"}
                 for k, v in all_settings.items()
@@ -74,33 +76,8 @@ class Compute:
         return f"{self.name}-0"
 
     def values(self, computespec: dict[str, Any] | None) -> dict[str, Any]:
-        tools = self.ns.cluster.tools
-        repository, _, tag = tools.image.rpartition(":")
-        api = urlparse(self.ns.cluster.plane.url)
-        values: dict[str, Any] = {
-            "image": {"repository": repository, "tag": tag, "pullPolicy": "Never"},
-            "hostNetwork": True,
-            "ports": {
-                "postgres": self.ports.postgres,
-                "http": self.ports.http,
-                "internal": self.ports.internal,
-                "operatorProbe": self.ports.operator_probe,
-            },
-            "resources": {
-                "computeCtl": {"requests": {"cpu": "10m", "memory": "64Mi"}},
-                "operator": {"requests": {"cpu": "10m", "memory": "32Mi"}},
-            },
-            "operator": {
-                "resyncInterval": 30,
-                "logLevel": "DEBUG",
-                "extraEnv": [
-                    {"name": "KUBERNETES_SERVICE_HOST", "value": api.hostname},
-                    {"name": "KUBERNETES_SERVICE_PORT", "value": str(api.port)},
-                ],
-            },
-            "shmSize": "64Mi",
-            "computeSpec": computespec,
-        }
+        values = cluster_values(self.ns.cluster, self.ports)
+        values["computeSpec"] = computespec
         return _merge(values, self.extra)
 
     def _values_file(self, computespec: dict[str, Any] | None) -> Path:
@@ -135,7 +112,9 @@ class Compute:
         generation: int = self.ns.cspec(self.name)["metadata"]["generation"]
         return generation
 
-    def connect(self, dbname: str = "postgres", user: str = pgserver.SUPERUSER) -> psycopg.Connection[Any]:
+    def connect(
+        self, dbname: str = "postgres", user: str = pgserver.SUPERUSER
+    ) -> psycopg.Connection[Any]:
         return psycopg.connect(
             host="127.0.0.1", port=self.ports.postgres, user=user, dbname=dbname, connect_timeout=5
         )
@@ -143,6 +122,52 @@ class Compute:
     def query(self, sql: str, dbname: str = "postgres") -> list[tuple[Any, ...]]:
         with self.connect(dbname) as conn:
             return list(conn.execute(sql.encode()).fetchall())
+
+
+INSTALL_BOUND = 120.0  # helm install to Ready=True here: pod start, initdb, the first push
+
+
+def installed(kube: Namespace, release: str, **extra: Any) -> Compute:
+    """A compute installed with the chart (role and database ``app``), Ready=True."""
+    compute = Compute(kube, release, extra=dict(extra))
+    compute.install(spec(compute.ports, roles=("app",), databases=("app",)))
+    try:
+        kube.wait_pod_ready(compute.pod, timeout=INSTALL_BOUND)
+        kube.wait_ready(compute.name, generation=1, timeout=INSTALL_BOUND)
+    except TimeoutError as e:
+        raise AssertionError(f"{e}\n{kube.diagnostics()}") from e
+    return compute
+
+
+def cluster_values(cluster: Cluster, ports: Ports) -> dict[str, Any]:
+    """Chart values for a pod on the test cluster: the loaded image, hostNetwork on free
+    loopback ports, small requests, and the API server's loopback address for the
+    operator (no kube-proxy here to route the ``kubernetes`` Service's ClusterIP)."""
+    repository, _, tag = cluster.tools.image.rpartition(":")
+    api = urlparse(cluster.plane.url)
+    return {
+        "image": {"repository": repository, "tag": tag, "pullPolicy": "Never"},
+        "hostNetwork": True,
+        "ports": {
+            "postgres": ports.postgres,
+            "http": ports.http,
+            "internal": ports.internal,
+            "operatorProbe": ports.operator_probe,
+        },
+        "resources": {
+            "computeCtl": {"requests": {"cpu": "10m", "memory": "64Mi"}},
+            "operator": {"requests": {"cpu": "10m", "memory": "32Mi"}},
+        },
+        "operator": {
+            "resyncInterval": 30,
+            "logLevel": "DEBUG",
+            "extraEnv": [
+                {"name": "KUBERNETES_SERVICE_HOST", "value": api.hostname},
+                {"name": "KUBERNETES_SERVICE_PORT", "value": str(api.port)},
+            ],
+        },
+        "shmSize": "64Mi",
+    }
 
 
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

@@ -9,26 +9,14 @@ import time
 import pytest
 
 from tests.cluster.cluster import Namespace, container_pid, restarts, wait_for
-from tests.cluster.compute import Compute, spec
+from tests.cluster.compute import Compute, installed
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
 
-INSTALL_BOUND = 120.0
 # From SIGKILL of compute_ctl to Ready=True again: the kubelet's restart (no back-off on a
 # first restart), initdb and postgres start, and the operator's re-push, which today
 # waits for its periodic reconcile (the chart's 30 s resync; issue 13 defect 11).
 RECOVERY_BOUND = 75.0
-
-
-def _ready_compute(kube: Namespace, release: str, **extra: object) -> Compute:
-    compute = Compute(kube, release, extra=dict(extra))
-    compute.install(spec(compute.ports, roles=("app",), databases=("app",)))
-    try:
-        kube.wait_pod_ready(compute.pod, timeout=INSTALL_BOUND)
-        kube.wait_ready(compute.name, generation=1, timeout=INSTALL_BOUND)
-    except TimeoutError as e:
-        raise AssertionError(f"{e}\n{kube.diagnostics()}") from e
-    return compute
 
 
 def _wait_restarted(kube: Namespace, compute: Compute, container: str, before: int) -> None:
@@ -47,7 +35,7 @@ def _events_by_reason(kube: Namespace, name: str) -> dict[str, int]:
 
 
 def test_e_compute_ctl_killed_restarts_and_is_ready_again(kube: Namespace) -> None:
-    compute = _ready_compute(kube, "e")
+    compute = installed(kube, "e")
     before = restarts(kube, compute.pod, "compute-ctl")
     started = time.monotonic()
     os.kill(container_pid(kube, compute.pod, "compute-ctl"), signal.SIGKILL)
@@ -67,7 +55,7 @@ def test_e_compute_ctl_killed_restarts_and_is_ready_again(kube: Namespace) -> No
 
 
 def test_g_postgres_killed_in_the_pod_compute_ctl_exits_and_recovers(kube: Namespace) -> None:
-    compute = _ready_compute(kube, "g")
+    compute = installed(kube, "g")
     before = restarts(kube, compute.pod, "compute-ctl")
     kube.kubectl(
         "exec",
@@ -87,7 +75,7 @@ def test_g_postgres_killed_in_the_pod_compute_ctl_exits_and_recovers(kube: Names
 
 
 def test_f_operator_killed_restarts_without_duplicate_events(kube: Namespace) -> None:
-    compute = _ready_compute(kube, "f")
+    compute = installed(kube, "f")
     events_before = _events_by_reason(kube, compute.name)
     status_before = kube.cspec(compute.name)["status"]
     before = restarts(kube, compute.pod, "operator")
@@ -108,5 +96,6 @@ def test_f_operator_killed_restarts_without_duplicate_events(kube: Namespace) ->
     status_after = kube.cspec(compute.name)["status"]
     assert status_after["observedGeneration"] == status_before["observedGeneration"]
     ready = [c for c in status_after["conditions"] if c["type"] == "Ready"]
-    assert ready and ready[0]["status"] == "True"
+    assert ready
+    assert ready[0]["status"] == "True"
     assert _events_by_reason(kube, compute.name) == events_before

@@ -66,8 +66,8 @@ def test_builder_installs_the_package_into_a_venv() -> None:
     # Dependencies (read from pyproject.toml) are a layer before the source is copied.
     order = [op + " " + arg for op, arg in builder.instructions]
     deps = next(i for i, line in enumerate(order) if "-r /tmp/deps.txt" in line)
-    source = next(i for i, line in enumerate(order) if line.startswith("COPY compute "))
-    assert deps < source
+    code = next(i for i, line in enumerate(order) if line.startswith("COPY compute "))
+    assert deps < code
     for copy in builder.args("COPY"):
         *sources, _dest = copy.split()
         for source in sources:
