@@ -76,7 +76,11 @@ def build_registry(
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
         if cfg.server is None:
-            info: kopf.ConnectionInfo | None = kopf.login_via_client(**kwargs)
+            # kopf's own logins: in a pod, the ServiceAccount token; elsewhere, $KUBECONFIG.
+            # No client library needed (login_via_client needs `kubernetes`: 126 MB in the image).
+            info: kopf.ConnectionInfo | None = kopf.login_with_service_account(
+                **kwargs
+            ) or kopf.login_with_kubeconfig(**kwargs)
             return info
         token = cfg.token_file.read_text().strip() if cfg.token_file else None
         return kopf.ConnectionInfo(
