@@ -16,6 +16,7 @@ import pytest
 
 from tests.apiserver import controlplane
 from tests.cluster import cluster as cluster_
+from tests.cluster import compute as compute_
 from tests.cluster import node as node_
 from tests.cluster import toolchain
 
@@ -63,3 +64,13 @@ def kube(cluster: cluster_.Cluster, tmp_path: Path) -> Iterator[cluster_.Namespa
     """A fresh namespace for one test; deleted (and waited for) at the end."""
     with cluster.namespace(tmp_path) as ns:
         yield ns
+
+
+@pytest.fixture(scope="session")
+def shared(
+    cluster: cluster_.Cluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[compute_.Compute]:
+    """One compute installed with the chart for the whole session (the tier stays lean).
+    Tests that use it must leave it Ready with role and database ``app``."""
+    with cluster.namespace(tmp_path_factory.mktemp("shared")) as ns:
+        yield compute_.installed(ns, "shared")

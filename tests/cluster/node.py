@@ -135,6 +135,31 @@ def _mounts_under(path: Path) -> list[str]:
         return [line.split()[4] for line in f if line.split()[4].startswith(prefix)]
 
 
+_BASE = Path("/var/tmp")
+_PREFIX = "compute-ctl-node-"
+
+
+def reap_stale() -> None:
+    """Tear down the nodes of test sessions that died without their teardown (SIGKILL):
+    their containerd and kubelet died with them (parent-death signal), but shims,
+    containers, cgroups and files remain."""
+    for workdir in _BASE.glob(f"{_PREFIX}*"):
+        try:
+            pid_text, cgroup_root = (workdir / "owner").read_text().split()
+        except (OSError, ValueError):
+            continue
+        if Path(f"/proc/{pid_text}").exists():
+            continue  # a live session's node
+        log.warning("reaping the node of dead session %s: %s", pid_text, workdir)
+        stale = Node(
+            workdir=workdir,
+            plane=None,  # type: ignore[arg-type]  # stop() needs no control plane
+            cgroup_root=cgroup_root,
+            socket=workdir / "containerd.sock",
+        )
+        stale.stop()
+
+
 @dataclasses.dataclass
 class Node:
     """A running node; ``ctr(...)`` talks to its containerd."""
@@ -150,13 +175,15 @@ class Node:
     def start(
         cls, plane: controlplane.ControlPlane, tools: toolchain.Tools, images: list[Path]
     ) -> Node:
-        workdir = Path(tempfile.mkdtemp(prefix="compute-ctl-node-", dir="/var/tmp"))
+        reap_stale()
+        workdir = Path(tempfile.mkdtemp(prefix=_PREFIX, dir=_BASE))
         node = cls(
             workdir=workdir,
             plane=plane,
             cgroup_root=f"/compute-ctl-{uuid.uuid4().hex[:8]}",
             socket=workdir / "containerd.sock",
         )
+        (workdir / "owner").write_text(f"{os.getpid()} {node.cgroup_root}")
         try:
             node._make_cgroup_root()
             node._start_containerd(tools)

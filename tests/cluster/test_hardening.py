@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from tests.cluster.cluster import Namespace
-from tests.cluster.compute import installed
+from tests.cluster.compute import Compute, installed
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
 
@@ -21,8 +21,8 @@ TOKEN_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
     strict=True,
     reason="issue 13 defect 6: the compute_ctl container gets the operator's ServiceAccount token",
 )
-def test_h_compute_ctl_container_has_no_service_account_token(kube: Namespace) -> None:
-    compute = installed(kube, "h")
+def test_h_compute_ctl_container_has_no_service_account_token(shared: Compute) -> None:
+    compute, kube = shared, shared.ns
     containers = {c["name"]: c for c in kube.pod(compute.pod)["spec"]["containers"]}
     mounts = [m["mountPath"] for m in containers["compute-ctl"].get("volumeMounts", [])]
     assert not any(m.startswith("/var/run/secrets/kubernetes.io") for m in mounts), mounts

@@ -1,4 +1,7 @@
-"""Scenarios e, f, g of issue 14 on real pods: processes killed, the kubelet restarts them."""
+"""Scenarios e, f, g of issue 14 on real pods: processes killed, the kubelet restarts them.
+
+They share the session's compute (``shared``); each leaves it Ready with its spec.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ import time
 import pytest
 
 from tests.cluster.cluster import Namespace, container_pid, restarts, wait_for
-from tests.cluster.compute import Compute, installed
+from tests.cluster.compute import Compute
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
 
@@ -34,8 +37,8 @@ def _events_by_reason(kube: Namespace, name: str) -> dict[str, int]:
     return counts
 
 
-def test_e_compute_ctl_killed_restarts_and_is_ready_again(kube: Namespace) -> None:
-    compute = installed(kube, "e")
+def test_e_compute_ctl_killed_restarts_and_is_ready_again(shared: Compute) -> None:
+    compute, kube = shared, shared.ns
     before = restarts(kube, compute.pod, "compute-ctl")
     started = time.monotonic()
     os.kill(container_pid(kube, compute.pod, "compute-ctl"), signal.SIGKILL)
@@ -54,8 +57,8 @@ def test_e_compute_ctl_killed_restarts_and_is_ready_again(kube: Namespace) -> No
     assert compute.query("SELECT 1 FROM pg_database WHERE datname = 'app'") == [(1,)]
 
 
-def test_g_postgres_killed_in_the_pod_compute_ctl_exits_and_recovers(kube: Namespace) -> None:
-    compute = installed(kube, "g")
+def test_g_postgres_killed_in_the_pod_compute_ctl_exits_and_recovers(shared: Compute) -> None:
+    compute, kube = shared, shared.ns
     before = restarts(kube, compute.pod, "compute-ctl")
     kube.kubectl(
         "exec",
@@ -74,8 +77,9 @@ def test_g_postgres_killed_in_the_pod_compute_ctl_exits_and_recovers(kube: Names
     assert compute.query("SELECT 1 FROM pg_roles WHERE rolname = 'app'") == [(1,)]
 
 
-def test_f_operator_killed_restarts_without_duplicate_events(kube: Namespace) -> None:
-    compute = installed(kube, "f")
+def test_f_operator_killed_restarts_without_duplicate_events(shared: Compute) -> None:
+    compute, kube = shared, shared.ns
+    kube.wait_ready(compute.name, timeout=RECOVERY_BOUND)
     events_before = _events_by_reason(kube, compute.name)
     status_before = kube.cspec(compute.name)["status"]
     before = restarts(kube, compute.pod, "operator")
