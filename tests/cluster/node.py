@@ -10,8 +10,8 @@ kube-apiserver) is ``tests.apiserver.controlplane``'s.
 - runc is reached through ``runc-wrapper`` (no ``CAP_SYS_RESOURCE`` here, see there).
 - The kubelet (built with a loopback node IP allowed, see ``tests/apiserver/build.sh``)
   listens on 127.0.0.1 only; node IP 127.0.0.1, so probes, hostNetwork pods and the API
-  server's calls to the kubelet all stay on loopback. Every container's cgroup is under a
-  private cgroup root, which teardown empties and removes.
+  server's calls to the kubelet all stay on loopback. Teardown kills what is left in
+  the containers' cgroups (/k8s.io/<id>) and removes them.
 - The CNI config is the ``loopback`` plugin alone: enough for the node to report Ready; the
   tier's pods use ``hostNetwork: true``.
 """
@@ -29,7 +29,6 @@ import signal
 import subprocess
 import tempfile
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -145,8 +144,8 @@ def reap_stale() -> None:
     containers, cgroups and files remain."""
     for workdir in _BASE.glob(f"{_PREFIX}*"):
         try:
-            pid_text, cgroup_root = (workdir / "owner").read_text().split()
-        except (OSError, ValueError):
+            pid_text = (workdir / "owner").read_text().strip()
+        except OSError:
             continue
         if Path(f"/proc/{pid_text}").exists():
             continue  # a live session's node
@@ -154,7 +153,6 @@ def reap_stale() -> None:
         stale = Node(
             workdir=workdir,
             plane=None,  # type: ignore[arg-type]  # stop() needs no control plane
-            cgroup_root=cgroup_root,
             socket=workdir / "containerd.sock",
         )
         stale.stop()
@@ -166,10 +164,10 @@ class Node:
 
     workdir: Path
     plane: controlplane.ControlPlane
-    cgroup_root: str
     socket: Path
     procs: dict[str, subprocess.Popen[bytes]] = dataclasses.field(default_factory=dict)
     kubelet_port: int = 0
+    cgroups: list[Path] = dataclasses.field(default_factory=list)  # seen at teardown
 
     @classmethod
     def start(
@@ -180,12 +178,10 @@ class Node:
         node = cls(
             workdir=workdir,
             plane=plane,
-            cgroup_root=f"/compute-ctl-{uuid.uuid4().hex[:8]}",
             socket=workdir / "containerd.sock",
         )
-        (workdir / "owner").write_text(f"{os.getpid()} {node.cgroup_root}")
+        (workdir / "owner").write_text(str(os.getpid()))
         try:
-            node._make_cgroup_root()
             node._start_containerd(tools)
             for image in images:
                 node.ctr("images", "import", str(image))
@@ -258,14 +254,6 @@ class Node:
         self._wait("containerd", lambda: self.socket.exists() and bool(self.ctr("version")))
 
     # --- kubelet ------------------------------------------------------------------------
-    def _make_cgroup_root(self) -> None:
-        for controller in _controllers():
-            path = controller / self.cgroup_root.lstrip("/")
-            path.mkdir(exist_ok=True)
-            for name in ("cpuset.cpus", "cpuset.mems"):  # empty in a new cpuset cgroup
-                if (controller / name).exists():
-                    (path / name).write_text((controller / name).read_text())
-
     def _start_kubelet(self, tools: toolchain.Tools) -> None:
         self.kubelet_port = free_port()
         config = {
@@ -283,7 +271,6 @@ class Node:
             "authorization": {"mode": "AlwaysAllow"},
             "cgroupDriver": "cgroupfs",
             "cgroupsPerQOS": False,
-            "cgroupRoot": self.cgroup_root,
             "enforceNodeAllocatable": [],
             "failSwapOn": False,
             "makeIPTablesUtilChains": False,
@@ -393,32 +380,37 @@ class Node:
                     pids.append(int(entry.name))
         return pids
 
+    def _container_cgroups(self) -> list[Path]:
+        """The cgroups of this node's containers: containerd puts each (cgroupsPerQOS off,
+        cgroupfs) at /k8s.io/<container id>; the ids are its task state directories,
+        which outlive containerd itself."""
+        tasks = self.workdir / "containerd-state" / "io.containerd.runtime.v2.task" / "k8s.io"
+        ids = [p.name for p in tasks.iterdir()] if tasks.is_dir() else []
+        return [
+            c / "k8s.io" / i for c in _controllers() for i in ids if (c / "k8s.io" / i).is_dir()
+        ]
+
     def _cgroup_procs(self) -> set[int]:
         pids: set[int] = set()
-        for controller in _controllers():
-            root = controller / self.cgroup_root.lstrip("/")
-            if not root.exists():
-                continue
-            for procs in root.rglob("cgroup.procs"):
-                with contextlib.suppress(OSError):
-                    pids.update(int(p) for p in procs.read_text().split())
+        for cgroup in self._container_cgroups():
+            with contextlib.suppress(OSError):
+                pids.update(int(p) for p in (cgroup / "cgroup.procs").read_text().split())
         return pids
 
     def _remove_cgroups(self) -> None:
-        for controller in _controllers():
-            root = controller / self.cgroup_root.lstrip("/")
-            if not root.exists():
-                continue
-            dirs = sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts))
-            for path in [*dirs, root]:
-                with contextlib.suppress(OSError):
-                    path.rmdir()
+        for cgroup in self._container_cgroups():
+            with contextlib.suppress(OSError):
+                cgroup.rmdir()
+        for controller in _controllers():  # the parent, once no containerd uses it
+            with contextlib.suppress(OSError):
+                (controller / "k8s.io").rmdir()
 
     def stop(self) -> None:
         """Stop everything this node started and remove every trace of it."""
         for name in ("kube-scheduler", "kube-controller-manager", "kubelet"):
             _stop(self.procs.get(name))
         # Containers: what the kubelet left running dies with its cgroup's processes.
+        self.cgroups = self._container_cgroups()
         deadline = time.monotonic() + 30
         while (pids := self._cgroup_procs()) and time.monotonic() < deadline:
             for pid in pids:
@@ -446,9 +438,7 @@ class Node:
         found = []
         found += [f"shim pid {pid}" for pid in self._shims()]
         found += [f"process {name}" for name, alive in self.alive().items() if alive]
-        for controller in _controllers():
-            if (controller / self.cgroup_root.lstrip("/")).exists():
-                found.append(f"cgroup {controller}{self.cgroup_root}")
+        found += [f"cgroup {c}" for c in self.cgroups if c.exists()]
         found += [f"mount {m}" for m in _mounts_under(self.workdir)]
         if self.workdir.exists():
             found.append(f"directory {self.workdir}")
