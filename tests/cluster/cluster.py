@@ -87,9 +87,12 @@ class Cluster:
         env["PATH"] = f"{self.tools.kubectl.parent}:{self.tools.helm.parent}:{env.get('PATH', '')}"
         return env
 
-    def run(self, argv: list[str], *, check: bool = True, timeout: float = 90.0) -> str:
+    def run(
+        self, argv: list[str], *, check: bool = True, timeout: float = 90.0, stdin: str = ""
+    ) -> str:
         proc = subprocess.run(
             argv,
+            input=stdin,
             capture_output=True,
             text=True,
             env=self.env(),
@@ -149,6 +152,11 @@ class Namespace:
 
     def helm(self, *args: str, **kw: Any) -> str:
         return self.cluster.helm("-n", self.name, *args, **kw)
+
+    def make_keys(self, compute_id: str) -> None:
+        """The compute's keys Secret, as the docs make it: scripts/compute-keys | kubectl apply."""
+        secret = self.cluster.run([str(REPO / "scripts" / "compute-keys"), compute_id])
+        self.kubectl("apply", "-f", "-", stdin=secret)
 
     def get(self, kind: str, name: str) -> dict[str, Any]:
         obj: dict[str, Any] = json.loads(self.kubectl("get", kind, name, "-o", "json"))

@@ -86,6 +86,7 @@ class Compute:
         return path
 
     def install(self, computespec: dict[str, Any] | None, *args: str) -> str:
+        self.ns.make_keys(self.name)
         return self.ns.helm(
             "install", self.release, str(CHART), "-f", str(self._values_file(computespec)), *args
         )
