@@ -125,7 +125,7 @@ async def _baseline(base: Path, spec: spec_mod.ComputeSpec, port: int) -> dict[s
             "-q",
             "-f",
             script,
-            f"postgresql://{SUPERUSER}@127.0.0.1:{port}/postgres",
+            f"host={pgdata} port={port} user={SUPERUSER} dbname=postgres",  # trusted there only
         ]
     )
     phases["psql -f"] = time.monotonic() - mark

@@ -27,9 +27,7 @@ from tests.operator import emulator, harness
 
 
 def _spec(compute: harness.Compute, index: int) -> dict[str, Any]:
-    return harness.compute_spec(
-        port=compute.pg_port, sockdir=compute.workdir, settings={"work_mem": f"{4096 + index}kB"}
-    )
+    return harness.compute_spec(port=compute.pg_port, settings={"work_mem": f"{4096 + index}kB"})
 
 
 def _reconciled(generation: int) -> harness.Predicate:

@@ -6,7 +6,8 @@ the catalog's desired state (``catalog.desired``), the storage target and the re
 ``postgresql.conf``. Every input rule lives behind these two functions:
 
 - the wire shape (pydantic, ``spec``): types, required fields, enum values;
-- ids that reach ``postgresql.conf`` (project, branch, endpoint) are plain tokens;
+- ids that reach ``postgresql.conf`` (project, branch, endpoint) are plain tokens, and
+  no storage value (pageserver URLs, safekeepers) brings a line break into it;
 - numeric fields are within the range Neon and PostgreSQL accept;
 - the catalog (``catalog.desired``): role, database, option and delta rules (names,
   duplicates, reserved and privileged roles, renames with a target, passwords,
@@ -16,7 +17,8 @@ the catalog's desired state (``catalog.desired``), the storage target and the re
   database compute_ctl works through;
 - storage (``storage.check_spec``): tenant, timeline, pageserver, safekeepers, or a
   vanilla primary;
-- settings: a spec ``port`` agrees with ``-C``; every setting renders to one
+- settings: a spec ``port`` agrees with ``-C``; no ``unix_socket_directories`` unless
+  loopback is trusted (compute_ctl connects through its own socket); every setting renders to one
   ``postgresql.conf`` line (names matched whole, so ``"work_mem\\n"`` is refused).
 
 Every failure raises ``errors.AdmissionError`` (a ``ConfigError``: HTTP 400, CLI exit 2)
@@ -64,6 +66,9 @@ AdmissionError = errors.AdmissionError
 _CONF_IDS = ("project_id", "branch_id", "endpoint_id")
 _ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}")
 
+# What may not reach a postgresql.conf line from the storage fields (URLs, addresses).
+_UNSAFE_CONF_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+
 _INT64_MAX = 2**63 - 1
 _UINT32_MAX = 2**32 - 1
 # (field, minimum, maximum) of the spec's integers; None fields are not checked.
@@ -94,6 +99,9 @@ class Rules:
     internal_port: int = 3081
     socket_dir: str | None = None
     overcommit_strict: bool = False
+    # compute_ctl reaches its postgres over its private socket directory only (no
+    # --trust-superuser-on-loopback): a spec must not move unix_socket_directories.
+    socket_managed: bool = False
 
     @classmethod
     def for_params(cls, params: params_mod.Params) -> Rules:
@@ -107,6 +115,7 @@ class Rules:
             internal_port=params.internal_http_port,
             socket_dir=pgdata.socket_dir_for(params.pgdata),
             overcommit_strict=pgdata.overcommit_strict(),
+            socket_managed=not params.trust_superuser_on_loopback,
         )
 
 
@@ -200,6 +209,11 @@ def _admit(spec: spec_mod.ComputeSpec, rules: Rules, *, where: str) -> Admitted:
     _check_catalog(desired, rules, where=where)
     storage = _storage(spec)
     _check_port(spec, rules.local_port, where=where)
+    if rules.socket_managed and pgconf.spec_sets(spec, "unix_socket_directories"):
+        raise AdmissionError(
+            f"{where}.cluster: unix_socket_directories is managed by compute_ctl: the superuser "
+            "is trusted only over its private socket directory (see --trust-superuser-on-loopback)"
+        )
     conf = _render_conf(spec, rules, where=where)
     return Admitted(
         spec=spec, desired=desired, storage=storage, conf=conf, hash=spec_mod.spec_hash(spec)
@@ -290,11 +304,15 @@ def _render_conf(spec: spec_mod.ComputeSpec, rules: Rules, *, where: str) -> str
     if spec.has_neon_storage():
         from compute_ctl.compute import storage
 
-        storage_lines = list(
-            storage.neon_conf_lines(
-                spec, privileged_role=rules.privileged_role, internal_port=rules.internal_port
-            )
-        )
+        storage_lines = storage.neon_conf_lines(spec)
+        for line in storage_lines:
+            if _UNSAFE_CONF_CHARS.search(line):
+                # Never echo the value: a pageserver URL may carry a password.
+                setting = line.split("=", 1)[0]
+                raise AdmissionError(
+                    f"{where}: the storage fields give {setting} a line break or a control "
+                    "character"
+                )
     context = pgconf.ConfContext(
         privileged_role=rules.privileged_role,
         internal_port=rules.internal_port,

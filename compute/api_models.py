@@ -66,7 +66,10 @@ class _Body(pydantic.BaseModel):
 
     # Rendered bodies carry every field, so the schema marks them all required.
     model_config = pydantic.ConfigDict(
-        extra="ignore", frozen=True, json_schema_mode_override="serialization"
+        extra="ignore",
+        frozen=True,
+        json_schema_serialization_defaults_required=True,
+        json_schema_mode_override="serialization",
     )
 
 
@@ -85,6 +88,11 @@ class ComputeStatusResponse(_Body):
     applied_spec_hash: str = ""
     pending_restart: list[str] = pydantic.Field(default_factory=list)
     mode: Literal["primary", "replica", "static"] | None = None
+    pending_error: str | None = pydantic.Field(
+        default=None,
+        description="Beyond Neon: why the desired spec is not applied yet; it is retried "
+        "meanwhile, and the compute keeps running on its last applied spec.",
+    )
 
     @property
     def serving(self) -> bool:
@@ -139,7 +147,11 @@ class ErrorBody(_Body):
     """Every error answer."""
 
     model_config = pydantic.ConfigDict(
-        extra="ignore", frozen=True, title="Error", json_schema_mode_override="serialization"
+        extra="ignore",
+        frozen=True,
+        title="Error",
+        json_schema_serialization_defaults_required=True,
+        json_schema_mode_override="serialization",
     )
 
     error: str

@@ -33,7 +33,7 @@ async def start_vm_monitor(
         addr=params.vm_monitor_addr,
         cgroup_path=params.cgroup_root / params.cgroup,
         # Neon: with disable_lfc_resizing the vm-monitor gets no Postgres connection.
-        filecache_connstr=None if spec.disable_lfc_resizing else params.filecache_connstr,
+        filecache_connstr=None if spec.disable_lfc_resizing else params.filecache_conninfo(),
         disable_lfc_resizing=bool(spec.disable_lfc_resizing),
     )
     try:

@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from compute_ctl.compute import errors, failpoints, liveness, params, pgdata, pgtools
+from compute_ctl.compute import errors, failpoints, liveness, logformat, params, pgdata, pgtools
 
 if TYPE_CHECKING:
     from compute_ctl.compute import admission
@@ -85,13 +85,34 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         action="store_true",
         help="keep an existing valid PGDATA instead of wiping it (persistent volumes)",
     )
+    p.add_argument(
+        "--trust-superuser-on-loopback",
+        action="store_true",
+        help="trust the -C superuser on 127.0.0.1 and ::1 as Neon does (every local OS user "
+        "becomes a database superuser); default: only over the 0700 unix socket directory",
+    )
     p.add_argument("--failpoints", action="store_true", help="enable test failpoints")
     p.add_argument(
         "--allow-unauthenticated",
         action="store_true",
         help="serve the external API without JWT when no JWKS keys are configured (dev only)",
     )
+    p.add_argument(
+        "--internal-full-api",
+        action="store_true",
+        help="serve the whole API, unauthenticated, on the internal port (tests/dev only; "
+        "by default it serves only Neon's internal routes and the probes)",
+    )
+    p.add_argument(
+        "--log-format",
+        choices=logformat.FORMATS,
+        default=env.get("LOG_FORMAT", "text"),
+        help="json: one object per line, with compute_id and the HTTP request id",
+    )
     p.add_argument("--resync-interval", type=float, default=30.0, help="drift check, seconds")
+    p.add_argument(
+        "--apply-timeout", type=float, default=120.0, help="bound of one configuration, seconds"
+    )
     p.add_argument(
         "--failed-exit-delay",
         type=float,
@@ -137,13 +158,16 @@ def params_from_args(ns: argparse.Namespace, environ: Mapping[str, str]) -> para
         keep_pgdata=ns.keep_pgdata,
         failpoints=ns.failpoints or "FAILPOINTS" in environ,
         allow_unauthenticated=ns.allow_unauthenticated,
+        internal_full_api=ns.internal_full_api,
         resync_interval=ns.resync_interval,
+        apply_timeout=ns.apply_timeout,
         build_tag=environ.get("BUILD_TAG", "latest"),
         remote_ext_base_url=_ext_base_url(ns.remote_ext_base_url),
         resize_swap_on_bind=ns.resize_swap_on_bind,
         set_disk_quota_for_fs=ns.set_disk_quota_for_fs,
         installed_extensions_collection_interval=ns.installed_extensions_collection_interval,
         failed_exit_delay=ns.failed_exit_delay,
+        trust_superuser_on_loopback=ns.trust_superuser_on_loopback,
     )
 
 
@@ -309,13 +333,9 @@ async def _run(p: params.Params, environ: Mapping[str, str]) -> int:
                 await run
 
 
-def _setup_logging(environ: Mapping[str, str]) -> None:
+def _setup_logging(environ: Mapping[str, str], ns: argparse.Namespace) -> None:
     level = logging.DEBUG if "debug" in environ.get("RUST_LOG", "").lower() else logging.INFO
-    logging.basicConfig(
-        level=level,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logformat.setup(level=level, fmt=ns.log_format, compute_id=ns.compute_id or "")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -323,7 +343,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     environ = dict(os.environ)
     parser = build_parser(environ)
     ns = parser.parse_args(argv)
-    _setup_logging(environ)
+    _setup_logging(environ, ns)
     try:
         return asyncio.run(_amain(ns, environ))
     except errors.ConfigError as e:

@@ -30,6 +30,7 @@ from typing import Protocol
 from compute_ctl.compute import (
     admission,
     errors,
+    leftovers,
     params,
     pgconf,
     pgdata,
@@ -118,10 +119,16 @@ class LocalLauncher:
             pgdata=self.pgdata, user=self.tools.user, postgresql_conf=admitted.conf
         )
 
+    def _hba(self) -> str:
+        return pgconf.render_hba(
+            superuser=self._local.user, loopback=self.params.trust_superuser_on_loopback
+        )
+
     # --- preparing PGDATA --------------------------------------------------------
 
     async def prepare(self, admitted: admission.Admitted) -> None:
-        pgdata.remove_temp_files(self.pgdata)
+        leftovers.remove_temp_files(self.pgdata)
+        pgdata.ensure_socket_dir(self.pgdata, self.tools.user)
         if admitted.storage.uses_storage:
             await self.discard_prewarm()
             await self._prepare_from_storage(admitted)
@@ -152,7 +159,7 @@ class LocalLauncher:
             pgdata=self.pgdata,
             user=self.tools.user,
             postgresql_conf=admitted.conf,
-            hba=pgconf.render_hba(superuser=self._local.user),
+            hba=self._hba(),
         )
 
     # --- the pooled compute's prewarm -------------------------------------------
@@ -210,7 +217,7 @@ class LocalLauncher:
                 pgdata=self.pgdata,
                 user=self.tools.user,
                 postgresql_conf=admitted.conf,
-                hba=pgconf.render_hba(superuser=self._local.user),
+                hba=self._hba(),
             )
             return
         # The basebackup's pg_hba.conf: read without following a link (PGDATA is the OS
@@ -240,7 +247,7 @@ class LocalLauncher:
         return await postgres.Postmaster.spawn(
             tools=self.tools,
             pgdata=self.pgdata,
-            connstr=self.params.connstr,
+            connstr=self.params.superuser_conninfo(),
             env=env,
             cgroup_dir=cgroup_dir,
         )
@@ -250,7 +257,7 @@ class LocalLauncher:
             return None
         from compute_ctl.compute import storage
 
-        return await storage.lsn_before_stop(spec=spec, connstr=self.params.connstr)
+        return await storage.lsn_before_stop(spec=spec, connstr=self.params.superuser_conninfo())
 
     async def final_lsn(
         self, spec: spec_mod.ComputeSpec, *, replayed_lsn: str | None = None

@@ -12,6 +12,8 @@ recording calls the rest of compute_ctl makes:
   measured by the listener itself.
 - ``compute_ctl_reconcile_duration_seconds`` and ``compute_ctl_reconcile_total{outcome}``:
   recorded by the configurator through ``reconcile()`` (or ``observe_reconcile()``).
+- ``compute_ctl_setting_overrides_repaired_total``: managed settings the configurator
+  found overridden by ``ALTER SYSTEM`` and reset.
 - ``compute_pg_current_downtime_ms`` and ``compute_pg_downtime_ms_total``: recorded by
   the activity monitor through ``report_up()`` / ``report_down()`` (Neon's names).
 
@@ -101,6 +103,11 @@ class Metrics:
             "compute_ctl_reconcile",
             "Configurator reconcile passes by outcome (applied, noop, failed, cancelled)",
             ["outcome"],
+            registry=self.registry,
+        )
+        self.setting_overrides_repaired = Counter(
+            "compute_ctl_setting_overrides_repaired",
+            "Managed settings found overridden by ALTER SYSTEM and reset",
             registry=self.registry,
         )
         self.pg_current_downtime_ms = Gauge(

@@ -107,7 +107,7 @@ def parse_connstr(connstr: str) -> LocalConn:
 
 @dataclasses.dataclass(frozen=True)
 class Params:
-    """The CLI's flags and environment (CONTRACTS "Params"); see ``cli`` for their meaning."""
+    """The CLI's flags and environment; see ``cli`` for their meaning."""
 
     pgdata: Path
     connstr: str
@@ -129,6 +129,8 @@ class Params:
     keep_pgdata: bool = False
     failpoints: bool = False
     allow_unauthenticated: bool = False
+    # Beyond Neon's: the internal port serves the whole API (tests, local development).
+    internal_full_api: bool = False
     resync_interval: float = 30.0
     build_tag: str = "latest"
     remote_ext_base_url: str | None = None
@@ -138,10 +140,46 @@ class Params:
     # Beyond Neon: how long a compute whose start failed keeps serving /status before it
     # exits (Neon: 30 s, so the control plane can read the error). /terminate ends it early.
     failed_exit_delay: float = 30.0
+    # Beyond Neon: trust the -C superuser on 127.0.0.1/::1 too (Neon's pg_hba.conf). Off by
+    # default: then only the 0700 socket directory reaches it, and compute_ctl connects
+    # through that socket (``superuser_conninfo``).
+    trust_superuser_on_loopback: bool = False
+    # Beyond Neon: the bound of one configuration attempt (conf, reload, catalog apply).
+    # A failed attempt is answered 500 and retried with backoff; the compute stays running.
+    apply_timeout: float = 120.0
 
     @property
     def local(self) -> LocalConn:
         return parse_connstr(self.connstr)
+
+    def superuser_conninfo(self, dbname: str = "postgres") -> str:
+        """How compute_ctl itself reaches its postgres as the ``-C`` superuser, for ``dbname``.
+
+        By default over the unix socket in the private socket directory, the only place
+        pg_hba.conf trusts that user; with ``--trust-superuser-on-loopback``, ``-C`` as given.
+        """
+        import psycopg.conninfo  # lazily: libpq loads off the start-up path (cli)
+
+        from compute_ctl.compute import pgdata
+
+        fields = psycopg.conninfo.conninfo_to_dict(self.connstr)
+        fields["dbname"] = dbname
+        if not self.trust_superuser_on_loopback:
+            fields.pop("hostaddr", None)
+            fields["host"] = pgdata.socket_dir_for(self.pgdata)
+        return psycopg.conninfo.make_conninfo("", **fields)
+
+    def filecache_conninfo(self) -> str:
+        """The vm-monitor's connection: Neon's default (``cloud_admin`` on localhost) goes
+        through the socket like every other connection of ours, unless loopback is trusted;
+        an explicit ``--filecache-connstr`` is used as given."""
+        if self.filecache_connstr != DEFAULT_FILECACHE_CONNSTR or self.trust_superuser_on_loopback:
+            return self.filecache_connstr
+        import psycopg.conninfo  # lazily, as above
+
+        return psycopg.conninfo.make_conninfo(
+            self.superuser_conninfo(), application_name="vm-monitor"
+        )
 
     def __post_init__(self) -> None:
         if not PRIVILEGED_ROLE_RE.match(self.privileged_role_name):
@@ -151,3 +189,5 @@ class Params:
         parse_connstr(self.connstr)
         if self.resync_interval <= 0:
             raise errors.ConfigError("--resync-interval must be positive")
+        if self.apply_timeout <= 0:
+            raise errors.ConfigError("--apply-timeout must be positive")

@@ -51,6 +51,7 @@ __all__ = [
     "render_hba",
     "render_option",
     "render_postgresql_conf",
+    "spec_sets",
 ]
 
 MANAGED_BEGIN = "# Managed by compute_ctl: begin"
@@ -109,7 +110,7 @@ class ConfContext:
     overcommit_strict: bool = False
 
 
-def _spec_sets(spec: spec_mod.ComputeSpec, name: str) -> bool:
+def spec_sets(spec: spec_mod.ComputeSpec, name: str) -> bool:
     settings = spec.cluster.settings or []
     return any(o.name == name for o in settings) or conf_text_sets(
         spec.cluster.postgresql_conf, name
@@ -134,9 +135,9 @@ def render_postgresql_conf(spec: spec_mod.ComputeSpec, context: ConfContext) -> 
         lines.extend(spec.cluster.postgresql_conf.rstrip("\n").split("\n"))
     lines.extend(context.storage_lines)
     lines.extend(f"{name}='C.UTF-8'" for name in _LOCALE_SETTINGS)
-    if context.local_port is not None and not _spec_sets(spec, "port"):
+    if context.local_port is not None and not spec_sets(spec, "port"):
         lines.append(f"port = {context.local_port}")
-    if context.socket_dir is not None and not _spec_sets(spec, "unix_socket_directories"):
+    if context.socket_dir is not None and not spec_sets(spec, "unix_socket_directories"):
         lines.append(f"unix_socket_directories = {escape_conf_value(context.socket_dir)}")
     lines.extend(_mode_lines(spec, neon_storage=neon_storage))
     if context.overcommit_strict:
@@ -159,21 +160,25 @@ def _hba_name(name: str) -> str:
     return '"' + name + '"'
 
 
-def render_hba(*, superuser: str) -> str:
-    """``pg_hba.conf``: the superuser trusted locally (socket and loopback), md5 elsewhere.
+def render_hba(*, superuser: str, loopback: bool = False) -> str:
+    """``pg_hba.conf``: the superuser trusted over the unix socket, md5 everywhere else.
 
-    compute_ctl connects as the ``-C`` superuser without a password, as Neon's computes do,
-    so that user is trusted over the unix socket and on loopback only. Every other login
-    goes through Neon's ``host all all all md5`` (which upgrades to SCRAM for SCRAM
+    compute_ctl connects as the ``-C`` superuser without a password, as Neon's computes do.
+    Neon also trusts that user on 127.0.0.1 and ::1, which inside its VMs is harmless but
+    on a shared host makes every local OS user a database superuser; so by default it is
+    trusted only over the unix socket, whose directory is 0700 (the OS user and root), and
+    ``loopback`` (``--trust-superuser-on-loopback``) restores Neon's lines. Every other
+    login goes through Neon's ``host all all all md5`` (which upgrades to SCRAM for SCRAM
     verifiers). The first matching line wins.
     """
     user = _hba_name(superuser)
-    rows = [
-        ("local", "all", user, "", "trust"),
-        ("host", "all", user, "127.0.0.1/32", "trust"),
-        ("host", "all", user, "::1/128", "trust"),
-        ("host", "all", "all", "all", "md5"),
-    ]
+    rows = [("local", "all", user, "", "trust")]
+    if loopback:
+        rows += [
+            ("host", "all", user, "127.0.0.1/32", "trust"),
+            ("host", "all", user, "::1/128", "trust"),
+        ]
+    rows.append(("host", "all", "all", "all", "md5"))
     lines = ["# Written by compute_ctl at every start; edits are lost."]
     lines.extend(
         " ".join(

@@ -15,9 +15,11 @@ This module owns files only; starting postgres is ``postgres``, the conf text is
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import enum
 import grp
+import hashlib
 import logging
 import os
 import re
@@ -35,13 +37,13 @@ __all__ = [
     "check_parent_traversable",
     "check_wipe_safe",
     "clear_stale_locks",
+    "ensure_socket_dir",
     "init_empty",
     "init_fresh",
     "inspect",
     "move_into_place",
     "overcommit_strict",
     "prewarm",
-    "remove_temp_files",
     "socket_dir_for",
     "warmup_dir",
     "write_config_files",
@@ -156,10 +158,35 @@ def check_parent_traversable(pgdata: Path, user: pgtools.OsUser) -> None:
 
 
 def socket_dir_for(pgdata: Path) -> str:
-    """Where postgres puts its unix socket: PGDATA itself unless the path would be too long."""
+    """Where postgres puts its unix socket: a directory only the OS user (and root) can
+    enter, because pg_hba.conf trusts the superuser there. PGDATA itself (0700) unless the
+    path would be too long for a socket; then a private directory in the temp directory."""
     if len(str(pgdata)) + len("/.s.PGSQL.65535.lock") <= _MAX_SOCKET_PATH:
         return str(pgdata)
-    return tempfile.gettempdir()
+    digest = hashlib.sha256(os.fsencode(pgdata)).hexdigest()[:16]
+    return os.path.join(tempfile.gettempdir(), f"compute_ctl-{digest}")
+
+
+def ensure_socket_dir(pgdata: Path, user: pgtools.OsUser) -> None:
+    """Make the private socket directory when it is not PGDATA: 0700, owned by the OS user.
+
+    An existing one must already be exactly that (not a link, not someone else's): in a
+    shared temp directory another user may have made it first.
+    """
+    path = socket_dir_for(pgdata)
+    if path == str(pgdata):
+        return
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path, 0o700)
+        if user.uid is not None and user.gid is not None:
+            os.chown(path, user.uid, user.gid, follow_symlinks=False)
+    st = os.lstat(path)
+    owner = user.uid if user.uid is not None else os.geteuid()
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != owner or st.st_mode & 0o077:
+        raise errors.ConfigError(
+            f"socket directory {path} must be a directory of OS user {user.name!r} with "
+            f"mode 0700 (it is {stat.filemode(st.st_mode)}, uid {st.st_uid})"
+        )
 
 
 def overcommit_strict() -> bool:
@@ -293,20 +320,6 @@ def clear_stale_locks(pgdata: Path, *, socket_dir: str) -> None:
             logger.info("removing stale socket lock %s (pid %s is gone)", lock, owner)
             lock.unlink(missing_ok=True)
             lock.with_suffix("").unlink(missing_ok=True)
-
-
-# Temp names of the files compute_ctl wrote before it used ``safefs``.
-_LEGACY_TEMPS = frozenset(
-    f".{name}.tmp" for name in ("postgresql.conf", "pg_hba.conf", "compute_ctl_temp_override.conf")
-)
-
-
-def remove_temp_files(pgdata: Path) -> None:
-    """Remove the temp files a failed write left in PGDATA (at start, before any write)."""
-    if not pgdata.is_dir():
-        return
-    for name in safefs.remove_temp_files(pgdata, legacy=_LEGACY_TEMPS):
-        logger.info("removed a leftover temp file %s", pgdata / name)
 
 
 def write_config_files(

@@ -2,9 +2,11 @@
 
 The operator is just another client of compute_ctl: it reads ``GET /status`` and
 ``GET /metrics.json``, pushes specs with ``POST /configure`` and ends the compute with
-``POST /terminate``, over the loopback internal port (no auth). aiohttp failures and
-HTTP error codes are translated here, once, into ``ComputeApiError``'s tree; bodies are
-parsed with the wire contract's models (``compute.api_models``), shared with the server::
+``POST /terminate``, over the external API with a signed JWT (``credentials``), as a
+control plane does. (The internal port serves none of these: anything in the pod's
+network namespace, postgres included, can reach it.) aiohttp failures and HTTP error
+codes are translated here, once, into ``ComputeApiError``'s tree; bodies are parsed with
+the wire contract's models (``compute.api_models``), shared with the server::
 
     ComputeApiError
     ├── ComputeUnreachable    connection refused/reset, timeout: compute_ctl is not there
@@ -22,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Literal, TypeVar
 
@@ -84,8 +87,10 @@ class ComputeClient:
         *,
         request_timeout: float = 10.0,
         configure_timeout: float = 300.0,
+        auth: Callable[[], dict[str, str]] | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self._auth = auth
         self.request_timeout = request_timeout
         self.configure_timeout = configure_timeout
         self._session: aiohttp.ClientSession | None = None
@@ -153,6 +158,11 @@ class ComputeClient:
         if self._session is None:
             raise RuntimeError("ComputeClient used outside 'async with'")
         url = self.base_url + path
+        if self._auth is not None:
+            try:
+                headers = {**(headers or {}), **self._auth()}
+            except Exception as exc:  # the key file: missing, unreadable, not a key
+                raise ComputeProtocolError(f"{method} {path}: no credentials: {exc}") from exc
         try:
             async with self._session.request(
                 method,

@@ -13,7 +13,10 @@ status and the events the change deserves (``Outcome``). What it does in between
   ``Conflict``, ``status.conflictSpecHash``, a Warning event), and the next reconcile
   pushes the resource's spec: the resource is the one source of truth, and an override
   is visible before it is undone;
-- the compute refused this exact spec before (HTTP 400): not pushed again until it changes;
+- the compute refused this exact spec before (HTTP 400), as this process saw: not pushed
+  again until it changes. A refusal is never read back from the stored status: anyone
+  allowed to patch the status subresource could otherwise freeze reconciling with a forged
+  ``Rejected``. After a restart the spec is pushed once more, and a real refusal recurs;
 - otherwise: push (``POST /configure``, retried while compute_ctl is busy).
 
 An invalid spec never reaches the compute: the resource's spec goes through the same
@@ -114,25 +117,21 @@ def decide(
     old: status.ResourceStatus,
     pushed: frozenset[str],
     trigger: Trigger,
+    refused: Mapping[str, str] | None = None,
 ) -> Decision:
     """What to do, from what the compute reports and what the resource wants (pure).
 
     A compute spec is ours if this process pushed it (``pushed``) or the stored status
     recorded it (``computeSpecHash``, which survives an operator restart), unless it is the
     conflict reported last time. Any other non-empty spec came from elsewhere.
+    ``refused``: spec hash -> compute_ctl's message, for the refusals this process saw.
     """
     if obs.status in _TERMINATING:
         return Decision(Action.NONE, status.Problem(R.TERMINATING, "the compute is terminating"))
     if obs.status is S.FAILED or obs.desired_spec_hash == want:
         return Decision(Action.NONE)
-    refused = old.condition(status.ConditionType.RECONCILED)
-    if (
-        trigger is Trigger.RESYNC
-        and old.spec_hash == want
-        and refused is not None
-        and refused.reason == R.REJECTED
-    ):
-        return Decision(Action.NONE, status.Problem(R.REJECTED, refused.message))
+    if trigger is Trigger.RESYNC and refused and want in refused:
+        return Decision(Action.NONE, status.Problem(R.REJECTED, refused[want]))
     ours = (pushed | {old.compute_spec_hash or ""}) - {old.conflict_spec_hash or ""}
     foreign = obs.desired_spec_hash not in ours and obs.desired_spec_hash != ""
     if not foreign:
@@ -157,10 +156,13 @@ class _Memory:
     pushed: collections.deque[str] = dataclasses.field(
         default_factory=lambda: collections.deque(maxlen=32)
     )
+    # Spec hash -> compute_ctl's message, for specs it refused (HTTP 400) in this process.
+    refused: dict[str, str] = dataclasses.field(default_factory=dict)
     # The last status rendered here. This process is the status's only writer, so it is
     # fresher than the body of an event that raced our own status patch (kopf hands the
     # timer and the change handlers the bodies they last saw).
     last_status: status.ResourceStatus | None = None
+    reconciled_at: float = 0.0  # time.monotonic() of the last full reconcile
 
 
 class Reconciler:
@@ -200,6 +202,31 @@ class Reconciler:
             memory.generation = view.generation
             return await self._reconcile(view, memory=memory, trigger=trigger)
 
+    async def due(self, *, uid: str, resync_interval: float) -> bool:
+        """Whether the periodic check must reconcile: the resync interval is over, or the
+        compute changed since the last reconcile (one ``GET /status``).
+
+        A compute_ctl that restarted comes back ``empty`` with a new start time; it gets
+        its spec at the next check (``--watch-interval``, 1 s), not the next resync.
+        """
+        memory = self._memory.get(uid)
+        last = memory.last_status if memory is not None else None
+        if memory is None or last is None:
+            return True
+        if time.monotonic() - memory.reconciled_at >= resync_interval:
+            return True
+        try:
+            obs = await self.client.status()
+        except client_mod.ComputeApiError:
+            return last.status != status.UNKNOWN
+        seen = (obs.status.value, obs.start_time, obs.desired_spec_hash, obs.applied_spec_hash)
+        return seen != (
+            last.status,
+            last.start_time,
+            last.compute_spec_hash,
+            last.applied_spec_hash,
+        )
+
     async def _reconcile(
         self, view: resource.ResourceView, *, memory: _Memory, trigger: Trigger
     ) -> Outcome:
@@ -214,7 +241,14 @@ class Reconciler:
             desired, want = admitted.spec, admitted.hash
             obs = await self.client.status()
             pushed = frozenset(memory.pushed)
-            decision = decide(obs=obs, want=want, old=old, pushed=pushed, trigger=trigger)
+            decision = decide(
+                obs=obs,
+                want=want,
+                old=old,
+                pushed=pushed,
+                trigger=trigger,
+                refused=memory.refused,
+            )
             if decision.action is Action.PUSH:
                 memory.pushed.append(want)
                 obs = await self._push(desired, want=want, obs=obs)
@@ -226,6 +260,8 @@ class Reconciler:
             obs = await self._observe_quietly()
         except ReconcileError as exc:
             error = exc
+            if want is not None and exc.problem.reason is R.REJECTED:
+                memory.refused = {want: exc.problem.message}  # the latest refusal only
             obs = await self._observe_quietly()
         except client_mod.ComputeUnreachable as exc:
             logger.info("compute_ctl unreachable: %s", exc)
@@ -244,6 +280,7 @@ class Reconciler:
         )
         new = status.render(old=old, facts=facts, now=self._clock())
         memory.last_status = new
+        memory.reconciled_at = time.monotonic()
         return Outcome(new, [*actions, *events.transitions(old, new)], error)
 
     async def _push(

@@ -104,8 +104,9 @@ async def snapshot(
             concurrency=concurrency,
         )
     except psycopg.Error as e:
+        state = f" (SQLSTATE {e.sqlstate})" if e.sqlstate else ""
         raise errors.ApplyError(
-            f"observing the catalog failed: {e}", phase="observe", obj=None
+            f"observe: reading the catalog failed: {e}{state}", phase="observe", obj="the catalog"
         ) from e
 
 

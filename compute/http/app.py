@@ -1,4 +1,5 @@
-"""The two aiohttp applications: external (JWT) and internal (loopback, no auth).
+"""The two aiohttp applications: external (JWT) and internal (loopback, no auth, Neon's
+internal routes only).
 
 Owns what every request goes through: the ``x-request-id`` header (echoed, or a new
 UUID-shaped id), rendering every failure as ``{"error": "..."}`` through
@@ -21,13 +22,13 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 from aiohttp import web
 
-from compute_ctl.compute import loghygiene
+from compute_ctl.compute import logformat, loghygiene
 from compute_ctl.compute import metrics as metrics_mod
 from compute_ctl.compute.http import auth, bodies, guards, interface, responses, translate
 from compute_ctl.compute.http.routes import catalog, failpoints, internal, lifecycle, probes
 from compute_ctl.compute.http.routes import metrics as metrics_routes
 
-__all__ = ["OPEN_PATHS", "REQUEST_ID_HEADER", "build_app"]
+__all__ = ["OPEN_PATHS", "REQUEST_ID_HEADER", "build_app", "served_internally"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +38,22 @@ _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:/+=-]{1,200}$")
 
 # External paths that need no token: the scraper's and the kubelet's.
 OPEN_PATHS = frozenset({"/metrics", "/healthz", "/readyz"})
+# What the internal (loopback, unauthenticated) port serves, as Neon's does: the routes
+# postgres and its extensions call, plus the probes. Anything in the pod's network
+# namespace reaches it (postgres itself: an extension, a superuser's COPY ... PROGRAM), so
+# nothing that reconfigures or terminates the compute is there. ``--internal-full-api``
+# (tests and local development only) serves the whole API there instead.
+INTERNAL_PREFIXES = ("/extension_server/",)
+INTERNAL_PATHS = frozenset(
+    {"/extensions", "/grants", "/failpoints", "/refresh_configuration", "/healthz", "/readyz"}
+)
+
+
+def served_internally(path: str, *, full: bool) -> bool:
+    """Whether the internal port serves ``path`` (the route-table filter)."""
+    return full or path in INTERNAL_PATHS or path.startswith(INTERNAL_PREFIXES)
+
+
 # Bodies as large as a spec with thousands of roles are legitimate (``bodies``).
 MAX_BODY_BYTES = bodies.MAX_BODY_BYTES
 
@@ -61,6 +78,7 @@ def _wrap(handler: Handler, check: Check | None, guard: Check) -> Handler:
     async def handle(request: web.Request) -> web.StreamResponse:
         given = request.headers.get(REQUEST_ID_HEADER)
         request_id = given if given and _REQUEST_ID_RE.match(given) else new_request_id()
+        logformat.REQUEST_ID.set(request_id)  # on every log line of this request (its task)
         request[responses.REQUEST_ID] = request_id  # streaming handlers set it themselves
         try:
             guard(request)
@@ -143,10 +161,13 @@ def build_app(
     tables = [lifecycle.routes, metrics_routes.routes, catalog.routes, probes.routes]
     if not external:
         tables += [internal.routes, failpoints.routes]
+    full = bool(node.params.internal_full_api)
     allowed: dict[str, set[str]] = {}
     for table in tables:
         for route in table:
             assert isinstance(route, web.RouteDef)
+            if not external and not served_internally(route.path, full=full):
+                continue
             guarded = check if route.path not in OPEN_PATHS else None
             wrapped = _wrap(route.handler, guarded, guard)
             if route.method == "GET":

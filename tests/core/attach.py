@@ -88,7 +88,12 @@ class StampApplier:
         self.rng = rng
 
     async def apply_spec(
-        self, *, connstr: str, admitted: admission.Admitted, concurrency: int
+        self,
+        *,
+        connstr: str,
+        admitted: admission.Admitted,
+        concurrency: int,
+        deadline: float | None = None,
     ) -> object:
         await asyncio.sleep(self.rng.random() * 0.002)  # widen the windows a little
         await self.conn.execute(

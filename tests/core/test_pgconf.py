@@ -48,6 +48,14 @@ def test_hba_golden() -> None:
     assert pgconf.render_hba(superuser="cloud_admin") == (DATA / "pg_hba.conf.golden").read_text()
 
 
+def test_hba_trusts_the_superuser_on_loopback_only_when_asked() -> None:
+    default = pgconf.render_hba(superuser="cloud_admin").splitlines()
+    assert [line.split()[0] for line in default if line.endswith("trust")] == ["local"]
+    neon = pgconf.render_hba(superuser="cloud_admin", loopback=True).splitlines()
+    trusted = [line.split() for line in neon if line.endswith("trust")]
+    assert [row[3] for row in trusted[1:]] == ["127.0.0.1/32", "::1/128"]
+
+
 def test_order_verbatim_first_managed_block_then_override_last() -> None:
     spec = _minimal(
         postgresql_conf="shared_buffers = 1MB",

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg.conninfo import make_conninfo
 
 from compute_ctl.compute import errors, pgconf, pgdata, postgres
 from tests import pgserver
@@ -54,7 +55,9 @@ async def _spawn(data: Path, port: int, cgroup: Path | None = None) -> postgres.
     pm = await postgres.Postmaster.spawn(
         tools=pgserver.tools(),
         pgdata=data,
-        connstr=f"postgresql://{helpers.SUPERUSER}@127.0.0.1:{port}/postgres",
+        connstr=make_conninfo(
+            host=pgdata.socket_dir_for(data), port=port, user=helpers.SUPERUSER, dbname="postgres"
+        ),
         cgroup_dir=cgroup,
     )
     await pm.wait_ready(timeout=30)

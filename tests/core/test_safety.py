@@ -13,6 +13,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg.conninfo import make_conninfo
 
 from compute_ctl.compute import pgtools
 from tests import pgserver
@@ -28,6 +29,10 @@ BUSY = (
     "do $$ declare t timestamptz := clock_timestamp(); begin "
     "while clock_timestamp() < t + interval '60 s' loop end loop; end $$"
 )
+
+
+def _superuser_tcp(port: int) -> str:
+    return f"postgresql://{helpers.SUPERUSER}@127.0.0.1:{port}/postgres"
 
 
 def _as_postgres(*argv: str) -> None:
@@ -93,14 +98,25 @@ def test_links_in_pgdata_never_make_root_write_outside_it(
         (pgdata / name).unlink(missing_ok=True)
         _as_postgres("ln", "-s", str(start_victim), str(pgdata / name))
     (pgdata / "compute_ctl_temp_override.conf").unlink()
-    # Item 13: a temp file a failed write left behind (this one no later write replaces).
+    # Item 13: a temp file a failed write left behind (this one no later write replaces),
+    # and the directory of a CREATE DATABASE a crash interrupted (no pg_database row).
     _as_postgres("touch", str(pgdata / ".compute_ctl_temp_override.conf.tmp"))
-    second, _ = _start(procs, scratch, "--keep-pgdata", port=port)
+    orphan = pgdata / "base" / "987654"
+    _as_postgres("mkdir", str(orphan))
+    _as_postgres("touch", "-d", "2020-01-01", str(orphan / "1259"), str(orphan))
+    second, _ = _start(procs, scratch, "--keep-pgdata", "--trust-superuser-on-loopback", port=port)
     second.wait_status("running")
+    with psycopg.connect(_superuser_tcp(port)) as conn:  # item 6: Neon's trust, on request
+        assert conn.execute("select current_user").fetchone() == (helpers.SUPERUSER,)
     assert _fingerprint(start_victim) == start_before
     assert _fingerprint(conf_victim) == conf_before
     leftovers = sorted(p.name for p in pgdata.iterdir() if p.name.endswith(".tmp"))
     assert leftovers == []
+    assert not orphan.exists()
+    with psycopg.connect(helpers.role_dsn(port)) as conn:  # a real database's dir stays
+        row = conn.execute("select oid from pg_database where datname = 'appdb'").fetchone()
+    assert row is not None
+    assert (pgdata / "base" / str(row[0])).is_dir()
     assert not (pgdata / "pg_hba.conf").is_symlink()
     second.signal(signal.SIGTERM)
     assert second.wait_exit() == 0
@@ -128,6 +144,15 @@ def test_second_compute_ctl_on_the_same_pgdata_exits_2_and_wipes_nothing(
     with psycopg.connect(helpers.role_dsn(port)) as conn:
         conn.execute("create table precious (v int)")
         conn.execute("insert into precious select generate_series(1, 100)")
+
+    # Item 6: by default the superuser is trusted over the 0700 socket directory only.
+    with pytest.raises(psycopg.OperationalError, match="password"):
+        psycopg.connect(_superuser_tcp(port)).close()
+    socket = make_conninfo(
+        host=str(scratch / "pgdata"), port=port, user=helpers.SUPERUSER, dbname="postgres"
+    )
+    with psycopg.connect(socket) as conn:
+        assert conn.execute("select current_user").fetchone() == (helpers.SUPERUSER,)
 
     second, _ = _start(procs, scratch)  # other ports, no --keep-pgdata
     assert second.wait_exit(timeout=60) == 2

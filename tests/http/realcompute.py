@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from psycopg.conninfo import make_conninfo
 
 from tests import pgserver
 
@@ -65,7 +66,10 @@ class ComputeProcess:
 
     @property
     def dsn(self) -> str:
-        return f"postgresql://{SUPERUSER}@127.0.0.1:{self.pg_port}/postgres"
+        """The superuser, over the unix socket in PGDATA: pg_hba.conf trusts it only there."""
+        return make_conninfo(
+            host=str(self.base / "pgdata"), port=self.pg_port, user=SUPERUSER, dbname="postgres"
+        )
 
     def log_tail(self) -> str:
         return (self.base / "compute_ctl.log").read_text(errors="replace")[-4000:]
@@ -153,6 +157,7 @@ def _spawn(
         str(external_port),
         "--internal-http-port",
         str(internal_port),
+        "--internal-full-api",
         *(["--allow-unauthenticated"] if allow_unauthenticated else []),
         *extra_args,
     ]

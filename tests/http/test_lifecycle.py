@@ -49,6 +49,7 @@ async def test_status_document(api: Api) -> None:
         "applied_spec_hash",
         "pending_restart",
         "mode",
+        "pending_error",
     ]
     assert body["status"] == "empty"
     assert body["last_active"] is None
@@ -278,6 +279,11 @@ async def test_status_follows_every_change_of_the_state(running_api: Api) -> Non
     assert (await api.status())["last_active"] == "2030-01-02T03:04:05.000006Z"
     state.pending_restart.append("shared_buffers")
     assert (await api.status())["pending_restart"] == ["shared_buffers"]
+    async with state.lock():
+        state.fail_attempt(state.desired_generation, "catalog: create role x failed: boom")
+    body = await api.status()
+    assert (body["status"], body["error"]) == ("running", None)
+    assert body["pending_error"] == "catalog: create role x failed: boom"
     async with state.lock():
         state.set_status(S.FAILED, error="boom")
     body = await api.status()

@@ -93,7 +93,7 @@ async def test_node_feeds_metrics_and_activity(compute: realcompute.ComputeProce
         with psycopg.connect(compute.dsn, autocommit=True) as admin:
             # The monitor ignores the superuser's own sessions: act as another role.
             admin.execute("CREATE ROLE activity_probe LOGIN PASSWORD 'probe-pw'")
-        user_dsn = compute.dsn.replace("cloud_admin@", "activity_probe:probe-pw@")
+        user_dsn = f"postgresql://activity_probe:probe-pw@127.0.0.1:{compute.pg_port}/postgres"
         with psycopg.connect(user_dsn) as conn:
             conn.execute("BEGIN")
             conn.execute("SELECT 1")  # idle in transaction counts as active (Neon)

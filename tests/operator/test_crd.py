@@ -16,10 +16,10 @@ from tests.operator import k8s_schema
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = [
-    ROOT / "manifests" / "crd.yaml",
+    ROOT / "manifests" / "crd" / "crd.yaml",
     ROOT / "charts" / "compute-ctl" / "crds" / "computespecs.yaml",
 ]
-REGENERATE = "python -m compute_ctl.operator.crd > manifests/crd.yaml (and copy to the chart)"
+REGENERATE = "python -m compute_ctl.operator.crd > manifests/crd/crd.yaml (and copy to the chart)"
 
 
 @pytest.mark.parametrize("path", COMMITTED, ids=lambda p: str(p.relative_to(ROOT)))

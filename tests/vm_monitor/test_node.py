@@ -49,8 +49,7 @@ def _node(scratch: Path, *, autoscaling: bool) -> tuple[node.ComputeNode, int, s
         port=port,
         autoscaling=autoscaling,
         cgroup_root=cgroup_root,
-        vm_monitor_addr=addr,
-        filecache_connstr=f"postgresql://{helpers.SUPERUSER}@127.0.0.1:{port}/postgres",
+        vm_monitor_addr=addr,  # Neon's default --filecache-connstr: through the socket
     )
     n = node.ComputeNode(
         params,
