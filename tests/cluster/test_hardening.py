@@ -17,10 +17,6 @@ pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
 TOKEN_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 13 defect 6: the compute_ctl container gets the operator's ServiceAccount token",
-)
 def test_h_compute_ctl_container_has_no_service_account_token(shared: Compute) -> None:
     compute, kube = shared, shared.ns
     containers = {c["name"]: c for c in kube.pod(compute.pod)["spec"]["containers"]}
