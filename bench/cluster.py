@@ -7,9 +7,9 @@ kubelet, containerd; caches under ~/.cache/compute-ctl) and measures:
 
 - ``install``: ``helm install`` of the chart with a spec until the ComputeSpec is Ready=True;
 - ``patch``: ``kubectl patch`` of a reloadable setting until ``status.observedGeneration``
-  reaches the new generation (p50, p99), against a direct ``POST /configure`` of the same
-  change to a compute_ctl of a second release installed without the operator, measured
-  in the same run (interleaved);
+  reaches the new generation (p50, p99), against a direct ``POST /configure`` (external
+  API, a JWT signed with that release's key) of the same change to a compute_ctl of a
+  second release installed without the operator, measured in the same run (interleaved);
 - ``kill``: SIGKILL of the compute_ctl container's main process until its spec is live
   again (the role it creates answers in postgres);
 - ``rss``: resident memory of compute_ctl (its Python process, postgres excluded) and of
@@ -19,6 +19,7 @@ kubelet, containerd; caches under ~/.cache/compute-ctl) and measures:
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import signal
@@ -29,6 +30,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from compute_ctl.operator.credentials import TokenSource
 from tests.apiserver import controlplane
 from tests.cluster import cluster as cluster_
 from tests.cluster import node as node_
@@ -49,15 +51,27 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def _configure(compute: Compute, body: dict[str, Any]) -> None:
+def _token_source(ns: Namespace, compute: Compute) -> TokenSource:
+    """Sign as the operator would: with the private key of the compute's keys Secret."""
+    encoded = ns.kubectl(
+        "get", "secret", f"{compute.name}-keys", "-o", r"jsonpath={.data.operator\.pem}"
+    )
+    key_file = ns.tmp_path / f"{compute.name}-operator.pem"
+    key_file.write_bytes(base64.b64decode(encoded))
+    return TokenSource(key_file, compute_id=compute.name)
+
+
+def _configure(compute: Compute, tokens: TokenSource, body: dict[str, Any]) -> bool:
+    """A direct POST /configure on the external API (JWT), as a control plane would."""
     request = urllib.request.Request(
-        f"http://127.0.0.1:{compute.ports.internal}/configure",
+        f"http://127.0.0.1:{compute.ports.http}/configure",
         data=json.dumps({"spec": body}).encode(),
-        headers={"Content-Type": "application/json"},
+        headers={"Content-Type": "application/json", **tokens.header()},
         method="POST",
     )
     with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310
         response.read()
+    return True
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -90,8 +104,12 @@ def _measure(ns: Namespace, args: argparse.Namespace) -> dict[str, Any]:
 
     direct = Compute(ns, "direct", extra={"operator": {"enabled": False}})
     direct.install(None)
-    ns.wait_pod_ready(direct.pod, timeout=300)
-    _configure(direct, spec(direct.ports, roles=("app",)))
+    tokens = _token_source(ns, direct)
+    wait_for(
+        lambda: _configure(direct, tokens, spec(direct.ports, roles=("app",))),
+        what="the direct compute configured",
+        timeout=300,
+    )
 
     patched: list[float] = []
     configured: list[float] = []
@@ -106,7 +124,7 @@ def _measure(ns: Namespace, args: argparse.Namespace) -> dict[str, Any]:
 
         body = spec(direct.ports, roles=("app",), settings={"work_mem": work_mem})
         started = time.monotonic()
-        _configure(direct, body)
+        _configure(direct, tokens, body)
         configured.append(time.monotonic() - started)
     out["patch_p50_s"] = statistics.median(patched)
     out["patch_p99_s"] = _percentile(patched, 0.99)
