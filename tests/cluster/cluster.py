@@ -125,7 +125,9 @@ class Cluster:
             raise TimeoutError(f"{e}\nkubelet:\n{self.node.log('kubelet')}") from e
 
     def apply_crd(self) -> None:
-        self.kubectl("apply", "--server-side", "-f", str(REPO / "manifests" / "crd.yaml"))
+        self.kubectl(
+            "apply", "--server-side", "--force-conflicts", "-k", str(REPO / "manifests" / "crd")
+        )
         self.kubectl("wait", "--for=condition=Established", "crd/computespecs.compute.pgctl.dev")
 
     @contextlib.contextmanager
