@@ -33,6 +33,8 @@ last-handled spec (``diffbase``) in annotations under the group's prefix, never 
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 from typing import Any
 
 import kopf
@@ -76,6 +78,27 @@ def build_settings(cfg: config_mod.OperatorConfig) -> kopf.OperatorSettings:
     return settings
 
 
+_SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+
+
+def _in_cluster() -> kopf.ConnectionInfo | None:
+    """The in-cluster login as client-go does it: the API server from
+    KUBERNETES_SERVICE_HOST/PORT (kopf's login_with_service_account names
+    kubernetes.default.svc, which a hostNetwork pod without cluster DNS cannot resolve)."""
+    token_path, host = _SA_DIR / "token", os.environ.get("KUBERNETES_SERVICE_HOST")
+    if host is None or not token_path.exists():
+        return None
+    port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
+    namespace = _SA_DIR / "namespace"
+    ca = _SA_DIR / "ca.crt"
+    return kopf.ConnectionInfo(
+        server=f"https://{f'[{host}]' if ':' in host else host}:{port}",
+        ca_path=str(ca) if ca.exists() else None,
+        token=token_path.read_text().strip(),
+        default_namespace=namespace.read_text().strip() if namespace.exists() else None,
+    )
+
+
 def build_registry(
     cfg: config_mod.OperatorConfig, reconciler: reconcile.Reconciler
 ) -> kopf.OperatorRegistry:
@@ -87,7 +110,9 @@ def build_registry(
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
         if cfg.server is None:
-            info: kopf.ConnectionInfo | None = kopf.login_via_client(**kwargs)
+            # In a pod, the ServiceAccount token; elsewhere, $KUBECONFIG (kopf's own login).
+            # No client library needed (login_via_client needs `kubernetes`: 126 MB in the image).
+            info: kopf.ConnectionInfo | None = _in_cluster() or kopf.login_with_kubeconfig(**kwargs)
             return info
         token = cfg.token_file.read_text().strip() if cfg.token_file else None
         return kopf.ConnectionInfo(
