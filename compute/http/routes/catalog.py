@@ -114,7 +114,9 @@ async def database_schema(request: web.Request) -> web.StreamResponse:
             if "does not exist" in err:
                 raise responses.ApiError(404, f"database {dbname!r} does not exist")
             raise responses.ApiError(500, f"pg_dump failed with code {code}")
-        response = responses.stream_response(request, content_type="text/plain; charset=utf-8")
+        # Neon's content type, although the body is pg_dump's SQL text, not JSON: clients
+        # written against Neon may check it.
+        response = responses.stream_response(request, content_type="application/json")
         await response.prepare(request)
         try:
             chunk = first
