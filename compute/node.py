@@ -25,10 +25,12 @@ import contextlib
 import logging
 import os
 import time
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, Literal
 
 from compute_ctl.compute import (
     applier,
+    audit,
     autoscaling,
     checks,
     errors,
@@ -38,7 +40,9 @@ from compute_ctl.compute import (
     params,
     pgtools,
     postgres,
+    startconf,
 )
+from compute_ctl.compute import installed_extensions as extensions_mod
 from compute_ctl.compute import launcher as launcher_mod
 from compute_ctl.compute import spec as spec_mod
 from compute_ctl.compute import state as state_mod
@@ -109,6 +113,8 @@ class ComputeNode:
         self.metrics = metrics.Metrics(build_tag=params.build_tag, state=self.state)
         self._vm_monitor: vm_monitor.VmMonitor | None = None
         self._background: set[asyncio.Task[None]] = set()
+        # Seconds between installed-extensions reports (the spec changes it).
+        self._extensions_interval = params.installed_extensions_collection_interval
 
     # --- inputs ----------------------------------------------------------------
 
@@ -270,12 +276,9 @@ class ComputeNode:
         await self.failpoints.hit("before-apply")
         started = time.monotonic()
         if _applies_catalog(spec):
-            await self.catalog.apply_spec(
-                connstr=self.connstr(),
-                spec=spec,
-                privileged_role=self.params.privileged_role_name,
-                concurrency=applier.start_concurrency(spec),
-            )
+            await self._configure_as_primary(spec)
+        if spec.mode.kind == "Primary":
+            self._spawn(extensions_mod.report(connstr=self.connstr(), metrics=self.metrics))
         config_ms = state_mod.monotonic_ms(started)
         await self.failpoints.hit("after-apply")
         self._vm_monitor = await autoscaling.start_vm_monitor(self.params, spec)
@@ -288,6 +291,73 @@ class ComputeNode:
             if s.status is S.INIT:  # else a termination arrived meanwhile: supervise handles it
                 s.set_status(S.RUNNING)
         logger.info("compute running: %s", self.state.timings.as_dict())
+        self._spawn(
+            extensions_mod.run_periodically(
+                connstr=self.connstr(),
+                metrics=self.metrics,
+                interval=lambda: self._extensions_interval,
+            )
+        )
+
+    # --- Neon's Primary start steps (parity: startconf, audit, migrations) ---------
+
+    async def _apply_catalog(self, spec: spec_mod.ComputeSpec, *, concurrency: int) -> None:
+        """Neon's ``apply_spec_sql``: the catalog, then the audit phases."""
+        self._extensions_interval = extensions_mod.interval_from_spec(
+            spec, default=self.params.installed_extensions_collection_interval
+        )
+        await self.catalog.apply_spec(
+            connstr=self.connstr(),
+            spec=spec,
+            privileged_role=self.params.privileged_role_name,
+            concurrency=concurrency,
+        )
+        await audit.apply_sql(connstr=self.connstr(), level=spec.audit_log_level)
+
+    async def _configure_as_primary(self, spec: spec_mod.ComputeSpec) -> None:
+        """The apply under the temporary override, the migrations (in the background, as
+        Neon), then the subscribers line and a reload. Failpoint ``temp-override-active``
+        holds the start with the override in place."""
+        assert self.postmaster is not None
+        async with startconf.temp_override(
+            pgdata=self.params.pgdata, user=self.tools.user, reload=self.postmaster.reload
+        ):
+            await self.failpoints.hit("temp-override-active")
+            await self._apply_catalog(spec, concurrency=applier.start_concurrency(spec))
+        self._spawn(self._run_migrations())
+        startconf.enable_subscribers(pgdata=self.params.pgdata)
+        await self.postmaster.reload()
+
+    async def _run_migrations(self) -> None:
+        from compute_ctl.compute.migrations import runner
+
+        async with self.state.lock() as s:
+            s.migrations = state_mod.MigrationsProgress(state="running")
+        try:
+            outcome = await runner.run(
+                connstr=self.connstr(),
+                privileged_role=self.params.privileged_role_name,
+                metrics=self.metrics,
+                failpoints=self.failpoints,
+            )
+            progress = state_mod.MigrationsProgress(
+                state="failed" if outcome.failed_id is not None else "done",
+                applied=outcome.applied,
+                latest=outcome.latest,
+                failed_id=outcome.failed_id,
+                error=outcome.error,
+            )
+        except Exception as e:
+            logger.error("Failed to run migrations: %s", e)
+            progress = state_mod.MigrationsProgress(state="failed", error=str(e))
+        async with self.state.lock() as s:
+            s.migrations = progress
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """A background task of this compute, cancelled when it ends."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _failed_start(self, failure: BaseException) -> int:
         logger.error("compute start failed: %s", failure, exc_info=failure)
@@ -336,6 +406,8 @@ class ComputeNode:
 
     async def _cleanup(self) -> None:
         self._finished = True
+        for task in list(self._background):
+            task.cancel()
         await self.launcher.discard_prewarm()
         await self._stop_vm_monitor()
         if self.postmaster is not None:
@@ -398,12 +470,11 @@ class ComputeNode:
         await self.postmaster.reload()
         await self.failpoints.hit("before-apply")
         if _applies_catalog(spec):
-            await self.catalog.apply_spec(
-                connstr=self.connstr(),
-                spec=spec,
-                privileged_role=self.params.privileged_role_name,
-                concurrency=spec.reconfigure_concurrency,
-            )
+            async with startconf.temp_override(
+                pgdata=self.params.pgdata, user=self.tools.user, reload=self.postmaster.reload
+            ):
+                await self._apply_catalog(spec, concurrency=spec.reconfigure_concurrency)
+            await self.postmaster.reload()
         await self.failpoints.hit("after-apply")
         pending = await self.catalog.pending_restart(connstr=self.connstr())
         if pending:

@@ -120,6 +120,7 @@ def status_body(state: state_mod.ComputeState) -> dict[str, Any]:
         "applied_spec_hash": state.applied_hash,
         "pending_restart": list(state.pending_restart),
         "mode": desired.mode.type_name if desired else None,
+        "migrations": state.migrations.as_dict() if state.migrations else None,
     }
 
 
@@ -142,6 +143,7 @@ class StatusCache:
             state.error,
             state.last_active,
             tuple(state.pending_restart),
+            state.migrations,
         )
         if key != self._key:
             self._body = _dumps(status_body(state)).encode()
