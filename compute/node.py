@@ -332,7 +332,7 @@ class ComputeNode:
         from compute_ctl.compute.migrations import runner
 
         async with self.state.lock() as s:
-            s.migrations = state_mod.MigrationsProgress(state="running")
+            s.set_migrations(state_mod.MigrationsProgress(state="running"))
         try:
             outcome = await runner.run(
                 connstr=self.connstr(),
@@ -351,7 +351,7 @@ class ComputeNode:
             logger.error("Failed to run migrations: %s", e)
             progress = state_mod.MigrationsProgress(state="failed", error=str(e))
         async with self.state.lock() as s:
-            s.migrations = progress
+            s.set_migrations(progress)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """A background task of this compute, cancelled when it ends."""

@@ -221,6 +221,11 @@ class ComputeState:
         self.applied_hash = spec_mod.spec_hash(spec)
         self._cond.notify_all()
 
+    def set_migrations(self, progress: MigrationsProgress) -> None:
+        self._require_lock()
+        self.migrations = progress
+        self._cond.notify_all()
+
     def touch_active(self, when: datetime.datetime) -> None:
         """``last_active`` only moves forward."""
         self._require_lock()
