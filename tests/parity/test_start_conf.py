@@ -134,4 +134,5 @@ async def test_primary_start_conf_steps_in_neons_order(scratch: Path) -> None:
         ]
         fps.set("after-apply", "off")
         await configuring
-        assert n.state.migrations.state == "done"  # type: ignore[union-attr]
+        assert n.state.migrations is not None
+        assert n.state.migrations.state == "done"
