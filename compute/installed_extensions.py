@@ -89,7 +89,7 @@ def interval_from_spec(spec: spec_mod.ComputeSpec, *, default: int) -> int:
 
 
 async def run_periodically(
-    *, connstr: str, metrics: metrics_mod.Metrics, interval: Callable[[], int]
+    *, connstr: str, metrics: metrics_mod.Metrics, interval: Callable[[], float]
 ) -> None:
     """Until cancelled: sleep ``max(previous, 2 * interval())``, then ``report``."""
     sleep = 0.0
