@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from compute_ctl.compute import errors, failpoints, params, pgdata, pgtools
+from compute_ctl.compute import errors, failpoints, neonflags, params, pgdata, pgtools
 
 if TYPE_CHECKING:
     from compute_ctl.compute import node as node_mod
@@ -65,15 +65,22 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         default=env.get("POSTGRES_PATH", "postgres"),
         help="postgres binary; its siblings are used too (env POSTGRES_PATH)",
     )
-    p.add_argument("-r", "--remote-ext-base-url", help="extension gateway base URL")
+    p.add_argument("-r", "--remote-ext-base-url", help="no effect here (Neon's extension gateway)")
     p.add_argument("--external-http-host", default="0.0.0.0")
     p.add_argument("--external-http-port", type=int, default=3080)
     p.add_argument("--internal-http-port", type=int, default=3081, help="bound to 127.0.0.1")
     p.add_argument("--privileged-role-name", default="neon_superuser")
-    p.add_argument("--resize-swap-on-bind", action="store_true")
-    p.add_argument("--set-disk-quota-for-fs", metavar="MOUNTPOINT")
-    p.add_argument("--installed-extensions-collection-interval", type=int, default=3600)
-    p.add_argument("--dev", action="store_true", help="do not kill pgbouncer/local_proxy")
+    p.add_argument("--resize-swap-on-bind", action="store_true", help="no effect (NeonVM only)")
+    p.add_argument("--set-disk-quota-for-fs", metavar="MOUNTPOINT", help="no effect (NeonVM only)")
+    p.add_argument(
+        "--installed-extensions-collection-interval",
+        type=int,
+        default=3600,
+        help="seconds between installed-extensions reports when the spec's "
+        "suspend_timeout_seconds is -1 or 0",
+    )
+    p.add_argument("--dev", action="store_true", help="no effect (no pgbouncer/local_proxy)")
+    neonflags.add_hadron_flags(p)
     p.add_argument("--cgroup", default="neon-postgres", help="cgroup for postgres (AUTOSCALING)")
     p.add_argument("--cgroup-root", type=Path, default=Path("/sys/fs/cgroup"))
     p.add_argument("--filecache-connstr", default=params.DEFAULT_FILECACHE_CONNSTR)
@@ -110,6 +117,11 @@ def _ext_base_url(raw: str | None) -> str | None:
 
 
 def params_from_args(ns: argparse.Namespace, environ: Mapping[str, str]) -> params.Params:
+    if ns.http_port is not None:  # Hadron's single-port flag
+        ns.external_http_port, ns.internal_http_port = ns.http_port, ns.http_port + 1
+    if ns.installed_extensions_collection_interval < 1:
+        raise errors.ConfigError("--installed-extensions-collection-interval must be positive")
+    neonflags.warn_ineffective(ns)
     for flag in ("external_http_port", "internal_http_port"):
         if not 0 <= getattr(ns, flag) < 65536:
             raise errors.ConfigError(f"--{flag.replace('_', '-')} must be a port number")

@@ -5,6 +5,7 @@ Full, with statement parameters)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -42,6 +43,7 @@ def _superuser_dsn(port: int, dbname: str = "postgres") -> str:
     return f"postgresql://{helpers.SUPERUSER}@127.0.0.1:{port}/{dbname}"
 
 
+@contextlib.asynccontextmanager
 async def _started(scratch: Path, level: str) -> AsyncIterator[tuple[node.ComputeNode, int]]:
     port = pgserver.free_port()
     raw = helpers.spec_json(
@@ -61,7 +63,7 @@ async def test_base_audits_ddl_into_the_server_log(
     scratch: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="compute_ctl.compute.postgres")
-    async for n, port in _started(scratch, "Base"):
+    async with _started(scratch, "Base") as (n, port):
         conf = (scratch / "pgdata" / "postgresql.conf").read_text().splitlines()
         start = conf.index("# Managed by compute_ctl base audit settings: start")
         assert conf[start : start + 5] == [
@@ -99,8 +101,8 @@ async def test_base_audits_ddl_into_the_server_log(
 
 @needs_pgaudit
 async def test_full_writes_audit_files_with_parameters(scratch: Path) -> None:
-    async for _n, port in _started(scratch, "Full"):
-        pgdata = scratch / "pgdata"
+    pgdata = scratch / "pgdata"
+    async with _started(scratch, "Full") as (_n, port):
         conf = (pgdata / "postgresql.conf").read_text()
         assert (
             "# Managed by compute_ctl compliance audit settings: begin\n"

@@ -5,7 +5,6 @@ that refuse connections, the schedule and the interval rules."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -28,7 +27,7 @@ def _sql(pg: pgserver.PgServer, query: str, *, dbname: str = "postgres") -> None
 
 
 @pytest.fixture(scope="module")
-def databases(pg: pgserver.PgServer) -> Iterator[pgserver.PgServer]:
+def databases(pg: pgserver.PgServer) -> pgserver.PgServer:
     for name in DATABASES:
         _sql(pg, f"CREATE DATABASE {name}")
     _sql(pg, "CREATE ROLE ext_owner LOGIN")
@@ -41,7 +40,7 @@ def databases(pg: pgserver.PgServer) -> Iterator[pgserver.PgServer]:
         conn.execute("CREATE EXTENSION pgcrypto")
     _sql(pg, "CREATE EXTENSION hstore", dbname="ext_closed")
     _sql(pg, "ALTER DATABASE ext_closed WITH ALLOW_CONNECTIONS false")
-    yield pg
+    return pg
 
 
 def _gauge(m: metrics.Metrics) -> dict[tuple[str, str, str], float]:
