@@ -17,20 +17,29 @@ Difference from Neon: with no ``shared_preload_libraries`` in the spec, Neon pre
 ``neon,...``; without Neon storage (vanilla PostgreSQL has no ``neon`` library, and
 postgres would refuse to start) we preload only the audit libraries.
 
+- ``watch_log_dir``: for the file-writing levels, the gauge ``compute_audit_log_dir_size``
+  (bytes of the regular files in ``<pgdata>/log`` whose name ends in ``log``), every 60 s.
+
 Not done here: the rsyslog forwarding of audit files (``AUDIT_LOGGING_ENDPOINT``), which
-needs an rsyslogd supervised outside compute_ctl (see README).
+needs an rsyslogd supervised outside compute_ctl, and with it Neon's deletion of audit
+files older than 15 minutes (which only makes sense once they are shipped; see README).
 """
 
 from __future__ import annotations
 
-import psycopg
-from psycopg import sql
+import asyncio
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from compute_ctl.compute import errors
 from compute_ctl.compute import spec as spec_mod
-from compute_ctl.compute.catalog import db
 
-__all__ = ["apply_sql", "conf_lines", "is_compliance"]
+if TYPE_CHECKING:  # pgconf imports this module: keep psycopg off the conf-rendering path
+    from psycopg import sql
+
+    from compute_ctl.compute import metrics as metrics_mod
+
+__all__ = ["apply_sql", "conf_lines", "is_compliance", "log_dir_size", "watch_log_dir"]
 
 L = spec_mod.AuditLogLevel
 _BASE = (L.LOG, L.BASE)
@@ -88,6 +97,8 @@ def statements(level: spec_mod.AuditLogLevel) -> list[sql.SQL]:
     """Neon's audit phases, in order (none when Disabled)."""
     if level not in _BASE and level not in _COMPLIANCE:
         return []
+    from psycopg import sql
+
     steps: list[sql.SQL] = [sql.SQL("CREATE EXTENSION IF NOT EXISTS pgaudit WITH SCHEMA public")]
     if level in _COMPLIANCE:
         steps.append(sql.SQL("CREATE EXTENSION IF NOT EXISTS pgauditlogtofile WITH SCHEMA public"))
@@ -100,6 +111,10 @@ async def apply_sql(*, connstr: str, level: spec_mod.AuditLogLevel) -> None:
     steps = statements(level)
     if not steps:
         return
+    import psycopg
+
+    from compute_ctl.compute.catalog import db
+
     async with db.connect(connstr) as conn:
         for statement in steps:
             try:
@@ -108,3 +123,24 @@ async def apply_sql(*, connstr: str, level: spec_mod.AuditLogLevel) -> None:
                 raise errors.ApplyError(
                     f"audit logging ({level.value}): {e}", phase="audit", obj="pgaudit"
                 ) from e
+
+
+def log_dir_size(pgdata: Path) -> int:
+    """Bytes in ``<pgdata>/log`` files whose name ends in ``log`` (Neon's measure)."""
+    total = 0
+    for path in (pgdata / "log").glob("*log"):
+        try:
+            if path.is_file():
+                total += path.stat().st_size
+        except OSError:  # rotated away meanwhile
+            continue
+    return total
+
+
+async def watch_log_dir(
+    *, pgdata: Path, metrics: metrics_mod.Metrics, interval: float = 60.0
+) -> None:
+    """Until cancelled: set ``compute_audit_log_dir_size`` now and every ``interval``."""
+    while True:
+        metrics.audit_log_dir_size.set(await asyncio.to_thread(log_dir_size, pgdata))
+        await asyncio.sleep(interval)

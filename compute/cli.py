@@ -179,7 +179,9 @@ def load_config_file(path: Path) -> spec_mod.ComputeConfig:
         raise errors.ConfigError(f"config file {path}: {message}") from e
 
 
-async def _load_config(p: params.Params, environ: Mapping[str, str]) -> spec_mod.ComputeConfig:
+async def _load_config(
+    p: params.Params, environ: Mapping[str, str], cplane_requests: list[str]
+) -> spec_mod.ComputeConfig:
     if p.config_path is not None:
         return load_config_file(p.config_path)
     from compute_ctl.compute import controlplane
@@ -189,6 +191,7 @@ async def _load_config(p: params.Params, environ: Mapping[str, str]) -> spec_mod
         uri=p.control_plane_uri,
         compute_id=p.compute_id,
         token=environ.get("NEON_CONTROL_PLANE_TOKEN"),
+        record=cplane_requests.append,
     )
 
 
@@ -284,8 +287,9 @@ async def _amain(ns: argparse.Namespace, environ: Mapping[str, str]) -> int:
     p = params_from_args(ns, environ)
     tools, fps = _check_local(p)
     warm = await _speculative_prewarm(p, tools)
+    cplane_requests: list[str] = []  # fetched before the node's metrics exist
     try:
-        config = await _load_config(p, environ)
+        config = await _load_config(p, environ, cplane_requests)
         if config.spec is not None:
             from compute_ctl.compute import checks
 
@@ -304,6 +308,8 @@ async def _amain(ns: argparse.Namespace, environ: Mapping[str, str]) -> int:
     from compute_ctl.compute.http import server
 
     node = node_mod.ComputeNode(p, config=config, failpoints=fps, tools=tools, prewarm=warm)
+    for status in cplane_requests:
+        node.metrics.cplane_request(rpc="GetConfig", http_status=status)
     _install_signals(node)
     run = asyncio.create_task(node.run())
     try:

@@ -291,6 +291,8 @@ class ComputeNode:
             if s.status is S.INIT:  # else a termination arrived meanwhile: supervise handles it
                 s.set_status(S.RUNNING)
         logger.info("compute running: %s", self.state.timings.as_dict())
+        if audit.is_compliance(spec.audit_log_level):
+            self._spawn(audit.watch_log_dir(pgdata=self.params.pgdata, metrics=self.metrics))
         self._spawn(
             extensions_mod.run_periodically(
                 connstr=self.connstr(),

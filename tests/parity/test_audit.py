@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from compute_ctl.compute import node, state
+from compute_ctl.compute import audit, node, state
 from compute_ctl.compute import spec as spec_mod
 from tests import pgserver
 from tests.core import helpers
@@ -132,3 +132,5 @@ async def test_full_writes_audit_files_with_parameters(scratch: Path) -> None:
         text = audit_text()
         assert "CREATE TABLE full_audit" in text
         assert "INSERT INTO full_audit" in text
+        size = audit.log_dir_size(pgdata)
+        assert size >= len(text.encode())
