@@ -30,6 +30,7 @@ import dataclasses
 import time
 from collections.abc import Iterable, Iterator
 
+import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -37,6 +38,10 @@ from prometheus_client.registry import Collector
 from compute_ctl.compute import state as state_mod
 
 __all__ = ["OUTCOMES", "Metrics", "ReconcileRecord"]
+
+# Neon exports no ``*_created`` series; prometheus-client adds one per counter and
+# histogram unless told not to (a process-wide switch; compute_ctl has no other registry).
+prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
 
 OUTCOMES = ("applied", "noop", "failed", "cancelled")
 """Reconcile outcomes: changes made; nothing to do; an error; interrupted."""
