@@ -23,7 +23,16 @@ import shutil
 from pathlib import Path
 from typing import Protocol
 
-from compute_ctl.compute import errors, params, pgconf, pgdata, pgtools, postgres, state
+from compute_ctl.compute import (
+    errors,
+    params,
+    pgconf,
+    pgdata,
+    pgtools,
+    postgres,
+    startconf,
+    state,
+)
 from compute_ctl.compute import spec as spec_mod
 
 __all__ = ["Launcher", "LocalLauncher", "PostgresHandle"]
@@ -59,6 +68,12 @@ class Launcher(Protocol):
 
     def write_conf(self, spec: spec_mod.ComputeSpec) -> None:
         """Rewrite ``postgresql.conf`` for ``spec`` (before a reload)."""
+
+    def write_temp_override(self, text: str) -> None:
+        """Write the file ``postgresql.conf`` includes last ("" truncates it)."""
+
+    def append_conf_line(self, line: str) -> None:
+        """Append ``line`` to ``postgresql.conf`` unless it is there (Neon's line-in-file)."""
 
     async def lsn_before_stop(self, spec: spec_mod.ComputeSpec) -> str | None:
         """Before postgres stops: what only a running postgres can tell (a replica's
@@ -129,6 +144,12 @@ class LocalLauncher:
         pgdata.write_config_files(
             pgdata=self.pgdata, user=self.tools.user, postgresql_conf=self.render_conf(spec)
         )
+
+    def write_temp_override(self, text: str) -> None:
+        startconf.write_override(pgdata=self.pgdata, text=text, user=self.tools.user)
+
+    def append_conf_line(self, line: str) -> None:
+        startconf.line_in_file(self.pgdata / "postgresql.conf", line)
 
     # --- preparing PGDATA --------------------------------------------------------
 

@@ -322,12 +322,12 @@ class ComputeNode:
         holds the start with the override in place."""
         assert self.postmaster is not None
         async with startconf.temp_override(
-            pgdata=self.params.pgdata, user=self.tools.user, reload=self.postmaster.reload
+            write=self.launcher.write_temp_override, reload=self.postmaster.reload
         ):
             await self.failpoints.hit("temp-override-active")
             await self._apply_catalog(spec, concurrency=applier.start_concurrency(spec))
         self._spawn(self._run_migrations())
-        startconf.enable_subscribers(pgdata=self.params.pgdata)
+        self.launcher.append_conf_line(startconf.SUBSCRIBERS_LINE)
         await self.postmaster.reload()
 
     async def _run_migrations(self) -> None:
@@ -473,7 +473,7 @@ class ComputeNode:
         await self.failpoints.hit("before-apply")
         if _applies_catalog(spec):
             async with startconf.temp_override(
-                pgdata=self.params.pgdata, user=self.tools.user, reload=self.postmaster.reload
+                write=self.launcher.write_temp_override, reload=self.postmaster.reload
             ):
                 await self._apply_catalog(spec, concurrency=spec.reconfigure_concurrency)
             await self.postmaster.reload()
