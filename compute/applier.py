@@ -1,15 +1,17 @@
 """The seam between the node and the catalog apply: a ``CatalogApplier`` protocol and its
 default implementation over ``compute_ctl.compute.catalog``.
 
-The node only sequences; the catalog package owns planning and executing SQL (CONTRACTS
-"Catalog"). Tests may inject another real applier (a cheap one, or one that fails on
-cue). No SQL is written here.
+The node only sequences; the catalog package owns planning and executing SQL. The
+applier gets admitted specs only (``admission.Admitted``: the spec and its validated
+desired catalog), so it never meets an input error. Tests may inject another real
+applier (a cheap one, or one that fails on cue). No SQL is written here.
 """
 
 from __future__ import annotations
 
 from typing import Any, Protocol
 
+from compute_ctl.compute import admission
 from compute_ctl.compute import spec as spec_mod
 from compute_ctl.compute.catalog import apply as catalog_apply
 from compute_ctl.compute.catalog import settings as catalog_settings
@@ -30,21 +32,10 @@ class PlanLike(Protocol):
 
 class CatalogApplier(Protocol):
     async def apply_spec(
-        self,
-        *,
-        connstr: str,
-        spec: spec_mod.ComputeSpec,
-        privileged_role: str,
-        concurrency: int,
+        self, *, connstr: str, admitted: admission.Admitted, concurrency: int
     ) -> object: ...
 
-    async def plan_spec(
-        self,
-        *,
-        connstr: str,
-        spec: spec_mod.ComputeSpec,
-        privileged_role: str,
-    ) -> PlanLike: ...
+    async def plan_spec(self, *, connstr: str, admitted: admission.Admitted) -> PlanLike: ...
 
     async def pending_restart(self, *, connstr: str) -> list[str]: ...
 
@@ -53,30 +44,14 @@ class ModuleApplier:
     """``compute_ctl.compute.catalog.apply`` and ``.settings``."""
 
     async def apply_spec(
-        self,
-        *,
-        connstr: str,
-        spec: spec_mod.ComputeSpec,
-        privileged_role: str,
-        concurrency: int,
+        self, *, connstr: str, admitted: admission.Admitted, concurrency: int
     ) -> catalog_apply.ApplyResult:
-        return await catalog_apply.apply_spec(
-            connstr=connstr,
-            spec=spec,
-            privileged_role=privileged_role,
-            concurrency=concurrency,
+        return await catalog_apply.apply_desired(
+            connstr=connstr, desired=admitted.desired, concurrency=concurrency
         )
 
-    async def plan_spec(
-        self,
-        *,
-        connstr: str,
-        spec: spec_mod.ComputeSpec,
-        privileged_role: str,
-    ) -> PlanLike:
-        return await catalog_apply.plan_spec(
-            connstr=connstr, spec=spec, privileged_role=privileged_role
-        )
+    async def plan_spec(self, *, connstr: str, admitted: admission.Admitted) -> PlanLike:
+        return await catalog_apply.plan_desired(connstr=connstr, desired=admitted.desired)
 
     async def pending_restart(self, *, connstr: str) -> list[str]:
         return await catalog_settings.pending_restart(connstr=connstr)

@@ -2,8 +2,9 @@
 
 Everything that can be wrong with the invocation is found here, before PGDATA or any port
 is touched: unknown or conflicting flags (argparse, exit 2), an unreadable or invalid
-config file or control-plane reply (exit 2, naming the field), a spec that fails the
-checks (``checks``), a missing binary or OS user, a PGDATA we must not wipe. Then the node
+config file or control-plane reply (exit 2, naming the field), a spec that admission
+refuses (``admission``: exit 2, before PGDATA is touched), a missing binary or OS user,
+a PGDATA we must not wipe. Then the node
 runs under the HTTP servers, and signals become terminations: SIGTERM/SIGINT a fast
 shutdown (a second one escalates), SIGQUIT an immediate one.
 
@@ -29,11 +30,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from compute_ctl.compute import errors, failpoints, neonflags, params, pgdata, pgtools
+from compute_ctl.compute import errors, failpoints, liveness, neonflags, params, pgdata, pgtools
 
 if TYPE_CHECKING:
+    from compute_ctl.compute import admission
     from compute_ctl.compute import node as node_mod
-    from compute_ctl.compute import spec as spec_mod
 
 __all__ = ["build_parser", "load_config_file", "main", "params_from_args"]
 
@@ -97,6 +98,12 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         action="store_true",
         help="serve the external API without JWT when no JWKS keys are configured (dev only)",
     )
+    p.add_argument(
+        "--internal-full-api",
+        action="store_true",
+        help="serve the whole API, unauthenticated, on the internal port (tests/dev only; "
+        "by default it serves only Neon's internal routes and the probes)",
+    )
     p.add_argument("--resync-interval", type=float, default=30.0, help="drift check, seconds")
     p.add_argument(
         "--failed-exit-delay",
@@ -148,6 +155,7 @@ def params_from_args(ns: argparse.Namespace, environ: Mapping[str, str]) -> para
         keep_pgdata=ns.keep_pgdata,
         failpoints=ns.failpoints or "FAILPOINTS" in environ,
         allow_unauthenticated=ns.allow_unauthenticated,
+        internal_full_api=ns.internal_full_api,
         resync_interval=ns.resync_interval,
         build_tag=environ.get("BUILD_TAG", "latest"),
         remote_ext_base_url=_ext_base_url(ns.remote_ext_base_url),
@@ -158,11 +166,9 @@ def params_from_args(ns: argparse.Namespace, environ: Mapping[str, str]) -> para
     )
 
 
-def load_config_file(path: Path) -> spec_mod.ComputeConfig:
-    """Read and validate a ``ComputeConfig`` file; ``ConfigError`` names what is wrong."""
-    import pydantic
-
-    from compute_ctl.compute import spec as spec_mod
+def load_config_file(path: Path, *, rules: admission.Rules) -> admission.AdmittedConfig:
+    """Read and admit a ``ComputeConfig`` file; ``ConfigError`` names what is wrong."""
+    from compute_ctl.compute import admission
 
     try:
         text = path.read_text()
@@ -172,27 +178,31 @@ def load_config_file(path: Path) -> spec_mod.ComputeConfig:
         raw = json.loads(text)
     except ValueError as e:
         raise errors.ConfigError(f"config file {path} is not valid JSON: {e}") from e
-    try:
-        return spec_mod.ComputeConfig.model_validate(raw)
-    except pydantic.ValidationError as e:
-        message = spec_mod.format_validation_error(e)
-        raise errors.ConfigError(f"config file {path}: {message}") from e
+    return admission.admit_config(raw, rules=rules, where=f"config file {path}")
 
 
 async def _load_config(
     p: params.Params, environ: Mapping[str, str], cplane_requests: list[str]
-) -> spec_mod.ComputeConfig:
+) -> admission.AdmittedConfig:
+    """The config file or the control plane's reply, admitted (the CLI's two entrances).
+
+    ``cplane_requests`` collects each control-plane attempt's status for the node's
+    ``compute_ctl_cplane_requests_total`` (the node and its metrics do not exist yet)."""
+    from compute_ctl.compute import admission
+
+    rules = admission.Rules.for_params(p)
     if p.config_path is not None:
-        return load_config_file(p.config_path)
+        return load_config_file(p.config_path, rules=rules)
     from compute_ctl.compute import controlplane
 
     assert p.control_plane_uri is not None
-    return await controlplane.fetch_config(
+    config = await controlplane.fetch_config(
         uri=p.control_plane_uri,
         compute_id=p.compute_id,
         token=environ.get("NEON_CONTROL_PLANE_TOKEN"),
         record=cplane_requests.append,
     )
+    return admission.admit_config(config, rules=rules, where="control plane reply")
 
 
 def _check_local(p: params.Params) -> tuple[pgtools.PgTools, failpoints.Failpoints]:
@@ -285,15 +295,20 @@ def _check_ports(p: params.Params) -> None:
 
 async def _amain(ns: argparse.Namespace, environ: Mapping[str, str]) -> int:
     p = params_from_args(ns, environ)
+    # Before anything looks at PGDATA: a second compute_ctl on it exits 2 here, untouched.
+    lock = liveness.PgdataLock.acquire(p.pgdata, pgdata.warmup_dir(p.pgdata))
+    try:
+        return await _run(p, environ)
+    finally:
+        lock.release()
+
+
+async def _run(p: params.Params, environ: Mapping[str, str]) -> int:
     tools, fps = _check_local(p)
     warm = await _speculative_prewarm(p, tools)
     cplane_requests: list[str] = []  # fetched before the node's metrics exist
     try:
         config = await _load_config(p, environ, cplane_requests)
-        if config.spec is not None:
-            from compute_ctl.compute import checks
-
-            checks.check_spec(config.spec, local=p.local)
         _check_ports(p)
     except BaseException:
         if warm is not None:

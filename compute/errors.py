@@ -3,20 +3,29 @@
 ::
 
     ComputeError
-    ├── ConfigError          bad CLI flags, config file or spec: nothing was touched
+    ├── InputError           the caller's input is wrong: nothing was touched (HTTP 400,
+    │   │                    CLI exit 2)
+    │   ├── ConfigError      bad CLI flags, config file or spec
+    │   │   └── AdmissionError   a config or spec refused by admission (names the field)
+    │   └── NotFound         a database, role or schema the request names does not exist (404)
     ├── PostgresError        postgres or one of its tools failed to start, run or stop
     │   └── PostgresExited   the postmaster exited (carries its exit code)
     ├── ApplyError           a catalog operation failed (names the phase and the object)
     ├── StorageError         safekeepers or pageserver could not be reached or disagreed
-    └── StatusError          the request is not allowed in the current status (HTTP 412)
+    ├── StatusError          the request is not allowed in the current status (HTTP 412)
+    └── Busy                 too many of these requests at once; retry later (HTTP 503)
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "AdmissionError",
     "ApplyError",
+    "Busy",
     "ComputeError",
     "ConfigError",
+    "InputError",
+    "NotFound",
     "PostgresError",
     "PostgresExited",
     "StatusError",
@@ -28,8 +37,21 @@ class ComputeError(Exception):
     """Root of every error compute_ctl raises on purpose."""
 
 
-class ConfigError(ComputeError):
+class InputError(ComputeError):
+    """The caller's input is at fault, and nothing was changed. The message names the
+    field or object; it is safe to show to the client (never a secret)."""
+
+
+class ConfigError(InputError):
     """Invalid flags, config file or spec. Raised before anything is changed."""
+
+
+class AdmissionError(ConfigError):
+    """A config or spec refused by ``compute.admission``: HTTP 400, CLI exit 2."""
+
+
+class NotFound(InputError):
+    """The request names a database, role, schema or other object that does not exist."""
 
 
 class PostgresError(ComputeError):
@@ -57,3 +79,7 @@ class StorageError(ComputeError):
 
 class StatusError(ComputeError):
     """The operation is not allowed in the current status."""
+
+
+class Busy(ComputeError):
+    """A bounded resource (pg_dump slots, connections) is in use; the caller may retry."""

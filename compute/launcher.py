@@ -1,13 +1,17 @@
-"""From a spec to a spawned postmaster: PGDATA preparation, config rendering, spawning.
+"""From an admitted spec to a spawned postmaster: PGDATA preparation, config files, spawning.
 
-``Launcher`` is the node's seam to the process layer; ``LocalLauncher`` is the real one:
+``Launcher`` is the node's seam to the process layer; ``LocalLauncher`` is the real one.
+It takes ``admission.Admitted`` specs only: their ``postgresql.conf`` is already rendered
+and their storage target checked, so nothing here can meet an input error after PGDATA
+was touched.
+
 
 - local mode (no pageserver, no safekeepers): Neon's fresh start (wipe, ``initdb`` with the
   ``-C`` user as superuser) or, with ``--keep-pgdata``, an existing valid PGDATA kept;
 - Neon storage or a vanilla primary to follow (``spec.primary_connstring``): the storage
   package's ``prepare`` (sync safekeepers, basebackup, signal files), imported only by
   the starts that need it (a local-mode start never loads it);
-- either way ``postgresql.conf`` (``pgconf``) and ``pg_hba.conf`` are (re)written, then
+- either way ``postgresql.conf`` (rendered by admission) and ``pg_hba.conf`` are (re)written, then
   ``postgres.Postmaster.spawn``; with ``AUTOSCALING`` the child joins the cgroup.
 
 The node owns ordering and state; this module never touches ``ComputeState`` except the
@@ -24,12 +28,14 @@ from pathlib import Path
 from typing import Protocol
 
 from compute_ctl.compute import (
+    admission,
     errors,
     params,
     pgconf,
     pgdata,
     pgtools,
     postgres,
+    safefs,
     startconf,
     state,
 )
@@ -40,6 +46,7 @@ __all__ = ["Launcher", "LocalLauncher", "PostgresHandle"]
 logger = logging.getLogger(__name__)
 
 _NEON_HBA_LINE = "host all all all md5"
+_HBA_MAX = 1 << 20
 
 
 class PostgresHandle(Protocol):
@@ -60,14 +67,14 @@ class PostgresHandle(Protocol):
 
 
 class Launcher(Protocol):
-    async def prepare(self, spec: spec_mod.ComputeSpec) -> None:
-        """Make PGDATA ready to start ``spec`` (its config files included)."""
+    async def prepare(self, admitted: admission.Admitted) -> None:
+        """Make PGDATA ready to start ``admitted`` (its config files included)."""
 
-    async def spawn(self, spec: spec_mod.ComputeSpec) -> PostgresHandle:
+    async def spawn(self, admitted: admission.Admitted) -> PostgresHandle:
         """Spawn the postmaster; the caller waits for it to be ready."""
 
-    def write_conf(self, spec: spec_mod.ComputeSpec) -> None:
-        """Rewrite ``postgresql.conf`` for ``spec`` (before a reload)."""
+    def write_conf(self, admitted: admission.Admitted) -> None:
+        """Rewrite ``postgresql.conf`` for ``admitted`` (before a reload)."""
 
     def write_temp_override(self, text: str) -> None:
         """Write the file ``postgresql.conf`` includes last ("" truncates it)."""
@@ -91,10 +98,6 @@ class Launcher(Protocol):
         """Stop and remove an unused prewarm."""
 
 
-def _uses_storage(spec: spec_mod.ComputeSpec) -> bool:
-    return spec.has_neon_storage() or spec.primary_connstring is not None
-
-
 class LocalLauncher:
     """PGDATA and postmaster on this machine, as ``Params`` describe them."""
 
@@ -111,38 +114,15 @@ class LocalLauncher:
         self.timings = timings
         self.pgdata = params.pgdata
         self._local = params.local
-        self._overcommit_strict = pgdata.overcommit_strict()
         self._warmup = pgdata.warmup_dir(self.pgdata)
         # A prewarm already running (the CLI starts one while it validates the config).
         self._prewarm = prewarm
 
-    # --- rendering ---------------------------------------------------------------
+    # --- config files ------------------------------------------------------------
 
-    def render_conf(self, spec: spec_mod.ComputeSpec) -> str:
-        storage_lines: list[str] = []
-        if spec.has_neon_storage():
-            from compute_ctl.compute import storage
-
-            storage_lines = list(
-                storage.neon_conf_lines(
-                    spec,
-                    privileged_role=self.params.privileged_role_name,
-                    internal_port=self.params.internal_http_port,
-                )
-            )
-        context = pgconf.ConfContext(
-            privileged_role=self.params.privileged_role_name,
-            internal_port=self.params.internal_http_port,
-            storage_lines=storage_lines,
-            local_port=self._local.port,
-            socket_dir=pgdata.socket_dir_for(self.pgdata),
-            overcommit_strict=self._overcommit_strict,
-        )
-        return pgconf.render_postgresql_conf(spec, context)
-
-    def write_conf(self, spec: spec_mod.ComputeSpec) -> None:
+    def write_conf(self, admitted: admission.Admitted) -> None:
         pgdata.write_config_files(
-            pgdata=self.pgdata, user=self.tools.user, postgresql_conf=self.render_conf(spec)
+            pgdata=self.pgdata, user=self.tools.user, postgresql_conf=admitted.conf
         )
 
     def write_temp_override(self, text: str) -> None:
@@ -153,10 +133,11 @@ class LocalLauncher:
 
     # --- preparing PGDATA --------------------------------------------------------
 
-    async def prepare(self, spec: spec_mod.ComputeSpec) -> None:
-        if _uses_storage(spec):
+    async def prepare(self, admitted: admission.Admitted) -> None:
+        pgdata.remove_temp_files(self.pgdata)
+        if admitted.storage.uses_storage:
             await self.discard_prewarm()
-            await self._prepare_from_storage(spec)
+            await self._prepare_from_storage(admitted)
             return
         found = pgdata.inspect(self.pgdata)
         if self.params.keep_pgdata and found.kind is pgdata.Existing.VALID:
@@ -183,7 +164,7 @@ class LocalLauncher:
         pgdata.write_config_files(
             pgdata=self.pgdata,
             user=self.tools.user,
-            postgresql_conf=self.render_conf(spec),
+            postgresql_conf=admitted.conf,
             hba=pgconf.render_hba(superuser=self._local.user),
         )
 
@@ -227,30 +208,33 @@ class LocalLauncher:
         if self._warmup.exists():
             shutil.rmtree(self._warmup, ignore_errors=True)
 
-    async def _prepare_from_storage(self, spec: spec_mod.ComputeSpec) -> None:
+    async def _prepare_from_storage(self, admitted: admission.Admitted) -> None:
         from compute_ctl.compute import storage
 
+        spec = admitted.spec
         pgdata.check_wipe_safe(self.pgdata)
         pgdata.init_empty(self.pgdata, self.tools.user)
         # Neon writes postgresql.conf first: the basebackup does not carry one.
-        self.write_conf(spec)
+        self.write_conf(admitted)
         await storage.prepare(spec=spec, pgdata=self.pgdata, tools=self.tools, timings=self.timings)
         if spec.primary_connstring is not None:
             # A clone carries the primary's pg_hba.conf, which need not trust our -C user.
             pgdata.write_config_files(
                 pgdata=self.pgdata,
                 user=self.tools.user,
-                postgresql_conf=self.render_conf(spec),
+                postgresql_conf=admitted.conf,
                 hba=pgconf.render_hba(superuser=self._local.user),
             )
             return
-        hba = self.pgdata / "pg_hba.conf"
-        text = hba.read_text() if hba.exists() else ""
+        # The basebackup's pg_hba.conf: read without following a link (PGDATA is the OS
+        # user's), and never larger than a real one.
+        raw = safefs.read_bytes(self.pgdata, "pg_hba.conf", limit=_HBA_MAX)
+        text = raw.decode(errors="replace") if raw is not None else ""
         if _NEON_HBA_LINE not in text.splitlines():
             pgdata.write_config_files(
                 pgdata=self.pgdata,
                 user=self.tools.user,
-                postgresql_conf=self.render_conf(spec),
+                postgresql_conf=admitted.conf,
                 hba=text
                 + ("" if text.endswith("\n") or not text else "\n")
                 + _NEON_HBA_LINE
@@ -259,10 +243,10 @@ class LocalLauncher:
 
     # --- the process -------------------------------------------------------------
 
-    async def spawn(self, spec: spec_mod.ComputeSpec) -> postgres.Postmaster:
+    async def spawn(self, admitted: admission.Admitted) -> postgres.Postmaster:
         env: dict[str, str] = {}
-        if spec.storage_auth_token:
-            env["NEON_AUTH_TOKEN"] = spec.storage_auth_token
+        if admitted.spec.storage_auth_token:
+            env["NEON_AUTH_TOKEN"] = admitted.spec.storage_auth_token
         cgroup_dir: Path | None = None
         if self.params.autoscaling:
             cgroup_dir = self.params.cgroup_root / self.params.cgroup
@@ -284,7 +268,7 @@ class LocalLauncher:
     async def final_lsn(
         self, spec: spec_mod.ComputeSpec, *, replayed_lsn: str | None = None
     ) -> str | None:
-        if not _uses_storage(spec):
+        if not spec.has_neon_storage() and spec.primary_connstring is None:
             return None
         from compute_ctl.compute import storage
 

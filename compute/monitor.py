@@ -36,9 +36,9 @@ from collections.abc import Callable
 from typing import Any
 
 import psycopg
-from psycopg import conninfo as conninfo_mod
 
 from compute_ctl.compute import metrics as metrics_mod
+from compute_ctl.compute import pgsession
 from compute_ctl.compute import spec as spec_mod
 from compute_ctl.compute import state as state_mod
 
@@ -122,10 +122,7 @@ class ActivityMonitor:
         self.metrics = metrics
         self.interval = interval
         self._clock = clock or state.now
-        params = conninfo_mod.conninfo_to_dict(connstr)
-        params.setdefault("application_name", APPLICATION_NAME)
-        params.setdefault("connect_timeout", 5)
-        self._conninfo = conninfo_mod.make_conninfo("", **params)
+        self._connstr = connstr
         self._last_active: datetime.datetime | None = None
         self._active_time: float | None = None
         self._sessions: int | None = None
@@ -150,11 +147,11 @@ class ActivityMonitor:
             while not self._stopping():
                 try:
                     if conn is None or conn.closed:
-                        conn = await psycopg.AsyncConnection.connect(
-                            self._conninfo, autocommit=True
+                        conn = await pgsession.open_session(
+                            self._connstr, application_name=APPLICATION_NAME, timeout=5
                         )
                     seen = await self._check(conn)
-                except (psycopg.Error, OSError) as e:
+                except (psycopg.Error, OSError, TimeoutError) as e:
                     if self._stopping():
                         break
                     self._report_down()

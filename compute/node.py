@@ -14,8 +14,11 @@ spec and correct drift. It is the only code that writes the catalog after start.
 
 Inputs (``configure``, ``terminate``, signals) only change desired state and wait; the
 process work lives in ``launcher``/``postgres``, the SQL in the catalog package (through
-``applier``). Failpoints: ``before-start-postgres``, ``before-apply``, ``after-apply``,
-``configurator-observed`` (after the configurator read the state and released the lock).
+``applier``). Every spec passes ``admission`` before it is stored: the start sequence and
+the configurator consume ``admission.Admitted`` objects only, so an input error never
+reaches them after a file was written or postgres reloaded. Failpoints:
+``before-start-postgres``, ``before-apply``, ``after-apply``, ``configurator-observed``
+(after the configurator read the state and released the lock).
 """
 
 from __future__ import annotations
@@ -29,10 +32,10 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, Literal
 
 from compute_ctl.compute import (
+    admission,
     applier,
     audit,
     autoscaling,
-    checks,
     errors,
     failpoints,
     metrics,
@@ -72,7 +75,8 @@ def _configurator_wakes(s: state_mod.ComputeState) -> bool:
     return s.status.terminating or s.status is S.FAILED or _needs_reconfigure(s)
 
 
-def _applies_catalog(spec: spec_mod.ComputeSpec) -> bool:
+def _applies_catalog(admitted: admission.Admitted) -> bool:
+    spec = admitted.spec
     return spec.mode.kind == "Primary" and not spec.skip_pg_catalog_updates
 
 
@@ -83,7 +87,7 @@ class ComputeNode:
         self,
         params: params.Params,
         *,
-        config: spec_mod.ComputeConfig | None = None,
+        config: spec_mod.ComputeConfig | admission.AdmittedConfig | None = None,
         failpoints: failpoints.Failpoints | None = None,
         catalog: applier.CatalogApplier | None = None,
         # Test seam: the process layer (default: PGDATA and postgres on this machine).
@@ -104,8 +108,12 @@ class ComputeNode:
             params, tools=self.tools, timings=self.state.timings, prewarm=prewarm
         )
         self.postmaster: launcher_mod.PostgresHandle | None = None
-        self._local = params.local
-        self._initial = config.spec if config is not None else None
+        self.rules = admission.Rules.for_params(params)
+        # Admitted in run() (a bad config fails the run, not the constructor).
+        self._initial_config = config
+        # The admitted forms of ``state.desired`` and ``state.applied``, set with them.
+        self._desired: admission.Admitted | None = None
+        self._applied: admission.Admitted | None = None
         if config is not None:
             self.state.config = config.compute_ctl_config
         self._spec_received = time.monotonic()
@@ -124,16 +132,24 @@ class ComputeNode:
 
         return psycopg.conninfo.make_conninfo(self.params.connstr, dbname=dbname)
 
-    async def configure(self, config: spec_mod.ComputeConfig) -> None:
-        """Neon's ``/configure``: store the spec, then wait until it is applied or failed."""
-        spec = config.spec
-        if spec is None:
-            raise errors.ConfigError("spec: a spec is required")
-        checks.check_spec(spec, local=self._local)
+    def admit(
+        self, config: spec_mod.ComputeConfig | admission.AdmittedConfig
+    ) -> admission.AdmittedConfig:
+        """Admission with this compute's rules; an admitted config is returned as is."""
+        if isinstance(config, admission.AdmittedConfig):
+            return config
+        return admission.admit_config(config, rules=self.rules)
+
+    async def configure(self, config: spec_mod.ComputeConfig | admission.AdmittedConfig) -> None:
+        """Neon's ``/configure``: admit and store the spec, then wait until it is applied or
+        failed. A refused spec (``AdmissionError``) changes nothing."""
+        admitted = self.admit(config).spec
+        if admitted is None:
+            raise errors.AdmissionError("spec: a spec is required")
         async with self.state.lock() as s:
             if s.status not in (S.EMPTY, S.RUNNING):
                 raise errors.StatusError(f"invalid compute status: {s.status.kebab}")
-            generation = s.set_desired(spec)
+            generation = self._set_desired(s, admitted)
             s.set_status(S.CONFIGURATION_PENDING)
         await self.state.wait_for(
             lambda s: (
@@ -181,29 +197,37 @@ class ComputeNode:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def plan(self, spec: spec_mod.ComputeSpec) -> applier.PlanLike:
-        """The catalog plan ``spec`` would run now (dry run; changes nothing)."""
-        checks.check_spec(spec, local=self._local)
+    async def plan(self, admitted: admission.Admitted) -> applier.PlanLike:
+        """The catalog plan an admitted spec would run now (dry run; changes nothing)."""
         if self.postmaster is None or self.state.status not in (
             S.RUNNING,
             S.CONFIGURATION_PENDING,
             S.CONFIGURATION,
         ):
             raise errors.StatusError(f"invalid compute status: {self.state.status.kebab}")
-        return await self.catalog.plan_spec(
-            connstr=self.connstr(), spec=spec, privileged_role=self.params.privileged_role_name
-        )
+        return await self.catalog.plan_spec(connstr=self.connstr(), admitted=admitted)
+
+    def _set_desired(self, s: state_mod.ComputeState, admitted: admission.Admitted) -> int:
+        self._desired = admitted
+        return s.set_desired(admitted.spec)
+
+    def _set_applied(
+        self, s: state_mod.ComputeState, admitted: admission.Admitted, generation: int
+    ) -> None:
+        self._applied = admitted
+        s.set_applied(admitted.spec, generation)
 
     # --- lifecycle -------------------------------------------------------------
 
     async def run(self) -> int:
         """The whole lifecycle; returns the process exit code."""
         try:
-            if self._initial is not None:
-                checks.check_spec(self._initial, local=self._local)
+            config = self._initial_config
+            initial = self.admit(config).spec if config is not None else None
+            if initial is not None:
                 async with self.state.lock() as s:
-                    s.set_desired(self._initial)
-            if self._initial is None:
+                    self._set_desired(s, initial)
+            else:
                 self.launcher.start_prewarm()
             received = await self._wait_for_spec()
             if received is None:
@@ -212,7 +236,7 @@ class ComputeNode:
         finally:
             await self._cleanup()
 
-    async def _wait_for_spec(self) -> tuple[spec_mod.ComputeSpec, int] | None:
+    async def _wait_for_spec(self) -> tuple[admission.Admitted, int] | None:
         waited = time.monotonic()
         await self.state.wait_for(lambda s: s.desired is not None or s.status.terminating)
         async with self.state.lock() as s:
@@ -223,10 +247,12 @@ class ComputeNode:
             s.start_time = s.now()  # time idle in the pool is not startup time
             self._spec_received = time.monotonic()
             s.set_status(S.INIT)
-            return s.desired, s.desired_generation
+            assert self._desired is not None
+            return self._desired, s.desired_generation
 
-    async def _start_and_supervise(self, spec: spec_mod.ComputeSpec, generation: int) -> int:
-        startup = asyncio.create_task(self._start_compute(spec, generation))
+    async def _start_and_supervise(self, admitted: admission.Admitted, generation: int) -> int:
+        spec = admitted.spec
+        startup = asyncio.create_task(self._start_compute(admitted, generation))
         stop = asyncio.create_task(self.state.wait_for(lambda s: s.status.terminating))
         tasks: list[asyncio.Task[Any]] = [startup, stop]
         try:
@@ -263,20 +289,21 @@ class ComputeNode:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _start_compute(self, spec: spec_mod.ComputeSpec, generation: int) -> None:
+    async def _start_compute(self, admitted: admission.Admitted, generation: int) -> None:
         """Neon's ``start_compute``: PGDATA, postgres, the catalog apply; then running."""
+        spec = admitted.spec
         started = time.monotonic()
-        await self.launcher.prepare(spec)
+        await self.launcher.prepare(admitted)
         logger.info("PGDATA ready in %d ms", state_mod.monotonic_ms(started))
         await self.failpoints.hit("before-start-postgres")
         started = time.monotonic()
-        self.postmaster = await self.launcher.spawn(spec)
+        self.postmaster = await self.launcher.spawn(admitted)
         await self.postmaster.wait_ready()
         start_postgres_ms = state_mod.monotonic_ms(started)
         await self.failpoints.hit("before-apply")
         started = time.monotonic()
-        if _applies_catalog(spec):
-            await self._configure_as_primary(spec)
+        if _applies_catalog(admitted):
+            await self._configure_as_primary(admitted)
         if spec.mode.kind == "Primary":
             self._spawn(extensions_mod.report(connstr=self.connstr(), metrics=self.metrics))
         config_ms = state_mod.monotonic_ms(started)
@@ -285,7 +312,7 @@ class ComputeNode:
         async with self.state.lock() as s:
             s.timings.start_postgres_ms = start_postgres_ms
             s.timings.config_ms = config_ms
-            s.set_applied(spec, generation)
+            self._set_applied(s, admitted, generation)
             s.pending_restart = []
             s.timings.total_startup_ms = state_mod.monotonic_ms(self._spec_received)
             if s.status is S.INIT:  # else a termination arrived meanwhile: supervise handles it
@@ -303,20 +330,18 @@ class ComputeNode:
 
     # --- Neon's Primary start steps (parity: startconf, audit, migrations) ---------
 
-    async def _apply_catalog(self, spec: spec_mod.ComputeSpec, *, concurrency: int) -> None:
+    async def _apply_catalog(self, admitted: admission.Admitted, *, concurrency: int) -> None:
         """Neon's ``apply_spec_sql``: the catalog, then the audit phases."""
+        spec = admitted.spec
         self._extensions_interval = extensions_mod.interval_from_spec(
             spec, default=self.params.installed_extensions_collection_interval
         )
         await self.catalog.apply_spec(
-            connstr=self.connstr(),
-            spec=spec,
-            privileged_role=self.params.privileged_role_name,
-            concurrency=concurrency,
+            connstr=self.connstr(), admitted=admitted, concurrency=concurrency
         )
         await audit.apply_sql(connstr=self.connstr(), level=spec.audit_log_level)
 
-    async def _configure_as_primary(self, spec: spec_mod.ComputeSpec) -> None:
+    async def _configure_as_primary(self, admitted: admission.Admitted) -> None:
         """The apply under the temporary override, the migrations (in the background, as
         Neon), then the subscribers line and a reload. Failpoint ``temp-override-active``
         holds the start with the override in place."""
@@ -325,7 +350,9 @@ class ComputeNode:
             write=self.launcher.write_temp_override, reload=self.postmaster.reload
         ):
             await self.failpoints.hit("temp-override-active")
-            await self._apply_catalog(spec, concurrency=applier.start_concurrency(spec))
+            await self._apply_catalog(
+                admitted, concurrency=applier.start_concurrency(admitted.spec)
+            )
         self._spawn(self._run_migrations())
         self.launcher.append_conf_line(startconf.SUBSCRIBERS_LINE)
         await self.postmaster.reload()
@@ -445,14 +472,14 @@ class ComputeNode:
             async with self.state.lock() as s:
                 if s.status.terminating or s.status is S.FAILED:
                     return
-                if not _needs_reconfigure(s) or s.desired is None:
+                if not _needs_reconfigure(s) or self._desired is None:
                     continue
-                spec, generation = s.desired, s.desired_generation
+                admitted, generation = self._desired, s.desired_generation
                 s.set_status(S.CONFIGURATION_PENDING)
                 s.set_status(S.CONFIGURATION)
             try:
                 with self.metrics.reconcile():
-                    pending = await self._reconfigure(spec)
+                    pending = await self._reconfigure(admitted)
             except Exception as e:
                 logger.error("reconfiguration failed: %s", e, exc_info=e)
                 async with self.state.lock() as s:
@@ -460,22 +487,24 @@ class ComputeNode:
                         s.set_status(S.FAILED, error=str(e))
                 return
             async with self.state.lock() as s:
-                s.set_applied(spec, generation)
+                self._set_applied(s, admitted, generation)
                 s.pending_restart = pending
                 if s.status is S.CONFIGURATION:
                     s.set_status(S.RUNNING)
 
-    async def _reconfigure(self, spec: spec_mod.ComputeSpec) -> list[str]:
+    async def _reconfigure(self, admitted: admission.Admitted) -> list[str]:
         """Neon's ``reconfigure``: rewrite postgresql.conf and reload before any SQL."""
         assert self.postmaster is not None
-        self.launcher.write_conf(spec)
+        self.launcher.write_conf(admitted)
         await self.postmaster.reload()
         await self.failpoints.hit("before-apply")
-        if _applies_catalog(spec):
+        if _applies_catalog(admitted):
             async with startconf.temp_override(
                 write=self.launcher.write_temp_override, reload=self.postmaster.reload
             ):
-                await self._apply_catalog(spec, concurrency=spec.reconfigure_concurrency)
+                await self._apply_catalog(
+                    admitted, concurrency=admitted.spec.reconfigure_concurrency
+                )
             await self.postmaster.reload()
         await self.failpoints.hit("after-apply")
         pending = await self.catalog.pending_restart(connstr=self.connstr())
@@ -486,25 +515,20 @@ class ComputeNode:
     async def _resync(self) -> None:
         """Timer wake-up: re-plan the applied spec and correct drift (beyond Neon)."""
         async with self.state.lock() as s:
-            spec = s.applied if s.status is S.RUNNING else None
-        if spec is None or not _applies_catalog(spec):
+            admitted = self._applied if s.status is S.RUNNING else None
+        if admitted is None or not _applies_catalog(admitted):
             return
         try:
             with self.metrics.reconcile() as record:
-                plan = await self.catalog.plan_spec(
-                    connstr=self.connstr(),
-                    spec=spec,
-                    privileged_role=self.params.privileged_role_name,
-                )
+                plan = await self.catalog.plan_spec(connstr=self.connstr(), admitted=admitted)
                 if not plan:
                     record.outcome = "noop"
                     return
                 logger.warning("catalog drift: %d statement(s) to restore it", plan.statement_count)
                 await self.catalog.apply_spec(
                     connstr=self.connstr(),
-                    spec=spec,
-                    privileged_role=self.params.privileged_role_name,
-                    concurrency=spec.reconfigure_concurrency,
+                    admitted=admitted,
+                    concurrency=admitted.spec.reconfigure_concurrency,
                 )
         except Exception as e:
             logger.warning("drift check failed: %s", e)

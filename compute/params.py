@@ -129,6 +129,8 @@ class Params:
     keep_pgdata: bool = False
     failpoints: bool = False
     allow_unauthenticated: bool = False
+    # Beyond Neon's: the internal port serves the whole API (tests, local development).
+    internal_full_api: bool = False
     resync_interval: float = 30.0
     build_tag: str = "latest"
     remote_ext_base_url: str | None = None

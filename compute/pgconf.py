@@ -26,7 +26,7 @@ Later lines win in postgresql.conf, so ``cluster.settings`` override anything ab
 Local-mode lines: vanilla PostgreSQL run by compute_ctl needs two settings Neon's images
 get from elsewhere, and both are written only when the spec sets neither:
 
-- ``port``: taken from ``-C`` (a spec's ``port`` setting must agree with ``-C``; ``checks``);
+- ``port``: taken from ``-C`` (a spec's ``port`` setting must agree with ``-C``; ``admission``);
 - ``unix_socket_directories``: Debian's compiled-in ``/var/run/postgresql`` may not exist or
   not be writable by the OS user, so the socket goes into a directory postgres owns
   (by default PGDATA itself, which is 0700: only the OS user and root reach the socket).
@@ -62,8 +62,8 @@ MANAGED_BEGIN = "# Managed by compute_ctl: begin"
 MANAGED_END = "# Managed by compute_ctl: end"
 OVERRIDE_FILE = "compute_ctl_temp_override.conf"
 
-_GUC_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)*$")
-_RAW_TOKEN_RE = re.compile(r"^[A-Za-z0-9_.:+\-]+$")
+_GUC_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)*")
+_RAW_TOKEN_RE = re.compile(r"[A-Za-z0-9_.:+\-]+")
 _LOCALE_SETTINGS = ("lc_messages", "lc_monetary", "lc_time", "lc_numeric")
 
 
@@ -82,11 +82,12 @@ def escape_conf_value(value: str) -> str:
 
 def render_option(option: spec_mod.GenericOption) -> str:
     """One ``name = value`` line of the managed block."""
-    if not _GUC_NAME_RE.match(option.name):
+    # fullmatch: with match, "$" also matches before a final newline ("work_mem\n").
+    if not _GUC_NAME_RE.fullmatch(option.name):
         raise errors.ConfigError(f"invalid setting name {option.name!r}")
     if option.value is None:
         return option.name
-    if option.vartype == "string" or not _RAW_TOKEN_RE.match(option.value):
+    if option.vartype == "string" or not _RAW_TOKEN_RE.fullmatch(option.value):
         return f"{option.name} = {escape_conf_value(option.value)}"
     return f"{option.name} = {option.value}"
 

@@ -15,7 +15,6 @@ This module owns files only; starting postgres is ``postgres``, the conf text is
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import enum
 import grp
@@ -27,7 +26,7 @@ import stat
 import tempfile
 from pathlib import Path
 
-from compute_ctl.compute import errors, pgtools
+from compute_ctl.compute import errors, liveness, pgtools, safefs
 
 __all__ = [
     "Existing",
@@ -42,6 +41,7 @@ __all__ = [
     "move_into_place",
     "overcommit_strict",
     "prewarm",
+    "remove_temp_files",
     "socket_dir_for",
     "warmup_dir",
     "write_config_files",
@@ -56,6 +56,8 @@ _OWN_FILES = frozenset(
     {"postgresql.conf", "pg_hba.conf", "compute_ctl_temp_override.conf", "lost+found"}
 )
 _MAX_SOCKET_PATH = 107  # sun_path is 108 bytes with the terminating NUL
+_PG_VERSION_MAX = 16
+_PG_VERSION_RE = re.compile(rb"(\d{1,3}(?:\.\d{1,3})?)\n?")
 
 
 class Existing(enum.Enum):
@@ -69,6 +71,27 @@ class Existing(enum.Enum):
 class Inspection:
     kind: Existing
     major: str | None = None
+    bad_version: bool = False  # a PG_VERSION that is a link, not a file, or no version
+
+
+def _read_version(pgdata: Path) -> str | None:
+    """``PG_VERSION`` read without following a link, size-capped and pattern-checked; ``None``
+    when it is absent. Its contents never reach a message: the OS user may have made it a
+    link to a root-only file."""
+    try:
+        raw = safefs.read_bytes(pgdata, "PG_VERSION", limit=_PG_VERSION_MAX)
+    except (OSError, ValueError):
+        raise _BadVersion from None
+    if raw is None:
+        return None
+    match = _PG_VERSION_RE.fullmatch(raw)
+    if match is None:
+        raise _BadVersion
+    return match.group(1).decode()
+
+
+class _BadVersion(Exception):
+    pass
 
 
 def inspect(pgdata: Path) -> Inspection:
@@ -77,9 +100,11 @@ def inspect(pgdata: Path) -> Inspection:
         return Inspection(Existing.MISSING)
     if not pgdata.is_dir():
         return Inspection(Existing.FOREIGN)
-    version_file = pgdata / "PG_VERSION"
-    if version_file.is_file():
-        major = version_file.read_text().strip()
+    try:
+        major = _read_version(pgdata)
+    except _BadVersion:
+        return Inspection(Existing.FOREIGN, bad_version=True)
+    if major is not None:
         if (pgdata / "global" / "pg_control").is_file():
             return Inspection(Existing.VALID, major)
         return Inspection(Existing.DAMAGED, major)
@@ -93,11 +118,14 @@ def check_wipe_safe(pgdata: Path) -> None:
     """Refuse to wipe something that is not a PGDATA."""
     if pgdata.exists() and not pgdata.is_dir():
         raise errors.ConfigError(f"PGDATA {pgdata} exists and is not a directory")
-    if inspect(pgdata).kind is Existing.FOREIGN:
+    found = inspect(pgdata)
+    if found.kind is Existing.FOREIGN:
+        why = "its PG_VERSION is not a plain version file" if found.bad_version else "no PG_VERSION"
         raise errors.ConfigError(
             f"refusing to wipe {pgdata}: it is not empty and does not look like a "
-            "PostgreSQL data directory (no PG_VERSION)"
+            f"PostgreSQL data directory ({why})"
         )
+    liveness.check_no_postmaster(pgdata)
 
 
 def _can_traverse(st: os.stat_result, user: pgtools.OsUser, groups: set[int]) -> bool:
@@ -220,24 +248,6 @@ async def init_fresh(
     await tools.run(argv)
 
 
-def _live(pid: int) -> bool:
-    """Whether ``pid`` runs; a zombie does not (PostgreSQL's ``kill(pid, 0)`` test thinks
-    it does, and a SIGKILLed postmaster stays a zombie where nothing reaps orphans)."""
-    try:
-        stat_line = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat_line.rsplit(")", 1)[-1].split()[0] != "Z"
-
-
-def _lock_pid(path: Path) -> int | None:
-    try:
-        first = path.read_text().split("\n", 1)[0].strip()
-    except (FileNotFoundError, UnicodeDecodeError):
-        return None
-    return int(first) if first.lstrip("-").isdigit() else None
-
-
 def warmup_dir(pgdata: Path) -> Path:
     return pgdata.with_name(pgdata.name + ".warmup")
 
@@ -268,35 +278,35 @@ def clear_stale_locks(pgdata: Path, *, socket_dir: str) -> None:
 
     PostgreSQL refuses to start while the pid in a lock file belongs to any live process,
     which after a restart is often an unrelated one (or the zombie of the old postmaster).
-    A live postmaster of this PGDATA (its working directory is PGDATA) is an error. A socket
+    A ``postmaster.pid`` still in use (its postmaster runs in PGDATA, or any process still
+    has its shared memory attached: ``liveness``) is an error and is left in place. A socket
     lock is removed only when its pid is dead: in a shared directory it may belong to
     another cluster.
     """
-    pidfile = pgdata / "postmaster.pid"
-    pid = _lock_pid(pidfile)
-    if pidfile.exists():
-        if pid is not None and _live(pid):
-            with contextlib.suppress(OSError):
-                if Path(f"/proc/{pid}/cwd").resolve() == pgdata.resolve():
-                    raise errors.PostgresError(
-                        f"another postmaster (pid {pid}) is running on PGDATA {pgdata}"
-                    )
-        logger.info("removing stale %s (pid %s is gone)", pidfile, pid)
-        pidfile.unlink(missing_ok=True)
+    liveness.check_no_postmaster(pgdata)
+    if safefs.exists(pgdata, "postmaster.pid"):
+        logger.info("removing stale %s", pgdata / "postmaster.pid")
+        safefs.remove(pgdata, "postmaster.pid")
     for lock in Path(socket_dir).glob(".s.PGSQL.*.lock"):
-        owner = _lock_pid(lock)
-        if owner is not None and not _live(owner):
+        owner = liveness.lock_pid(lock)
+        if owner is not None and not liveness.live(owner):
             logger.info("removing stale socket lock %s (pid %s is gone)", lock, owner)
             lock.unlink(missing_ok=True)
             lock.with_suffix("").unlink(missing_ok=True)
 
 
-def _write_atomic(path: Path, text: str, user: pgtools.OsUser) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.chmod(0o600)
-    user.chown(tmp)
-    tmp.replace(path)  # a concurrent reload never reads half a file
+# Temp names of the files compute_ctl wrote before it used ``safefs``.
+_LEGACY_TEMPS = frozenset(
+    f".{name}.tmp" for name in ("postgresql.conf", "pg_hba.conf", "compute_ctl_temp_override.conf")
+)
+
+
+def remove_temp_files(pgdata: Path) -> None:
+    """Remove the temp files a failed write left in PGDATA (at start, before any write)."""
+    if not pgdata.is_dir():
+        return
+    for name in safefs.remove_temp_files(pgdata, legacy=_LEGACY_TEMPS):
+        logger.info("removed a leftover temp file %s", pgdata / name)
 
 
 def write_config_files(
@@ -308,11 +318,12 @@ def write_config_files(
 ) -> None:
     """(Re)write ``postgresql.conf`` and, when given, ``pg_hba.conf``; make sure the
     override file ``postgresql.conf`` includes last exists."""
-    _write_atomic(pgdata / "postgresql.conf", postgresql_conf, user)
+    # safefs: never through a link the OS user planted; a reload never reads half a file.
+    safefs.write_text(pgdata, "postgresql.conf", postgresql_conf, owner=user)
     from compute_ctl.compute import pgconf  # lazily: pgconf loads pydantic (start-up path)
 
-    override = pgdata / pgconf.OVERRIDE_FILE
-    if not override.exists():  # else every process logs "skipping missing ..." per reload
-        _write_atomic(override, "", user)
+    # Without it every process logs "skipping missing ..." per reload.
+    if not safefs.exists(pgdata, pgconf.OVERRIDE_FILE):
+        safefs.write_text(pgdata, pgconf.OVERRIDE_FILE, "", owner=user)
     if hba is not None:
-        _write_atomic(pgdata / "pg_hba.conf", hba, user)
+        safefs.write_text(pgdata, "pg_hba.conf", hba, owner=user)

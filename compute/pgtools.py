@@ -3,7 +3,9 @@
 PostgreSQL refuses to run as root. When compute_ctl runs as root it runs ``initdb``,
 ``postgres`` and every other PostgreSQL tool as ``os_user`` (default ``postgres``);
 otherwise it runs them as itself. Every child also gets a parent-death signal, so a
-SIGKILLed compute_ctl leaves no postgres behind.
+SIGKILLed compute_ctl leaves no postgres behind: SIGKILL for a tool, SIGQUIT for the
+postmaster, whose immediate shutdown also ends its backends (a SIGKILLed postmaster
+would leave a busy backend running on, orphaned).
 
 This module owns the privilege drop and the binary lookup; it does not know what the
 tools are for (that is ``postgres``, ``pgdata`` and the storage modules).
@@ -24,9 +26,11 @@ from pathlib import Path
 
 from compute_ctl.compute import errors
 
-__all__ = ["OsUser", "PgTools", "find_pgbin", "parent_death_preexec"]
+__all__ = ["POSTMASTER_DEATH_SIGNAL", "OsUser", "PgTools", "find_pgbin", "parent_death_preexec"]
 
 _PR_SET_PDEATHSIG = 1
+# What a postmaster gets when compute_ctl dies: immediate shutdown, children included.
+POSTMASTER_DEATH_SIGNAL = signal.SIGQUIT
 _DEBIAN_PG_ROOT = Path("/usr/lib/postgresql")
 
 
@@ -75,9 +79,16 @@ class OsUser:
 
 
 def parent_death_preexec(
-    user: OsUser, *, before: Callable[[], None] | None = None
+    user: OsUser,
+    *,
+    before: Callable[[], None] | None = None,
+    death_signal: signal.Signals = signal.SIGKILL,
 ) -> Callable[[], None]:
-    """A ``preexec_fn``: drop privileges, then ask for SIGKILL when our parent dies.
+    """A ``preexec_fn``: drop privileges, then ask for ``death_signal`` when our parent dies.
+
+    SIGKILL suits a tool; a postmaster gets SIGQUIT (``POSTMASTER_DEATH_SIGNAL``): its
+    immediate shutdown takes every backend down with it, where a SIGKILLed postmaster
+    leaves them running (a busy one never notices its postmaster is gone).
 
     The order matters: Linux clears the parent-death signal when credentials change,
     so ``prctl(PR_SET_PDEATHSIG)`` must come after ``setuid``. ``before`` runs first, still
@@ -98,7 +109,7 @@ def parent_death_preexec(
             os.setgid(user.gid)
             os.setuid(user.uid)
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        libc.prctl(_PR_SET_PDEATHSIG, death_signal, 0, 0, 0)
         if os.getppid() != parent:  # the parent died before prctl took effect
             os.kill(os.getpid(), signal.SIGKILL)
 
@@ -171,10 +182,12 @@ class PgTools:
         stdout: int | None = asyncio.subprocess.PIPE,
         stderr: int | None = asyncio.subprocess.PIPE,
         preexec: Callable[[], None] | None = None,
+        death_signal: signal.Signals = signal.SIGKILL,
     ) -> asyncio.subprocess.Process:
         """Start a PostgreSQL tool as the OS user, tied to our lifetime.
 
-        ``preexec`` runs in the child before the privilege drop (see ``parent_death_preexec``).
+        ``preexec`` runs in the child before the privilege drop (see ``parent_death_preexec``);
+        ``death_signal`` is what the child gets when compute_ctl dies.
         """
         return await asyncio.create_subprocess_exec(
             *[os.fspath(a) for a in argv],
@@ -183,7 +196,7 @@ class PgTools:
             stdin=stdin,
             stdout=stdout,
             stderr=stderr,
-            preexec_fn=parent_death_preexec(self.user, before=preexec),
+            preexec_fn=parent_death_preexec(self.user, before=preexec, death_signal=death_signal),
         )
 
     async def run(

@@ -112,6 +112,7 @@ class Postmaster:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             preexec=preexec,
+            death_signal=pgtools.POSTMASTER_DEATH_SIGNAL,
         )
         logger.info("postgres spawned, pid %d", proc.pid)
         return cls(proc, pgdata=pgdata, connstr=connstr)
@@ -192,10 +193,11 @@ class Postmaster:
 
     async def _conf_load_time(self) -> datetime.datetime:
         # A new backend inherits the postmaster's pg_conf_load_time at fork time.
-        import psycopg  # lazily: libpq loads off the start-up path (cli)
+        # Lazily: libpq loads off the start-up path (cli).
+        from compute_ctl.compute import pgsession
 
-        async with await psycopg.AsyncConnection.connect(
-            self.connstr, autocommit=True, connect_timeout=5
+        async with pgsession.connect(
+            self.connstr, application_name="compute_ctl:reload", timeout=5
         ) as conn:
             cur = await conn.execute("select pg_catalog.pg_conf_load_time()")
             row = await cur.fetchone()

@@ -14,17 +14,26 @@ from collections.abc import Sequence
 
 import kopf
 
-from compute_ctl.operator import client, config, handlers, reconcile
+from compute_ctl.compute import admission
+from compute_ctl.operator import client, config, credentials, handlers, reconcile
 
 logger = logging.getLogger(__name__)
 
 
 async def run(cfg: config.OperatorConfig) -> None:
+    auth = None
+    if cfg.key_file is not None:
+        auth = credentials.TokenSource(cfg.key_file, compute_id=cfg.compute_id).header
     async with client.ComputeClient(
-        cfg.compute_url, configure_timeout=cfg.configure_timeout
+        cfg.compute_url, configure_timeout=cfg.configure_timeout, auth=auth
     ) as compute:
+        rules = admission.Rules(
+            privileged_role=cfg.privileged_role,
+            superuser=cfg.compute_superuser,
+            maintenance_db=cfg.compute_dbname,
+        )
         reconciler = reconcile.Reconciler(
-            compute, busy_timeout=cfg.busy_timeout, retry_delay=cfg.retry_delay
+            compute, busy_timeout=cfg.busy_timeout, retry_delay=cfg.retry_delay, rules=rules
         )
         await kopf.operator(
             registry=handlers.build_registry(cfg, reconciler),

@@ -2,8 +2,11 @@
 
 The operator is just another client of compute_ctl: it reads ``GET /status`` and
 ``GET /metrics.json``, pushes specs with ``POST /configure`` and ends the compute with
-``POST /terminate``, over the loopback internal port (no auth). aiohttp failures and
-HTTP error codes are translated here, once, into ``ComputeApiError``'s tree::
+``POST /terminate``, over the external API with a signed JWT (``credentials``), as a
+control plane does. (The internal port serves none of these: anything in the pod's
+network namespace, postgres included, can reach it.) aiohttp failures and HTTP error
+codes are translated here, once, into ``ComputeApiError``'s tree; bodies are parsed with
+the wire contract's models (``compute.api_models``), shared with the server::
 
     ComputeApiError
     ├── ComputeUnreachable    connection refused/reset, timeout: compute_ctl is not there
@@ -21,13 +24,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from collections.abc import Callable
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import aiohttp
+import pydantic
 
+from compute_ctl.compute import api_models
 from compute_ctl.compute import spec as spec_mod
-from compute_ctl.operator import status
 
 __all__ = [
     "ComputeApiError",
@@ -82,8 +87,10 @@ class ComputeClient:
         *,
         request_timeout: float = 10.0,
         configure_timeout: float = 300.0,
+        auth: Callable[[], dict[str, str]] | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self._auth = auth
         self.request_timeout = request_timeout
         self.configure_timeout = configure_timeout
         self._session: aiohttp.ClientSession | None = None
@@ -102,9 +109,9 @@ class ComputeClient:
             await self._session.close()
             self._session = None
 
-    async def status(self) -> status.Observation:
+    async def status(self) -> api_models.ComputeStatusResponse:
         body = await self._call("GET", "/status", timeout=self.request_timeout)
-        return status.Observation.from_json(body)
+        return _parse(api_models.ComputeStatusResponse, body, what="GET /status")
 
     async def timings(self) -> dict[str, int]:
         body = await self._call("GET", "/metrics.json", timeout=self.request_timeout)
@@ -112,7 +119,7 @@ class ComputeClient:
 
     async def configure(self, spec: spec_mod.ComputeSpec, *, if_match: str | None) -> None:
         """Push a spec and wait until compute_ctl applied it (or failed to)."""
-        body = {"spec": spec.model_dump(mode="json")}
+        body = api_models.ConfigureRequest(spec=spec).model_dump(mode="json", exclude_none=True)
         headers = {"If-Match": f'"{if_match}"'} if if_match else {}
         await self._call(
             "POST", "/configure", json_body=body, headers=headers, timeout=self.configure_timeout
@@ -122,8 +129,8 @@ class ComputeClient:
         body, code = await self._call_with_code(
             "POST", f"/terminate?mode={mode}", timeout=self.configure_timeout
         )
-        lsn = body.get("lsn")
-        return Terminated(already=code == 201, lsn=str(lsn) if lsn else None)
+        answer = _parse(api_models.TerminateResponse, body, what=f"POST /terminate?mode={mode}")
+        return Terminated(already=code == 201, lsn=answer.lsn or None)
 
     async def _call(
         self,
@@ -151,6 +158,11 @@ class ComputeClient:
         if self._session is None:
             raise RuntimeError("ComputeClient used outside 'async with'")
         url = self.base_url + path
+        if self._auth is not None:
+            try:
+                headers = {**(headers or {}), **self._auth()}
+            except Exception as exc:  # the key file: missing, unreadable, not a key
+                raise ComputeProtocolError(f"{method} {path}: no credentials: {exc}") from exc
         try:
             async with self._session.request(
                 method,
@@ -166,7 +178,11 @@ class ComputeClient:
         body = _json_object(text)
         if 200 <= code < 300:
             return body, code
-        message = f"{method} {path}: HTTP {code}: {body.get('error') or text[:200]}"
+        try:
+            error = api_models.ErrorBody.model_validate(body).error
+        except pydantic.ValidationError:
+            error = text[:200]
+        message = f"{method} {path}: HTTP {code}: {error}"
         logger.debug("compute_ctl answered %s", message)
         if code == 412:
             raise ComputePrecondition(message)
@@ -175,6 +191,19 @@ class ComputeClient:
         if code == 500:
             raise ComputeFailed(message)
         raise ComputeProtocolError(message)
+
+
+_M = TypeVar("_M", bound=pydantic.BaseModel)
+
+
+def _parse(model: type[_M], body: dict[str, Any], *, what: str) -> _M:
+    """A 2xx body as its wire model (``api_models``); a mismatch is a protocol error."""
+    try:
+        return model.model_validate(body)
+    except pydantic.ValidationError as e:
+        raise ComputeProtocolError(
+            f"{what}: unexpected body: {spec_mod.format_validation_error(e)}"
+        ) from None
 
 
 def _json_object(text: str) -> dict[str, Any]:

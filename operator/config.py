@@ -1,10 +1,14 @@
 """The operator's static settings: a frozen dataclass built from flags and environment.
 
 Flags win over environment variables, which win over defaults. In a pod the resource name
-and namespace come from the environment (the manifests set ``COMPUTE_SPEC_NAME`` and
-``POD_NAMESPACE`` through the downward API); ``--server`` exists for test API servers
-(kmock) and points kopf at an explicit URL instead of the in-cluster service account or
-``KUBECONFIG``.
+and namespace come from the environment: ``POD_NAMESPACE`` through the downward API, and
+the name either explicitly (``COMPUTE_SPEC_NAME``, the chart) or from ``POD_NAME`` (the
+kustomize base): a StatefulSet's pod is ``<statefulset>-<ordinal>``, and the StatefulSet
+and its ComputeSpec share one name, which a kustomize ``namePrefix``/``nameSuffix``
+renames together. ``--compute-id`` (the JWT's ``compute_id`` claim, which must equal
+compute_ctl's ``--compute-id``) defaults to ``COMPUTE_ID``, then to the name.
+``--server`` exists for test API servers (kmock) and points kopf at an explicit URL
+instead of the in-cluster service account or ``KUBECONFIG``.
 """
 
 from __future__ import annotations
@@ -28,8 +32,11 @@ class ConfigError(ValueError):
 class OperatorConfig:
     name: str  # the ComputeSpec resource this sidecar manages
     namespace: str
-    compute_url: str = "http://127.0.0.1:3081"  # compute_ctl's internal port
+    compute_url: str = "http://127.0.0.1:3080"  # compute_ctl's external API (JWT)
+    compute_id: str = ""  # the JWT's compute_id claim; "" means ``name``
+    key_file: Path | None = None  # the private key signing the operator's JWTs
     resync_interval: float = 30.0  # periodic reconcile, seconds
+    watch_interval: float = 1.0  # how often GET /status looks for a changed compute
     busy_timeout: float = 120.0  # how long to retry /configure while compute_ctl is busy
     configure_timeout: float = 300.0  # one /configure (a first start runs initdb)
     retry_delay: float = 5.0
@@ -39,6 +46,11 @@ class OperatorConfig:
     token_file: Path | None = None
     liveness: str | None = None  # e.g. http://0.0.0.0:8080/healthz
     log_level: str = "INFO"
+    # What admission must know of the compute: its -C user and database, and its
+    # --privileged-role-name (the compute's own admission has the final word).
+    compute_superuser: str = "cloud_admin"
+    compute_dbname: str = "postgres"
+    privileged_role: str = "neon_superuser"
 
 
 def parse(argv: Sequence[str], env: Mapping[str, str] | None = None) -> OperatorConfig:
@@ -48,11 +60,15 @@ def parse(argv: Sequence[str], env: Mapping[str, str] | None = None) -> Operator
         description="The kopf sidecar reconciling one ComputeSpec resource with compute_ctl.",
     )
     parser.add_argument("--name", default=env.get("COMPUTE_SPEC_NAME"))
+    parser.add_argument("--pod-name", default=env.get("POD_NAME"))
+    parser.add_argument("--compute-id", default=env.get("COMPUTE_ID"))
+    parser.add_argument("--key-file", type=Path, default=env.get("OPERATOR_KEY_FILE"))
     parser.add_argument("--namespace", "-n", default=env.get("POD_NAMESPACE"))
     parser.add_argument(
         "--compute-url", default=env.get("COMPUTE_CTL_URL", OperatorConfig.compute_url)
     )
     parser.add_argument("--resync-interval", type=float, default=OperatorConfig.resync_interval)
+    parser.add_argument("--watch-interval", type=float, default=OperatorConfig.watch_interval)
     parser.add_argument("--busy-timeout", type=float, default=OperatorConfig.busy_timeout)
     parser.add_argument("--configure-timeout", type=float, default=OperatorConfig.configure_timeout)
     parser.add_argument("--retry-delay", type=float, default=OperatorConfig.retry_delay)
@@ -62,19 +78,46 @@ def parse(argv: Sequence[str], env: Mapping[str, str] | None = None) -> Operator
     parser.add_argument("--token-file", type=Path)
     parser.add_argument("--liveness", default=env.get("OPERATOR_LIVENESS"))
     parser.add_argument("--log-level", default=env.get("LOG_LEVEL", "INFO"))
+    parser.add_argument(
+        "--compute-superuser",
+        default=env.get("COMPUTE_SUPERUSER", OperatorConfig.compute_superuser),
+        help="the user of compute_ctl's -C (admission refuses roles and deltas naming it)",
+    )
+    parser.add_argument(
+        "--compute-dbname",
+        default=env.get("COMPUTE_DBNAME", OperatorConfig.compute_dbname),
+        help="the database of compute_ctl's -C (no delta may drop or rename it)",
+    )
+    parser.add_argument(
+        "--privileged-role-name",
+        default=env.get("COMPUTE_PRIVILEGED_ROLE", OperatorConfig.privileged_role),
+        help="compute_ctl's --privileged-role-name",
+    )
     args = parser.parse_args(list(argv))
     namespace = args.namespace or _service_account_namespace()
-    if not args.name:
-        raise ConfigError("the ComputeSpec name is required: --name or COMPUTE_SPEC_NAME")
+    name = args.name or _statefulset_of(args.pod_name)
+    if not name:
+        raise ConfigError(
+            "the ComputeSpec name is required: --name/COMPUTE_SPEC_NAME, or "
+            "--pod-name/POD_NAME of a StatefulSet's pod (<name>-<ordinal>)"
+        )
     if not namespace:
         raise ConfigError("the namespace is required: --namespace or POD_NAMESPACE")
-    if args.resync_interval <= 0 or args.busy_timeout <= 0 or args.configure_timeout <= 0:
+    if (
+        args.resync_interval <= 0
+        or args.watch_interval <= 0
+        or args.busy_timeout <= 0
+        or args.configure_timeout <= 0
+    ):
         raise ConfigError("intervals and timeouts must be positive")
     return OperatorConfig(
-        name=args.name,
+        name=name,
+        compute_id=args.compute_id or name,
+        key_file=Path(args.key_file) if args.key_file else None,
         namespace=namespace,
         compute_url=args.compute_url,
         resync_interval=args.resync_interval,
+        watch_interval=args.watch_interval,
         busy_timeout=args.busy_timeout,
         configure_timeout=args.configure_timeout,
         retry_delay=args.retry_delay,
@@ -84,7 +127,18 @@ def parse(argv: Sequence[str], env: Mapping[str, str] | None = None) -> Operator
         token_file=args.token_file,
         liveness=args.liveness,
         log_level=args.log_level.upper(),
+        compute_superuser=args.compute_superuser,
+        compute_dbname=args.compute_dbname,
+        privileged_role=args.privileged_role_name,
     )
+
+
+def _statefulset_of(pod_name: str | None) -> str | None:
+    """``compute-1-0`` -> ``compute-1``; ``None`` for anything not ``<name>-<ordinal>``."""
+    if not pod_name:
+        return None
+    base, _, ordinal = pod_name.rpartition("-")
+    return base if base and ordinal.isdigit() else None
 
 
 def _service_account_namespace() -> str | None:

@@ -3,11 +3,11 @@
 ``spec.computeSpec`` is ``compute.spec.ComputeSpec`` (the model that validates
 ``POST /configure``) and ``status`` is ``operator.status.ResourceStatus`` (the model the
 operator writes), both turned into structural schemas by ``schema.structural``. The
-committed ``manifests/crd.yaml`` and the Helm chart's copy must equal ``render()``; a test
+committed ``manifests/crd/crd.yaml`` and the Helm chart's copy must equal ``render()``; a test
 fails otherwise. Regenerate with::
 
-    python -m compute_ctl.operator.crd > manifests/crd.yaml
-    cp manifests/crd.yaml charts/compute-ctl/crds/computespecs.yaml
+    python -m compute_ctl.operator.crd > manifests/crd/crd.yaml
+    cp manifests/crd/crd.yaml charts/compute-ctl/crds/computespecs.yaml
 
 Three fields accept more than their JSON Schema can say, so they are overridden here and
 left to pydantic (the operator validates every spec before it touches the compute):

@@ -1,7 +1,10 @@
 """kopf's side: settings, and the handlers that hand each cause to the reconciler.
 
 The handlers are thin. Every cause that can change the desired or the actual state
-(create, update, resume, and a periodic timer) runs the same ``Reconciler.reconcile``;
+(create, update, resume, and a periodic timer) runs the same ``Reconciler.reconcile``.
+The timer ticks every ``--watch-interval`` (1 s) but only reads ``GET /status`` unless
+the compute changed or ``--resync-interval`` is over, so a restarted compute_ctl gets
+its spec back within about a second;
 the handler writes the status it returns (a minimal merge patch through the status
 subresource), posts its events, and translates its error, here and only here:
 ``RetryLater`` becomes ``kopf.TemporaryError`` (retried after a delay) and ``GiveUp``
@@ -13,8 +16,10 @@ compute and record the LSN before the resource disappears, so the delete handler
 optional and kopf holds a finalizer while the operator manages the resource (the timer
 would require one too). If the operator is gone for good, remove it by hand:
 ``kubectl patch cspec NAME --type=json -p '[{"op":"remove","path":"/metadata/finalizers"}]'``.
-After ``--delete-retries`` failed attempts to reach compute_ctl, deletion proceeds anyway
-with a Warning event (a compute that cannot be reached cannot be terminated either).
+A compute still starting or reconfiguring answers 412: the handler retries (every
+``--retry-delay``) until it can terminate it. After ``--delete-retries`` failed attempts
+to reach compute_ctl, deletion proceeds anyway with a Warning event (a compute that cannot
+be reached cannot be terminated either).
 
 **Scope and RBAC**: the operator watches one resource, by a server-side field selector
 (``metadata.name=NAME``) and a client-side ``when`` filter (for API servers that ignore
@@ -102,15 +107,16 @@ def build_registry(
         if isinstance(outcome.error, reconcile.GiveUp):
             raise kopf.PermanentError(str(outcome.error))
 
+    check = min(cfg.watch_interval, cfg.resync_interval)
+
     @kopf.timer(
-        *_RESOURCE,
-        interval=cfg.resync_interval,
-        initial_delay=cfg.resync_interval,
-        when=mine,
-        id="resync",
-        registry=registry,
+        *_RESOURCE, interval=check, initial_delay=check, when=mine, id="resync", registry=registry
     )
     async def on_timer(body: kopf.Body, patch: kopf.Patch, uid: str, **_: Any) -> None:
+        # Every --watch-interval one GET /status; a full reconcile when the compute changed
+        # (a restarted compute_ctl is back `empty`) or --resync-interval is over.
+        if not await reconciler.due(uid=uid, resync_interval=cfg.resync_interval):
+            return
         outcome = await reconciler.reconcile(body, uid=uid, trigger=reconcile.Trigger.RESYNC)
         if outcome is None:
             return
@@ -119,12 +125,14 @@ def build_registry(
             raise kopf.TemporaryError(str(outcome.error), delay=outcome.error.delay)
         # GiveUp: the status says so; the next tick looks again.
 
-    @kopf.on.delete(
-        *_RESOURCE, when=mine, id="terminate", retries=cfg.delete_retries + 1, registry=registry
-    )
+    @kopf.on.delete(*_RESOURCE, when=mine, id="terminate", retries=None, registry=registry)
     async def on_delete(body: kopf.Body, uid: str, retry: int, **_: Any) -> None:
         try:
             result = await reconciler.terminate(uid=uid)
+        except client_mod.ComputePrecondition as exc:
+            # 412: still starting or reconfiguring (init, configuration*). It will be
+            # terminable: retry until it is, holding the finalizer (postgres runs).
+            raise kopf.TemporaryError(str(exc), delay=cfg.retry_delay) from exc
         except client_mod.ComputeUnreachable as exc:
             if retry < cfg.delete_retries:
                 raise kopf.TemporaryError(str(exc), delay=cfg.retry_delay) from exc

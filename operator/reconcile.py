@@ -16,9 +16,13 @@ status and the events the change deserves (``Outcome``). What it does in between
 - the compute refused this exact spec before (HTTP 400): not pushed again until it changes;
 - otherwise: push (``POST /configure``, retried while compute_ctl is busy).
 
-An invalid spec never reaches the compute: ``InvalidSpec`` ends the reconcile before any
-call but ``GET /status``. Failures are returned as ``Outcome.error`` (``RetryLater`` or
-``GiveUp``) *with* the status to write; ``handlers.py`` maps them to kopf's errors.
+An invalid spec never reaches the compute: the resource's spec goes through the same
+admission as ``/configure`` (``compute.admission``, with what the operator knows of the
+compute: ``admission.Rules``), and ``InvalidSpec`` ends the reconcile before any call but
+``GET /status`` (``Reconciled=False``, reason ``InvalidSpec``, a Warning event).
+
+Failures are returned as ``Outcome.error`` (``RetryLater`` or ``GiveUp``) *with* the
+status to write; ``handlers.py`` maps them to kopf's errors.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from compute_ctl.compute import admission, api_models
 from compute_ctl.compute import spec as spec_mod
 from compute_ctl.operator import client as client_mod
 from compute_ctl.operator import events, resource, status
@@ -51,11 +56,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_BUSY = frozenset({"configuration_pending", "init", "configuration"})
-_TERMINATING = frozenset(
-    {"termination_pending_fast", "termination_pending_immediate", "terminated"}
-)
-_CONFIGURABLE = frozenset({"empty", "running"})
+S = api_models.ComputeStatus
+_BUSY = frozenset({S.CONFIGURATION_PENDING, S.INIT, S.CONFIGURATION})
+_TERMINATING = status.TERMINATING
+_CONFIGURABLE = frozenset({S.EMPTY, S.RUNNING})
 R = status.Reason
 
 
@@ -119,7 +123,7 @@ def decide(
     """
     if obs.status in _TERMINATING:
         return Decision(Action.NONE, status.Problem(R.TERMINATING, "the compute is terminating"))
-    if obs.status == "failed" or obs.desired_hash == want:
+    if obs.status is S.FAILED or obs.desired_spec_hash == want:
         return Decision(Action.NONE)
     refused = old.condition(status.ConditionType.RECONCILED)
     if (
@@ -130,17 +134,17 @@ def decide(
     ):
         return Decision(Action.NONE, status.Problem(R.REJECTED, refused.message))
     ours = (pushed | {old.compute_spec_hash or ""}) - {old.conflict_spec_hash or ""}
-    foreign = obs.desired_hash not in ours and obs.desired_hash != ""
+    foreign = obs.desired_spec_hash not in ours and obs.desired_spec_hash != ""
     if not foreign:
         return Decision(Action.PUSH)
-    if trigger is Trigger.CHANGE or old.conflict_spec_hash == obs.desired_hash:
-        return Decision(Action.PUSH, overwrite=obs.desired_hash)
+    if trigger is Trigger.CHANGE or old.conflict_spec_hash == obs.desired_spec_hash:
+        return Decision(Action.PUSH, overwrite=obs.desired_spec_hash)
     message = (
-        f"compute_ctl runs spec {obs.desired_hash}, set outside this resource (a direct "
+        f"compute_ctl runs spec {obs.desired_spec_hash}, set outside this resource (a direct "
         f"/configure); the resource's spec {want} replaces it at the next reconcile"
     )
     return Decision(
-        Action.HOLD, status.Problem(R.CONFLICT, message), conflict_hash=obs.desired_hash
+        Action.HOLD, status.Problem(R.CONFLICT, message), conflict_hash=obs.desired_spec_hash
     )
 
 
@@ -157,6 +161,7 @@ class _Memory:
     # fresher than the body of an event that raced our own status patch (kopf hands the
     # timer and the change handlers the bodies they last saw).
     last_status: status.ResourceStatus | None = None
+    reconciled_at: float = 0.0  # time.monotonic() of the last full reconcile
 
 
 class Reconciler:
@@ -169,8 +174,10 @@ class Reconciler:
         busy_timeout: float = 120.0,
         retry_delay: float = 5.0,
         clock: Callable[[], datetime.datetime] | None = None,
+        rules: admission.Rules | None = None,
     ) -> None:
         self.client = client
+        self.rules = rules or admission.Rules()
         self.busy_timeout = busy_timeout
         self.retry_delay = retry_delay
         self._clock = clock or (lambda: datetime.datetime.now(datetime.UTC))
@@ -194,6 +201,31 @@ class Reconciler:
             memory.generation = view.generation
             return await self._reconcile(view, memory=memory, trigger=trigger)
 
+    async def due(self, *, uid: str, resync_interval: float) -> bool:
+        """Whether the periodic check must reconcile: the resync interval is over, or the
+        compute changed since the last reconcile (one ``GET /status``).
+
+        A compute_ctl that restarted comes back ``empty`` with a new start time; it gets
+        its spec at the next check (``--watch-interval``, 1 s), not the next resync.
+        """
+        memory = self._memory.get(uid)
+        last = memory.last_status if memory is not None else None
+        if memory is None or last is None:
+            return True
+        if time.monotonic() - memory.reconciled_at >= resync_interval:
+            return True
+        try:
+            obs = await self.client.status()
+        except client_mod.ComputeApiError:
+            return last.status != status.UNKNOWN
+        seen = (obs.status.value, obs.start_time, obs.desired_spec_hash, obs.applied_spec_hash)
+        return seen != (
+            last.status,
+            last.start_time,
+            last.compute_spec_hash,
+            last.applied_spec_hash,
+        )
+
     async def _reconcile(
         self, view: resource.ResourceView, *, memory: _Memory, trigger: Trigger
     ) -> Outcome:
@@ -204,8 +236,8 @@ class Reconciler:
         obs: status.Observation | None = None
         decision = Decision(Action.NONE)
         try:
-            desired = view.compute_spec()
-            want = spec_mod.spec_hash(desired)
+            admitted = view.compute_spec(self.rules)
+            desired, want = admitted.spec, admitted.hash
             obs = await self.client.status()
             pushed = frozenset(memory.pushed)
             decision = decide(obs=obs, want=want, old=old, pushed=pushed, trigger=trigger)
@@ -238,6 +270,7 @@ class Reconciler:
         )
         new = status.render(old=old, facts=facts, now=self._clock())
         memory.last_status = new
+        memory.reconciled_at = time.monotonic()
         return Outcome(new, [*actions, *events.transitions(old, new)], error)
 
     async def _push(
@@ -249,7 +282,7 @@ class Reconciler:
         while True:
             if obs.status in _CONFIGURABLE:
                 try:
-                    await self.client.configure(desired, if_match=obs.desired_hash or None)
+                    await self.client.configure(desired, if_match=obs.desired_spec_hash or None)
                     return await self.client.status()
                 except client_mod.ComputePrecondition as exc:
                     logger.debug("configure not accepted yet: %s", exc)
@@ -261,7 +294,7 @@ class Reconciler:
                     problem = status.Problem(R.CONFIGURE_FAILED, str(exc))
                     raise RetryLater(problem, delay=self.retry_delay) from exc
                 obs = await self.client.status()
-                if obs.desired_hash == want:
+                if obs.desired_spec_hash == want:
                     return obs
                 continue
             if obs.status not in _BUSY:

@@ -3,7 +3,8 @@
 The resource's ``spec`` is ``{"computeSpec": <Neon's ComputeSpec, verbatim>}``. The wrapper
 leaves room for operator-level fields later without mixing them into Neon's wire format,
 and ``spec.computeSpec`` is exactly the ``spec`` of a ``POST /configure`` body, so the same
-pydantic model validates both (the CRD schema is generated from it, see ``crd.py``).
+admission step validates both (the CRD schema is generated from its pydantic model, see
+``crd.py``), and an invalid resource is refused before any call to compute_ctl.
 
 Pure: no I/O, no kopf.
 """
@@ -14,9 +15,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-import pydantic
-
-from compute_ctl.compute import spec as spec_mod
+from compute_ctl.compute import admission, errors
 
 __all__ = [
     "CATEGORY",
@@ -45,7 +44,7 @@ FINALIZER = f"{GROUP}/terminate"
 
 
 class InvalidSpec(ValueError):
-    """The resource's spec does not validate; the message names each failing field."""
+    """The resource's spec fails admission; the message names the field or object."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,13 +69,12 @@ class ResourceView:
             status=body.get("status") or {},
         )
 
-    def compute_spec(self) -> spec_mod.ComputeSpec:
-        """Parse ``spec.computeSpec`` with the same model ``/configure`` uses."""
+    def compute_spec(self, rules: admission.Rules) -> admission.Admitted:
+        """Admit ``spec.computeSpec`` with the step ``/configure`` runs."""
         raw = self.spec.get(SPEC_FIELD)
         if not isinstance(raw, Mapping):
             raise InvalidSpec(f"spec.{SPEC_FIELD}: field required (an object)")
         try:
-            return spec_mod.ComputeSpec.model_validate(dict(raw))
-        except pydantic.ValidationError as exc:
-            detail = spec_mod.format_validation_error(exc)
-            raise InvalidSpec(f"spec.{SPEC_FIELD}: {detail}") from exc
+            return admission.admit_spec(raw, rules=rules, where=f"spec.{SPEC_FIELD}")
+        except errors.AdmissionError as exc:
+            raise InvalidSpec(str(exc)) from exc

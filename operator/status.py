@@ -29,6 +29,8 @@ from typing import Any, Literal
 import pydantic
 import pydantic.alias_generators
 
+from compute_ctl.compute import api_models
+
 __all__ = [
     "Condition",
     "ConditionType",
@@ -45,7 +47,8 @@ __all__ = [
 UNKNOWN = "unknown"
 """``status.status`` while the compute cannot be reached."""
 
-_SERVING = frozenset({"running", "configuration_pending", "configuration"})
+S = api_models.ComputeStatus
+TERMINATING = frozenset({S.TERMINATION_PENDING_FAST, S.TERMINATION_PENDING_IMMEDIATE, S.TERMINATED})
 
 
 class ConditionType(enum.StrEnum):
@@ -151,39 +154,8 @@ class ResourceStatus(_Camel):
         return self.model_dump(mode="json", by_alias=True)
 
 
-@dataclasses.dataclass(frozen=True)
-class Observation:
-    """compute_ctl's ``GET /status``, parsed leniently (unknown fields ignored)."""
-
-    status: str
-    error: str | None = None
-    desired_hash: str = ""
-    applied_hash: str = ""
-    desired_generation: int = 0
-    applied_generation: int = 0
-    pending_restart: tuple[str, ...] = ()
-    last_active: str | None = None
-    start_time: str | None = None
-    mode: str | None = None
-
-    @classmethod
-    def from_json(cls, body: Mapping[str, Any]) -> Observation:
-        return cls(
-            status=str(body.get("status") or UNKNOWN),
-            error=body.get("error"),
-            desired_hash=str(body.get("desired_spec_hash") or ""),
-            applied_hash=str(body.get("applied_spec_hash") or ""),
-            desired_generation=int(body.get("desired_generation") or 0),
-            applied_generation=int(body.get("applied_generation") or 0),
-            pending_restart=tuple(body.get("pending_restart") or ()),
-            last_active=body.get("last_active"),
-            start_time=body.get("start_time"),
-            mode=body.get("mode"),
-        )
-
-    @property
-    def serving(self) -> bool:
-        return self.status in _SERVING and self.applied_generation > 0
+Observation = api_models.ComputeStatusResponse
+"""compute_ctl's ``GET /status``, parsed with the wire contract's own model."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -220,11 +192,11 @@ def render(*, old: ResourceStatus, facts: Facts, now: datetime.datetime) -> Reso
     ]
     error = facts.problem.message if facts.problem else (obs.error if obs else None)
     return ResourceStatus(
-        status=obs.status if obs else UNKNOWN,
+        status=obs.status.value if obs else UNKNOWN,
         observed_generation=facts.generation,
         spec_hash=facts.want,
-        compute_spec_hash=obs.desired_hash if obs else old.compute_spec_hash,
-        applied_spec_hash=obs.applied_hash if obs else old.applied_spec_hash,
+        compute_spec_hash=obs.desired_spec_hash if obs else old.compute_spec_hash,
+        applied_spec_hash=obs.applied_spec_hash if obs else old.applied_spec_hash,
         conflict_spec_hash=facts.conflict_hash,
         conditions=conditions,
         last_active=obs.last_active if obs else old.last_active,
@@ -258,9 +230,9 @@ def _ready(obs: Observation | None) -> _Draft:
         return ("Unknown", Reason.UNREACHABLE, "compute_ctl cannot be reached")
     if obs.serving:
         return ("True", Reason.RUNNING, f"postgres is serving (compute status {obs.status})")
-    if obs.status in ("termination_pending_fast", "termination_pending_immediate", "terminated"):
+    if obs.status in TERMINATING:
         return ("False", Reason.TERMINATING, f"compute status {obs.status}")
-    if obs.status == "failed":
+    if obs.status is S.FAILED:
         return ("False", Reason.COMPUTE_FAILED, obs.error or "compute failed")
     return ("False", Reason.NOT_STARTED, f"compute status {obs.status}")
 
@@ -274,10 +246,10 @@ def _reconciled(facts: Facts) -> _Draft:
         return (status, facts.problem.reason, facts.problem.message)
     if obs is None:
         return ("Unknown", Reason.UNREACHABLE, "compute_ctl cannot be reached")
-    if obs.status == "failed":
+    if obs.status is S.FAILED:
         return ("False", Reason.COMPUTE_FAILED, obs.error or "compute failed")
-    settled = obs.desired_hash == facts.want == obs.applied_hash and obs.status == "running"
-    if settled:
+    settled = obs.desired_spec_hash == facts.want == obs.applied_spec_hash
+    if settled and obs.status is S.RUNNING:
         return ("True", Reason.RECONCILED, f"the compute runs spec {facts.want}")
     return ("False", Reason.APPLYING, f"compute status {obs.status}; applying spec {facts.want}")
 
@@ -293,7 +265,7 @@ def _restart(obs: Observation | None) -> _Draft:
 
 def _degraded(facts: Facts) -> _Draft:
     obs = facts.observation
-    if obs is not None and obs.status == "failed":
+    if obs is not None and obs.status is S.FAILED:
         return ("True", Reason.COMPUTE_FAILED, obs.error or "compute failed")
     if facts.problem is not None and facts.problem.reason is Reason.CONFIGURE_FAILED:
         return ("True", Reason.CONFIGURE_FAILED, facts.problem.message)

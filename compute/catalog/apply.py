@@ -1,9 +1,12 @@
-"""The catalog's public entry points: apply a spec, plan it (dry run), report drift.
+"""The catalog's public entry points: apply a desired state, plan it (dry run), report drift.
 
-Each call validates the spec first (``ConfigError`` before any connection), observes
-the catalog through one hardened session, and plans with the pure planner. Only
-``apply_spec`` executes, and it is idempotent: after it succeeds, ``plan_spec`` of the
-same spec is empty. The node's configurator is its only caller in production.
+``apply_desired``/``plan_desired`` take the ``Desired`` that admission built (the node's
+path: no input error can surface here). ``apply_spec``/``plan_spec``/``drift_report``
+take a spec and normalise it first (``ConfigError`` before any connection), for callers
+outside the node. Each call observes the catalog through one hardened session and plans
+with the pure planner. Only the apply executes, and it is idempotent: after it
+succeeds, the plan of the same spec is empty. The node's configurator is its only
+caller in production.
 """
 
 from __future__ import annotations
@@ -21,8 +24,10 @@ __all__ = [
     "DEFAULT_CONCURRENCY",
     "MAX_CONCURRENCY",
     "ApplyResult",
+    "apply_desired",
     "apply_spec",
     "drift_report",
+    "plan_desired",
     "plan_spec",
 ]
 
@@ -69,6 +74,14 @@ async def apply_spec(
     """Bring the catalog to ``spec``; raises ``ConfigError`` (nothing touched) or
     ``ApplyError`` (naming phase and object; re-running is safe)."""
     desired = desired_mod.from_spec(spec, privileged_role=privileged_role)
+    return await apply_desired(connstr=connstr, desired=desired, concurrency=concurrency)
+
+
+async def apply_desired(
+    *, connstr: str, desired: desired_mod.Desired, concurrency: int
+) -> ApplyResult:
+    """Bring the catalog to an admitted ``desired``; raises ``ApplyError`` (naming phase
+    and object; re-running is safe)."""
     concurrency = max(1, min(concurrency, MAX_CONCURRENCY))
     started = time.monotonic()
     async with db.connect(connstr) as conn:
@@ -98,6 +111,13 @@ async def plan_spec(
 ) -> plan_mod.Plan:
     """The dry run: what ``apply_spec`` would execute now. Changes nothing."""
     desired = desired_mod.from_spec(spec, privileged_role=privileged_role)
+    return await plan_desired(connstr=connstr, desired=desired, concurrency=concurrency)
+
+
+async def plan_desired(
+    *, connstr: str, desired: desired_mod.Desired, concurrency: int = DEFAULT_CONCURRENCY
+) -> plan_mod.Plan:
+    """The dry run of an admitted ``desired``. Changes nothing."""
     async with db.connect(connstr) as conn:
         catalog = await _observe(conn, connstr=connstr, desired=desired, concurrency=concurrency)
     return planner.plan(desired, catalog)

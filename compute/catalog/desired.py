@@ -243,6 +243,17 @@ def _parse_int(where: str, value: str | None) -> int:
         raise errors.ConfigError(f"{where}: expected an integer, got {value!r}") from None
 
 
+_INT4_MAX = 2**31 - 1
+
+
+def _parse_connlimit(where: str, value: str | None) -> int:
+    """PostgreSQL takes -1 (no limit) up to int4's maximum; anything else it refuses."""
+    limit = _parse_int(where, value)
+    if not -1 <= limit <= _INT4_MAX:
+        raise errors.ConfigError(f"{where}: {limit} is out of range [-1, {_INT4_MAX}]")
+    return limit
+
+
 def normalise_valid_until(where: str, value: str | None) -> str:
     """ISO-8601 (naive means UTC, as our sessions run with TimeZone=UTC) or infinity."""
     text = (value or "").strip()
@@ -269,7 +280,7 @@ def parse_role_options(name: str, options: Iterable[spec.GenericOption]) -> Role
                 raise errors.ConfigError(f"{where} takes no value")
             field, enabled = _ROLE_FLAG_OPTIONS[keyword]
         elif keyword == "CONNECTION LIMIT":
-            values["connlimit"] = _parse_int(where, option.value)
+            values["connlimit"] = _parse_connlimit(where, option.value)
             continue
         elif keyword == "VALID UNTIL":
             values["valid_until"] = normalise_valid_until(where, option.value)
@@ -308,8 +319,8 @@ def parse_database_options(name: str, options: Iterable[spec.GenericOption]) -> 
             raise errors.ConfigError(f"{where} is given twice")
         seen.add(keyword)
         value: str | int | bool
-        if kind == "int":
-            value = _parse_int(where, option.value)
+        if kind == "int":  # CONNECTION LIMIT, the only integer option
+            value = _parse_connlimit(where, option.value)
         elif kind == "bool":
             value = _parse_bool(where, option.value)
         else:

@@ -43,7 +43,10 @@ _SECRET_RE = re.compile(r"SCRAM-SHA-256\$\S+|md5[0-9a-f]{32}")
 
 
 def _describe(error: psycopg.Error) -> str:
+    """The cause, as PostgreSQL states it, with its SQLSTATE (secrets redacted)."""
     message = getattr(error.diag, "message_primary", None) or str(error) or type(error).__name__
+    if error.sqlstate:
+        message = f"{message} (SQLSTATE {error.sqlstate})"
     return _SECRET_RE.sub(plan_mod.REDACTED, message)
 
 

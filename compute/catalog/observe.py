@@ -17,8 +17,9 @@ from collections.abc import Iterable
 from typing import Any
 
 import psycopg
+from psycopg import rows
 
-from compute_ctl.compute import errors
+from compute_ctl.compute import errors, pgsession
 from compute_ctl.compute.catalog import (
     db,
     health_check,
@@ -35,7 +36,8 @@ __all__ = ["snapshot"]
 
 logger = logging.getLogger(__name__)
 
-Connection = psycopg.AsyncConnection[tuple[Any, ...]]
+Connection = pgsession.Connection
+Row = dict[str, Any]
 
 
 def _query(name: str) -> str:
@@ -59,28 +61,27 @@ def _valid_until(text: str | None) -> str | None:
     return desired_mod.normalise_valid_until("rolvaliduntil", text)
 
 
-async def _rows(
-    conn: Connection, query: str | plan_mod.Statement, **params: object
-) -> list[tuple[Any, ...]]:
-    cur = await conn.execute(query, params or None)
+async def _rows(conn: Connection, query: str | plan_mod.Statement, **params: object) -> list[Row]:
+    """The rows of ``query`` by column name (every query names its columns)."""
+    cur = conn.cursor(row_factory=rows.dict_row)
+    await cur.execute(query, params or None)
     return await cur.fetchall()
 
 
 async def _visit(connstr: str, dbname: str) -> tuple[str, str, bool]:
     async with db.connect(connstr, dbname=dbname) as conn:
-        rows = await _rows(conn, _LOCAL, web_access=perdb.WEB_ACCESS)
-    return dbname, str(rows[0][0]), bool(rows[0][1])
+        (row,) = await _rows(conn, _LOCAL, web_access=perdb.WEB_ACCESS)
+    return dbname, str(row["public_owner"]), bool(row["web_access_create"])
 
 
-def _neon_extension(row: tuple[Any, ...]) -> model.ExtensionInfo | None:
-    default_version, installed_version, schema = row
-    if default_version is None:
+def _neon_extension(server: Row) -> model.ExtensionInfo | None:
+    if server["neon_default_version"] is None:
         return None
     return model.ExtensionInfo(
         name=system.NEON_EXTENSION,
-        default_version=default_version,
-        installed_version=installed_version,
-        schema=schema,
+        default_version=server["neon_default_version"],
+        installed_version=server["neon_installed_version"],
+        schema=server["neon_extension_schema"],
     )
 
 
@@ -103,8 +104,9 @@ async def snapshot(
             concurrency=concurrency,
         )
     except psycopg.Error as e:
+        state = f" (SQLSTATE {e.sqlstate})" if e.sqlstate else ""
         raise errors.ApplyError(
-            f"observing the catalog failed: {e}", phase="observe", obj=None
+            f"observe: reading the catalog failed: {e}{state}", phase="observe", obj="the catalog"
         ) from e
 
 
@@ -127,45 +129,33 @@ async def _snapshot(
         )
     )[0]
     roles = {
-        row[1]: model.RoleInfo(
-            name=row[1],
-            oid=row[0],
-            superuser=row[2],
-            inherit=row[3],
-            createrole=row[4],
-            createdb=row[5],
-            login=row[6],
-            replication=row[7],
-            bypassrls=row[8],
-            connlimit=row[9],
-            valid_until=_valid_until(row[10]),
-            password=row[11],
-        )
+        row["name"]: model.RoleInfo(**{**row, "valid_until": _valid_until(row["valid_until"])})
         for row in await _rows(conn, _ROLES)
     }
     databases = {
-        row[1]: model.DatabaseInfo(
-            name=row[1],
-            oid=row[0],
-            owner=row[2],
-            connlimit=row[3],
-            allow_connections=row[4],
-            is_template=row[5],
-            privileged_grant=bool(row[6]),
-            default_privileges=bool(row[7]),
-            subscriptions=tuple(row[8]),
-            web_access_create=bool(row[9]),
+        row["name"]: model.DatabaseInfo(
+            **{
+                **row,
+                "privileged_grant": bool(row["privileged_grant"]),
+                "default_privileges": bool(row["default_privileges"]),
+                "subscriptions": tuple(row["subscriptions"]),
+                "web_access_create": bool(row["web_access_create"]),
+            }
         )
         for row in await _rows(
             conn, _DATABASES, privileged_role=privileged_role, web_access=perdb.WEB_ACCESS
         )
     }
-    references = {row[0]: frozenset(row[1]) for row in await _rows(conn, _REFERENCES)}
+    references = {
+        row["role_oid"]: frozenset(row["databases"]) for row in await _rows(conn, _REFERENCES)
+    }
     dropped: frozenset[str] = frozenset()
-    if server[7]:
-        dropped = frozenset(row[0] for row in await _rows(conn, subscriptions.marker_query()))
+    if server["marker"]:
+        dropped = frozenset(
+            row["timeline_id"] for row in await _rows(conn, subscriptions.marker_query())
+        )
     # The GRANT to web_access only matters from 15 on (see perdb).
-    web_access = server[2] >= 150000 and perdb.WEB_ACCESS in roles
+    web_access = server["server_version"] >= 150000 and perdb.WEB_ACCESS in roles
     pending = [
         name
         for name in dict.fromkeys(visit)
@@ -181,16 +171,16 @@ async def _snapshot(
                 databases[name], public_owner=owner, web_access_create=web_access_create
             )
     return model.Catalog(
-        superuser=server[0],
-        server_version=server[2],
-        maintenance_db=server[1],
+        superuser=server["superuser"],
+        server_version=server["server_version"],
+        maintenance_db=server["dbname"],
         roles=roles,
         databases=databases,
         references=references,
-        preloaded=_preloaded(server[3]),
-        extensions=frozenset(server[4]),
-        neon_schema=server[5],
-        health_check=server[6],
+        preloaded=_preloaded(server["preloaded"]),
+        extensions=frozenset(server["extensions"]),
+        neon_schema=server["neon_schema"],
+        health_check=server["health_check"],
         subscriptions_dropped=dropped,
-        neon_extension=_neon_extension(server[8:11]),
+        neon_extension=_neon_extension(server),
     )

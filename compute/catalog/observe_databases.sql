@@ -5,8 +5,9 @@
 -- web_access_create: likewise, pg_shdepend records web_access in the ACL of namespace
 -- 2200, the oid initdb gives schema public and database copies keep. It cannot tell
 -- CREATE from other privileges; a visit reads the ACL itself.
-SELECT d.oid::int8, d.datname::text, o.rolname::text AS owner, d.datconnlimit, d.datallowconn,
-       d.datistemplate,
+SELECT d.oid::int8 AS oid, d.datname::text AS name, o.rolname::text AS owner,
+       d.datconnlimit AS connlimit, d.datallowconn AS allow_connections,
+       d.datistemplate AS is_template,
        (SELECT count(DISTINCT x.privilege_type) FROM aclexplode(d.datacl) x
          WHERE x.grantee = p.oid AND x.privilege_type IN ('CREATE', 'CONNECT', 'TEMPORARY')
        ) = 3 AS privileged_grant,

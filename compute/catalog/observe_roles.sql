@@ -1,4 +1,6 @@
-SELECT a.oid::int8, a.rolname::text, a.rolsuper, a.rolinherit, a.rolcreaterole, a.rolcreatedb,
-       a.rolcanlogin, a.rolreplication, a.rolbypassrls, a.rolconnlimit,
-       a.rolvaliduntil::text, a.rolpassword
+SELECT a.oid::int8 AS oid, a.rolname::text AS name, a.rolsuper AS superuser,
+       a.rolinherit AS inherit, a.rolcreaterole AS createrole, a.rolcreatedb AS createdb,
+       a.rolcanlogin AS login, a.rolreplication AS replication, a.rolbypassrls AS bypassrls,
+       a.rolconnlimit AS connlimit, a.rolvaliduntil::text AS valid_until,
+       a.rolpassword AS password
 FROM pg_catalog.pg_authid a

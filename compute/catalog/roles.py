@@ -5,6 +5,13 @@ operations of its phase plus the catalog as it will be once they ran. An existin
 is altered only in what the spec states (its options, LOGIN and its password), never
 in Neon's create-time defaults, so roles made outside the spec keep their attributes.
 SQL is composed only with ``psycopg.sql``; passwords get a redacted twin.
+
+Beyond Neon: before PostgreSQL 16, ``CREATEROLE`` lets a role grant itself any
+non-superuser role, ``pg_execute_server_program`` included (``COPY ... FROM PROGRAM``
+runs OS commands as postgres). There neither the privileged role nor a console role gets
+``CREATEROLE`` by default (``createrole_by_default``); a spec that states ``CREATEROLE``
+for a role still gets it. From 16 on, CREATEROLE needs ADMIN OPTION to grant, and Neon's
+defaults apply unchanged.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from compute_ctl.compute.catalog import plan as plan_mod
 
 __all__ = [
     "create_and_alter_roles",
+    "createrole_by_default",
     "drop_roles",
     "privileged_role",
     "rename_roles",
@@ -28,6 +36,9 @@ __all__ = [
 
 Phase = plan_mod.Phase
 Step = tuple[list[plan_mod.Operation], model.Catalog]
+
+# The first PostgreSQL whose CREATEROLE cannot grant roles it has no ADMIN OPTION on.
+SAFE_CREATEROLE_VERSION = 160000
 
 _FLAG_KEYWORDS = {
     flag: (sql.SQL(flag.upper()), sql.SQL("NO" + flag.upper())) for flag in desired_mod.ROLE_FLAGS
@@ -78,15 +89,20 @@ def role_changes(role: desired_mod.DesiredRole, observed: model.RoleInfo) -> lis
     return changes
 
 
+def createrole_by_default(catalog: model.Catalog) -> bool:
+    """Whether Neon's create-time CREATEROLE is safe on this server (module docstring)."""
+    return catalog.server_version >= SAFE_CREATEROLE_VERSION
+
+
 def privileged_role(desired: desired_mod.Desired, catalog: model.Catalog) -> Step:
     """Neon's weak superuser, created once and never altered."""
     name = desired.privileged_role
     if name in catalog.roles:
         return [], catalog
-    statement = sql.SQL(
-        "CREATE ROLE {} CREATEDB CREATEROLE NOLOGIN REPLICATION BYPASSRLS{}"
-    ).format(
+    createrole = createrole_by_default(catalog)
+    statement = sql.SQL("CREATE ROLE {} CREATEDB{} NOLOGIN REPLICATION BYPASSRLS{}").format(
         sql.Identifier(name),
+        sql.SQL(" CREATEROLE") if createrole else sql.SQL(""),
         sql.SQL(" IN ROLE pg_read_all_data, pg_write_all_data")
         if catalog.server_version >= 140000
         else sql.SQL(""),
@@ -99,7 +115,7 @@ def privileged_role(desired: desired_mod.Desired, catalog: model.Catalog) -> Ste
         obj=_obj(name),
     )
     info = model.RoleInfo(
-        name=name, oid=0, createdb=True, createrole=True, replication=True, bypassrls=True
+        name=name, oid=0, createdb=True, createrole=createrole, replication=True, bypassrls=True
     )
     return [op], catalog.with_role(info)
 
@@ -142,7 +158,10 @@ def rename_roles(desired: desired_mod.Desired, catalog: model.Catalog) -> Step:
 def _create(role: desired_mod.DesiredRole, *, privileged: str, catalog: model.Catalog) -> Step:
     attrs = role.attrs
     if not role.plain:
-        attrs = attrs.merged_over(desired_mod.CONSOLE_ROLE_DEFAULTS)
+        defaults = desired_mod.CONSOLE_ROLE_DEFAULTS
+        if not createrole_by_default(catalog):
+            defaults = dataclasses.replace(defaults, createrole=None)
+        attrs = attrs.merged_over(defaults)
     head = sql.SQL("CREATE ROLE {} WITH").format(sql.Identifier(role.name))
     tail: list[sql.Composable] = []
     if not role.plain:

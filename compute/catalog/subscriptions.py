@@ -48,7 +48,8 @@ MARKER_QUALIFIED_NAME = f"{system.NEON_SCHEMA}.{MARKER_TABLE}"
 def marker_query() -> plan_mod.Statement:
     """The timelines recorded as done (``observe`` runs it when the table exists)."""
     return sql.SQL(
-        "SELECT DISTINCT m.timeline_id::text FROM {} m WHERE m.timeline_id IS NOT NULL"
+        "SELECT DISTINCT m.timeline_id::text AS timeline_id FROM {} m "
+        "WHERE m.timeline_id IS NOT NULL"
     ).format(_MARKER)
 
 

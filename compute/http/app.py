@@ -1,9 +1,10 @@
-"""The two aiohttp applications: external (JWT) and internal (loopback, no auth).
+"""The two aiohttp applications: external (JWT) and internal (loopback, no auth, Neon's
+internal routes only).
 
 Owns what every request goes through: the ``x-request-id`` header (echoed, or a new
-UUID-shaped id), the translation of every failure into ``{"error": "..."}`` with the
-right code (404 unknown path, 405 wrong method with ``Allow``, ``ApiError``'s code, 500
-for a bug), and the JWT check on the external app. Route handlers live in ``routes``;
+UUID-shaped id), rendering every failure as ``{"error": "..."}`` through
+``translate`` (the one mapping of errors to codes; 404 unknown path, 405 wrong method with
+``Allow``), and the JWT check on the external app. Route handlers live in ``routes``;
 this module only wires them.
 
 No aiohttp middleware is used: each route's handler is wrapped once, at registration,
@@ -21,12 +22,13 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 from aiohttp import web
 
+from compute_ctl.compute import loghygiene
 from compute_ctl.compute import metrics as metrics_mod
-from compute_ctl.compute.http import auth, interface, responses
+from compute_ctl.compute.http import auth, bodies, guards, interface, responses, translate
 from compute_ctl.compute.http.routes import catalog, failpoints, internal, lifecycle, probes
 from compute_ctl.compute.http.routes import metrics as metrics_routes
 
-__all__ = ["OPEN_PATHS", "REQUEST_ID_HEADER", "build_app"]
+__all__ = ["OPEN_PATHS", "REQUEST_ID_HEADER", "build_app", "served_internally"]
 
 logger = logging.getLogger(__name__)
 
@@ -36,8 +38,24 @@ _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:/+=-]{1,200}$")
 
 # External paths that need no token: the scraper's and the kubelet's.
 OPEN_PATHS = frozenset({"/metrics", "/healthz", "/readyz"})
-# Bodies as large as a spec with thousands of roles are legitimate.
-MAX_BODY_BYTES = 32 * 1024 * 1024
+# What the internal (loopback, unauthenticated) port serves, as Neon's does: the routes
+# postgres and its extensions call, plus the probes. Anything in the pod's network
+# namespace reaches it (postgres itself: an extension, a superuser's COPY ... PROGRAM), so
+# nothing that reconfigures or terminates the compute is there. ``--internal-full-api``
+# (tests and local development only) serves the whole API there instead.
+INTERNAL_PREFIXES = ("/extension_server/",)
+INTERNAL_PATHS = frozenset(
+    {"/extensions", "/grants", "/failpoints", "/refresh_configuration", "/healthz", "/readyz"}
+)
+
+
+def served_internally(path: str, *, full: bool) -> bool:
+    """Whether the internal port serves ``path`` (the route-table filter)."""
+    return full or path in INTERNAL_PATHS or path.startswith(INTERNAL_PREFIXES)
+
+
+# Bodies as large as a spec with thousands of roles are legitimate (``bodies``).
+MAX_BODY_BYTES = bodies.MAX_BODY_BYTES
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Check = Callable[[web.Request], None]
@@ -53,47 +71,34 @@ def new_request_id() -> str:
     return f"{_ID_PREFIX}{next(_id_counter):012x}"
 
 
-def _error_response(request: web.Request, e: Exception, request_id: str) -> web.Response:
-    if isinstance(e, responses.ApiError):
-        return responses.error(e.status, e.message)
-    if isinstance(e, web.HTTPException) and e.status >= 400:
-        headers = {"Allow": e.headers["Allow"]} if "Allow" in e.headers else None
-        return responses.error(e.status, e.reason, headers=headers)
-    logger.error(
-        "unhandled error in %s %s (request %s)",
-        request.method,
-        request.path,
-        request_id,
-        exc_info=e,
-    )
-    return responses.error(500, "internal server error")
-
-
-def _wrap(handler: Handler, check: Check | None) -> Handler:
-    """Request id, auth (``check``, external app) and every failure as ``{"error": ...}``."""
+def _wrap(handler: Handler, check: Check | None, guard: Check) -> Handler:
+    """Request id, ``guard`` (cross-site), auth (``check``, external app) and every failure
+    as ``{"error": ...}``."""
 
     async def handle(request: web.Request) -> web.StreamResponse:
         given = request.headers.get(REQUEST_ID_HEADER)
         request_id = given if given and _REQUEST_ID_RE.match(given) else new_request_id()
         request[responses.REQUEST_ID] = request_id  # streaming handlers set it themselves
         try:
+            guard(request)
             if check is not None:
                 check(request)
             response = await handler(request)
         except web.HTTPException as e:
             if e.status < 400:
                 raise
-            response = _error_response(request, e, request_id)
+            response = translate.error_response(request, e, request_id)
         except Exception as e:
-            response = _error_response(request, e, request_id)
+            response = translate.error_response(request, e, request_id)
         if not response.prepared:
             response.headers[REQUEST_ID_HEADER] = request_id
         if response.status >= 400:
-            # Method, path and code only: never headers, query strings or bodies.
+            # Method, path and code only: never headers, query strings or bodies; the path
+            # is the client's, so its control characters are escaped (``%0d``).
             logger.info(
                 "%s %s -> %d (request %s)",
-                request.method,
-                request.path,
+                loghygiene.clip(request.method, 20),
+                loghygiene.clip(request.path),
                 response.status,
                 request_id,
             )
@@ -129,8 +134,12 @@ def build_app(
     *,
     metrics: metrics_mod.Metrics,
     external: bool,
+    gate: bodies.BodyGate | None = None,
 ) -> web.Application:
-    """One application; ``external`` adds JWT auth and leaves out the internal routes."""
+    """One application; ``external`` adds JWT auth and leaves out the internal routes.
+
+    ``gate``: the process's ``BodyGate``, shared by both servers (a new one if omitted).
+    """
     check = None
     if external:
         authorizer = auth.Authorizer(
@@ -142,20 +151,29 @@ def build_app(
     app[responses.NODE] = node
     app[responses.METRICS] = metrics
     app[responses.STATUS_CACHE] = responses.StatusCache()
+    app[bodies.BODY_GATE] = gate or bodies.BodyGate()
+    internal_port = None if external else node.params.internal_http_port
+
+    def guard(request: web.Request) -> None:
+        guards.check(request, internal_port=internal_port)
+
     tables = [lifecycle.routes, metrics_routes.routes, catalog.routes, probes.routes]
     if not external:
         tables += [internal.routes, failpoints.routes]
+    full = bool(node.params.internal_full_api)
     allowed: dict[str, set[str]] = {}
     for table in tables:
         for route in table:
             assert isinstance(route, web.RouteDef)
+            if not external and not served_internally(route.path, full=full):
+                continue
             guarded = check if route.path not in OPEN_PATHS else None
-            wrapped = _wrap(route.handler, guarded)
+            wrapped = _wrap(route.handler, guarded, guard)
             if route.method == "GET":
                 app.router.add_get(route.path, wrapped, **route.kwargs)  # and HEAD
                 allowed.setdefault(route.path, set()).update(("GET", "HEAD"))
             else:
                 app.router.add_route(route.method, route.path, wrapped, **route.kwargs)
                 allowed.setdefault(route.path, set()).add(route.method)
-    app.router.add_route("*", "/{tail:.*}", _wrap(_fallback(allowed), None))
+    app.router.add_route("*", r"/{tail:[\s\S]*}", _wrap(_fallback(allowed), None, guard))
     return app

@@ -1,7 +1,8 @@
 """The OpenAPI document of the HTTP API (``openapi.json``, shipped as package data).
 
-The paths are written by hand in ``openapi.json``; the request models' schemas are
-pydantic's own (``ComputeSpec`` and friends, the grants/extensions/failpoints bodies),
+The paths are written by hand in ``openapi.json``; the bodies' schemas are pydantic's
+own: the wire contract (``compute.api_models``: status, configure, terminate, error,
+grants, extensions), ``ComputeSpec`` and friends, the failpoints body,
 with the few wire forms pydantic cannot see patched in (Neon's ``ComputeMode`` union,
 open-ended feature names). ``python -m compute_ctl.compute.http.openapi`` rewrites those
 generated components in place after a model changes; ``tests/http/test_openapi.py``
@@ -18,8 +19,9 @@ from typing import Any
 
 import pydantic
 
+from compute_ctl.compute import api_models
 from compute_ctl.compute import spec as spec_mod
-from compute_ctl.compute.http.routes import failpoints, internal
+from compute_ctl.compute.http.routes import failpoints
 
 __all__ = ["generated_schemas", "load", "main"]
 
@@ -71,7 +73,7 @@ def load() -> dict[str, Any]:
 def _schemas_of(model: type[pydantic.BaseModel]) -> dict[str, Any]:
     schema = model.model_json_schema(ref_template=_REF)
     defs: dict[str, Any] = schema.pop("$defs", {})
-    defs[model.__name__] = schema
+    defs[str(model.model_config.get("title") or model.__name__)] = schema
     return defs
 
 
@@ -81,8 +83,14 @@ def generated_schemas() -> dict[str, Any]:
     for model in (
         spec_mod.ComputeSpec,
         spec_mod.ComputeCtlConfig,
-        internal.GrantsRequest,
-        internal.ExtensionRequest,
+        api_models.ComputeStatusResponse,
+        api_models.ConfigureRequest,
+        api_models.DryRunResponse,
+        api_models.TerminateResponse,
+        api_models.ErrorBody,
+        api_models.GrantsRequest,
+        api_models.ExtensionRequest,
+        api_models.ExtensionInstallResponse,
         failpoints.FailpointConfig,
     ):
         schemas.update(_schemas_of(model))

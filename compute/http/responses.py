@@ -1,19 +1,23 @@
 """Shared response shapes of the HTTP API: JSON bodies, errors, the status document.
 
-Owns ``ApiError`` (raised anywhere below a route, rendered by the error middleware as
-``{"error": "..."}``), the ``/status`` body, the app keys and the small parsing helpers
-every route uses (JSON body, boolean query flags). It never talks to PostgreSQL.
+Owns ``ApiError`` (the HTTP layer's own refusals, rendered by ``translate`` as
+``{"error": "..."}``), the ``/status`` body (rendered with ``api_models``), the app keys
+and the small parsing helpers every route uses (JSON body, boolean query flags). It
+never talks to PostgreSQL.
 """
 
 from __future__ import annotations
 
 import datetime
 import json
-from typing import Any
+import weakref
+from collections.abc import Callable
+from typing import Any, TypeVar
 
+import pydantic
 from aiohttp import web
 
-from compute_ctl.compute import errors
+from compute_ctl.compute import api_models
 from compute_ctl.compute import metrics as metrics_mod
 from compute_ctl.compute import state as state_mod
 from compute_ctl.compute.http import interface
@@ -27,9 +31,10 @@ __all__ = [
     "ApiError",
     "StatusCache",
     "error",
-    "from_compute_error",
     "json_bytes_response",
     "json_response",
+    "model_response",
+    "node_scoped",
     "parse_json",
     "query_flag",
     "read_json",
@@ -77,6 +82,15 @@ def json_bytes_response(
     return web.Response(body=body, status=status, headers=all_headers)
 
 
+def model_response(
+    body: pydantic.BaseModel, *, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    """A wire model (``api_models``) as the JSON body."""
+    return json_bytes_response(
+        body.model_dump_json(by_alias=True).encode(), status=status, headers=headers
+    )
+
+
 def stream_response(request: web.Request, *, content_type: str) -> web.StreamResponse:
     """A streamed response; it is prepared by the handler, so it carries the request id now."""
     return web.StreamResponse(
@@ -85,16 +99,25 @@ def stream_response(request: web.Request, *, content_type: str) -> web.StreamRes
 
 
 def error(status: int, message: str, *, headers: dict[str, str] | None = None) -> web.Response:
-    return json_response({"error": message}, status=status, headers=headers)
+    return model_response(api_models.ErrorBody(error=message), status=status, headers=headers)
 
 
-def from_compute_error(e: errors.ComputeError) -> ApiError:
-    """Neon's codes: a bad spec is 400, a forbidden status 412, anything else 500."""
-    if isinstance(e, errors.ConfigError):
-        return ApiError(400, str(e))
-    if isinstance(e, errors.StatusError):
-        return ApiError(412, str(e))
-    return ApiError(500, str(e))
+_T = TypeVar("_T")
+_NODE_SCOPED: weakref.WeakKeyDictionary[object, dict[type, object]] = weakref.WeakKeyDictionary()
+
+
+def node_scoped(node: interface.Node, kind: type[_T], factory: Callable[[], _T]) -> _T:
+    """The one ``kind`` object of ``node``, made by ``factory`` on first use.
+
+    Both apps (external and internal) serve one node, so per-node resources (the readiness
+    session, the pg_dump slots) are kept here rather than in an app; they go with the node.
+    """
+    per_node = _NODE_SCOPED.setdefault(node, {})
+    found = per_node.get(kind)
+    if not isinstance(found, kind):
+        found = factory()
+        per_node[kind] = found
+    return found
 
 
 def rfc3339(value: datetime.datetime | None) -> str | None:
@@ -104,24 +127,28 @@ def rfc3339(value: datetime.datetime | None) -> str | None:
     return text.replace("+00:00", "Z")
 
 
-def status_body(state: state_mod.ComputeState) -> dict[str, Any]:
-    """Neon's ``ComputeStatusResponse`` fields first, then ours (CONTRACTS)."""
+def status_body(state: state_mod.ComputeState) -> api_models.ComputeStatusResponse:
+    """Neon's ``ComputeStatusResponse`` fields first, then ours (``api_models``)."""
     desired = state.desired
-    return {
-        "start_time": rfc3339(state.start_time),
-        "tenant": desired.tenant_id if desired else None,
-        "timeline": desired.timeline_id if desired else None,
-        "status": state.status.value,
-        "last_active": rfc3339(state.last_active),
-        "error": state.error,
-        "desired_generation": state.desired_generation,
-        "applied_generation": state.applied_generation,
-        "desired_spec_hash": state.desired_hash,
-        "applied_spec_hash": state.applied_hash,
-        "pending_restart": list(state.pending_restart),
-        "mode": desired.mode.type_name if desired else None,
-        "migrations": state.migrations.as_dict() if state.migrations else None,
-    }
+    return api_models.ComputeStatusResponse(
+        start_time=rfc3339(state.start_time),
+        tenant=desired.tenant_id if desired else None,
+        timeline=desired.timeline_id if desired else None,
+        status=state.status,
+        last_active=rfc3339(state.last_active),
+        error=state.error,
+        desired_generation=state.desired_generation,
+        applied_generation=state.applied_generation,
+        desired_spec_hash=state.desired_hash,
+        applied_spec_hash=state.applied_hash,
+        pending_restart=list(state.pending_restart),
+        mode=desired.mode.type_name if desired else None,
+        migrations=(
+            api_models.MigrationsStatus(**state.migrations.as_dict())
+            if state.migrations
+            else None
+        ),
+    )
 
 
 class StatusCache:
@@ -146,7 +173,7 @@ class StatusCache:
             state.migrations,
         )
         if key != self._key:
-            self._body = _dumps(status_body(state)).encode()
+            self._body = status_body(state).model_dump_json().encode()
             self._key = key
         return self._body
 

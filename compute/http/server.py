@@ -3,8 +3,11 @@
 The external server listens on ``params.external_http_host:external_http_port`` and
 requires JWTs (``auth``); the internal one listens on ``127.0.0.1:internal_http_port``
 only, without auth, and also serves ``/grants``, ``/extensions`` and ``/failpoints``.
-Both stop when the context exits (open requests get a short grace period). This
-module only starts and stops sockets; what is served is ``app``'s business.
+Both stop when the context exits (open requests get a short grace period). Each server
+caps its connections and bounds idle and header time (``connections``); both share one
+``bodies.BodyGate``, and the loggers a peer can make noisy are throttled
+(``loghygiene``). This module only starts and stops sockets; what is served is ``app``'s
+business.
 """
 
 from __future__ import annotations
@@ -15,10 +18,10 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from compute_ctl.compute import errors
+from compute_ctl.compute import errors, loghygiene
 from compute_ctl.compute import metrics as metrics_mod
 from compute_ctl.compute.http import app as app_mod
-from compute_ctl.compute.http import interface
+from compute_ctl.compute.http import bodies, connections, interface
 
 __all__ = ["INTERNAL_HOST", "serving"]
 
@@ -42,30 +45,32 @@ async def serving(
     params = node.params
     if metrics is None:
         metrics = metrics_mod.Metrics(build_tag=params.build_tag, state=node.state)
+    loghygiene.throttle()
+    gate = bodies.BodyGate()
     runners: list[web.AppRunner] = []
     try:
         for external, host, port in (
             (True, params.external_http_host, params.external_http_port),
             (False, INTERNAL_HOST, params.internal_http_port),
         ):
-            app = app_mod.build_app(node, metrics=metrics, external=external)
-            runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_GRACE_SECONDS)
+            which = "external" if external else "internal"
+            app = app_mod.build_app(node, metrics=metrics, external=external, gate=gate)
+            runner = web.AppRunner(
+                app,
+                access_log=None,
+                shutdown_timeout=SHUTDOWN_GRACE_SECONDS,
+                **connections.runner_options(),
+            )
             await runner.setup()
             runners.append(runner)
-            site = web.TCPSite(runner, host, port, reuse_address=True)
+            site = connections.LimitedSite(runner, host, port, name=which)
             try:
                 await site.start()
             except OSError as e:
-                which = "external" if external else "internal"
                 raise errors.ConfigError(
                     f"cannot listen on {host}:{port} (--{which}-http-port): {e.strerror or e}"
                 ) from e
-            logger.info(
-                "%s HTTP API listening on %s:%s",
-                "external" if external else "internal",
-                host,
-                port,
-            )
+            logger.info("%s HTTP API listening on %s:%s", which, host, port)
         yield
     finally:
         for runner in reversed(runners):

@@ -4,7 +4,9 @@ Neon's ``ParsedSpec::validate`` plus what the start path needs: a primary on Neo
 storage needs a non-empty list of unique safekeepers; Neon storage needs a tenant, a
 timeline and a pageserver for shard 0; a vanilla replica (``primary_connstring``) is
 exclusive with Neon storage, runs in ``Replica`` mode and needs a parsable libpq
-connection string. Every failure is an ``errors.ConfigError`` (HTTP 400) whose text
+connection string. Every libpq connection string of the spec sets only the keys
+``conninfo.check_libpq_conninfo`` allows (root's libpq must not touch local files).
+Every failure is an ``errors.ConfigError`` (HTTP 400) whose text
 never contains a password or a token.
 
 Pure: no I/O, no logging of the spec.
@@ -13,8 +15,6 @@ Pure: no I/O, no logging of the spec.
 from __future__ import annotations
 
 import dataclasses
-
-import psycopg
 
 from compute_ctl.compute import errors
 from compute_ctl.compute import spec as spec_mod
@@ -54,7 +54,8 @@ def neon_target(spec: spec_mod.ComputeSpec) -> NeonTarget:
     url = pageservers.shard0.libpq_url
     if url is None:
         raise errors.ConfigError("shard 0 has no pageserver libpq_url")
-    _check_libpq_url(url, what="pageserver libpq_url")
+    for shard_url in pageservers.libpq_urls() or [url]:
+        conninfo.check_libpq_conninfo(shard_url, what="pageserver libpq_url")
     if spec.mode.kind == "Static" and not spec.mode.lsn:
         raise errors.ConfigError("Static mode needs an LSN")
     safekeepers = conninfo.safekeepers(spec)
@@ -87,12 +88,4 @@ def _check_vanilla_replica(spec: spec_mod.ComputeSpec) -> None:
             "a vanilla replica follows its primary as a hot standby"
         )
     assert spec.primary_connstring is not None
-    _check_libpq_url(spec.primary_connstring, what="primary_connstring")
-
-
-def _check_libpq_url(value: str, *, what: str) -> None:
-    try:
-        psycopg.conninfo.conninfo_to_dict(value)
-    except psycopg.ProgrammingError:
-        # libpq's message may quote the string, password included: do not chain it.
-        raise errors.ConfigError(f"{what} is not a valid libpq connection string") from None
+    conninfo.check_libpq_conninfo(spec.primary_connstring, what="primary_connstring")

@@ -10,6 +10,13 @@ and timeline from the spec, else from ``neon.tenant_id`` / ``neon.timeline_id``.
 
 No I/O. Malformed values raise ``errors.ConfigError`` (HTTP 400); a missing value is
 ``None`` / empty here and ``checks`` decides whether that is an error.
+
+Connection strings from a spec reach libpq inside compute_ctl, which runs as root, so
+``check_libpq_conninfo`` allows only the keys that say where to connect and how to
+authenticate over the network (``ALLOWED_CONNINFO_KEYS``). Keys that name local files
+(``sslkey``, ``sslcert``, ``sslrootcert``, ``sslcrl``, ``sslkeylogfile``, ``passfile``,
+``service``, ...) would make root read or write arbitrary paths and are refused. A
+safekeeper address is a plain ``host:port``: nothing there may smuggle URL parameters.
 """
 
 from __future__ import annotations
@@ -17,13 +24,17 @@ from __future__ import annotations
 import dataclasses
 import re
 
+import psycopg
+
 from compute_ctl.compute import errors
 from compute_ctl.compute import spec as spec_mod
 
 __all__ = [
+    "ALLOWED_CONNINFO_KEYS",
     "PageserverShard",
     "Pageservers",
     "Safekeepers",
+    "check_libpq_conninfo",
     "pageservers",
     "safekeepers",
     "shard_index",
@@ -32,6 +43,61 @@ __all__ = [
 ]
 
 _GENERATION_RE = re.compile(r"^g#(\d+):(.*)$")
+_HOST_RE = re.compile(r"[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\]")
+
+# What a spec's connection string may set: where, who, how long, which TLS/auth policy.
+# Nothing that names a file on this machine (see the module docstring).
+ALLOWED_CONNINFO_KEYS = frozenset(
+    {
+        "host",
+        "hostaddr",
+        "port",
+        "dbname",
+        "user",
+        "password",
+        "connect_timeout",
+        "client_encoding",
+        "options",
+        "application_name",
+        "fallback_application_name",
+        "keepalives",
+        "keepalives_idle",
+        "keepalives_interval",
+        "keepalives_count",
+        "tcp_user_timeout",
+        "sslmode",
+        "sslnegotiation",
+        "sslcompression",
+        "sslsni",
+        "ssl_min_protocol_version",
+        "ssl_max_protocol_version",
+        "require_auth",
+        "channel_binding",
+        "gssencmode",
+        "target_session_attrs",
+        "load_balance_hosts",
+    }
+)
+
+
+def check_libpq_conninfo(value: str, *, what: str) -> None:
+    """Raise ``ConfigError`` unless ``value`` parses and sets only allowed keys.
+
+    The message names the refused keys, never a value (it may hold a password).
+    """
+    try:
+        params = psycopg.conninfo.conninfo_to_dict(value)
+    except psycopg.ProgrammingError:
+        # libpq's message may quote the string, password included: do not chain it.
+        raise errors.ConfigError(f"{what} is not a valid libpq connection string") from None
+    refused = sorted(set(params) - ALLOWED_CONNINFO_KEYS)
+    if refused:
+        raise errors.ConfigError(
+            f"{what} sets connection options a spec may not set: {', '.join(refused)} "
+            f"(allowed: {', '.join(sorted(ALLOWED_CONNINFO_KEYS))})"
+        )
+
+
 _HEX_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 
 
@@ -177,6 +243,6 @@ def tenant_timeline(spec: spec_mod.ComputeSpec) -> tuple[str | None, str | None]
 def split_host_port(connstring: str) -> tuple[str, int]:
     """A safekeeper's ``host:port`` (IPv6 as ``[::1]:5454``)."""
     host, sep, port = connstring.rpartition(":")
-    if not sep or not host or not port.isdigit():
+    if not sep or not _HOST_RE.fullmatch(host) or not port.isdigit() or len(port) > 5:
         raise errors.ConfigError(f"invalid safekeeper address {connstring!r}: expected host:port")
     return host.strip("[]"), int(port)

@@ -12,9 +12,12 @@ memory and no CPU work runs on the event loop:
 The tar reader runs with ``ignore_zeros``: it reads past the end-of-archive zero
 blocks to the very end of the stream, so the producer always drains the stream and
 an error sent after the archive (a pageserver failing late) is seen and raised.
-Extraction is path-traversal safe (``tarfile.data_filter``: leading ``/`` stripped,
-no ``..``, no links leaving the directory, no devices) and every member, including
-parent directories the archive does not list, is owned by the given user.
+Extraction (as root) is path-traversal safe by our own rules (``check_member``), not
+by the interpreter's ``tarfile`` filter, which this Python predates bypass fixes of:
+absolute names and ``..`` are refused, links only point down the tree (relative targets
+without ``..``), and anything but regular files, directories and such links (devices,
+fifos) is refused. ``tarfile.data_filter`` runs after as a second layer. Every member,
+including parent directories the archive does not list, is owned by the given user.
 
 A failure anywhere stops all three stages; the first real error is the one raised.
 Owns the pipes, the gunzip stage and the extraction; knows nothing of libpq.
@@ -34,7 +37,15 @@ from pathlib import Path
 
 from compute_ctl.compute import errors, pgtools
 
-__all__ = ["ChunkPipe", "PipeClosed", "PipeReader", "extract_stream", "inflate"]
+__all__ = [
+    "ChunkPipe",
+    "PipeClosed",
+    "PipeReader",
+    "UnsafeMember",
+    "check_member",
+    "extract_stream",
+    "inflate",
+]
 
 _TAR_BUFSIZE = 64 * 1024
 _COPY_BUFSIZE = 1024 * 1024
@@ -207,6 +218,39 @@ class PipeReader:
         pass
 
 
+class UnsafeMember(errors.StorageError):
+    """An archive member that could write outside PGDATA or create something odd."""
+
+
+def _rel_parts(name: str, *, what: str) -> list[str]:
+    """The components of a relative, descending path; ``UnsafeMember`` otherwise."""
+    if not name or name.startswith("/") or "\0" in name:
+        raise UnsafeMember(f"{what} {name!r} is absolute or empty")
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise UnsafeMember(f"{what} {name!r} contains '..'")
+    return parts
+
+
+def check_member(member: tarfile.TarInfo) -> str:
+    """Our own rules for one member, whatever this Python's ``tarfile`` filters do: a
+    relative name without ``..``; a regular file, a directory, or a link whose target is
+    relative and without ``..`` (so, by induction, every link resolves inside the
+    directory); nothing else (devices, fifos, ...). Returns the normalised name."""
+    parts = _rel_parts(member.name, what="member")
+    if not parts:
+        if member.isdir():
+            return "."
+        raise UnsafeMember(f"member {member.name!r} has no name")
+    if member.issym() or member.islnk():
+        kind = "symlink" if member.issym() else "hard link"
+        if not _rel_parts(member.linkname, what=f"{kind} {member.name!r} -> target"):
+            raise UnsafeMember(f"{kind} {member.name!r} points at its own directory")
+    elif not (member.isreg() or member.isdir()):
+        raise UnsafeMember(f"member {member.name!r} is not a file, directory or link")
+    return "/".join(parts)
+
+
 def _owned_by(user: pgtools.OsUser) -> Callable[[tarfile.TarInfo, str], tarfile.TarInfo]:
     made: set[str] = set()
 
@@ -221,10 +265,13 @@ def _owned_by(user: pgtools.OsUser) -> Callable[[tarfile.TarInfo, str], tarfile.
             path = os.path.join(dest, rel)
             if not os.path.lexists(path):
                 os.mkdir(path, 0o700)
-                user.chown(Path(path))
+                if user.uid is not None and user.gid is not None:
+                    os.chown(path, user.uid, user.gid, follow_symlinks=False)
 
     def member_filter(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
-        safe = tarfile.data_filter(member, dest)
+        name = check_member(member)
+        # Python's data filter as a second, version-dependent layer (strips modes too).
+        safe = tarfile.data_filter(member.replace(name=name, deep=False), dest)
         make_parents(dest, safe.name)
         if user.uid is None or user.gid is None:
             return safe
@@ -248,8 +295,10 @@ def untar(pipe: ChunkPipe, dest: Path, *, owner: pgtools.OsUser) -> None:
             tar.extractall(  # noqa: S202
                 os.fspath(dest), filter=_owned_by(owner), numeric_owner=True
             )
+    except UnsafeMember as e:
+        raise UnsafeMember(f"unsafe member in basebackup archive: {e}") from None
     except tarfile.FilterError as e:
-        raise errors.StorageError(f"unsafe member in basebackup archive: {e}") from e
+        raise UnsafeMember(f"unsafe member in basebackup archive: {e}") from e
     except tarfile.TarError as e:
         raise errors.StorageError(f"bad basebackup archive: {e}") from e
     finally:

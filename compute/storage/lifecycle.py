@@ -23,7 +23,7 @@ import logging
 import time
 from pathlib import Path
 
-from compute_ctl.compute import errors, pgtools, state
+from compute_ctl.compute import errors, pgtools, safefs, state
 from compute_ctl.compute import spec as spec_mod
 from compute_ctl.compute.storage import (
     basebackup,
@@ -45,11 +45,9 @@ def _ensure_conf(spec: spec_mod.ComputeSpec, pgdata: Path, owner: pgtools.OsUser
     Neon writes the whole conf before syncing; when the caller has not yet written
     one, write the storage lines so the sync can find its safekeepers.
     """
-    path = pgdata / "postgresql.conf"
-    if not path.exists():
-        path.write_text("\n".join(conf.storage_lines(spec)) + "\n")
-        path.chmod(0o600)
-        owner.chown(path)
+    if not safefs.exists(pgdata, "postgresql.conf"):
+        text = "\n".join(conf.storage_lines(spec)) + "\n"
+        safefs.write_text(pgdata, "postgresql.conf", text, owner=owner)
 
 
 async def commit_lsn(

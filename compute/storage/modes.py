@@ -6,15 +6,15 @@ Neon's modes: ``Primary`` (read-write, syncs the safekeepers), ``Static`` at an 
 the ``zenith.signal`` -> ``neon.signal`` copy Neon does after a basebackup from an
 older pageserver.
 
-Pure except for the two small file writers; knows nothing of libpq or processes.
+Pure except for the two small file writers (through ``safefs``: no link is followed);
+knows nothing of libpq or processes.
 """
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
-from compute_ctl.compute import pgtools
+from compute_ctl.compute import pgtools, safefs
 from compute_ctl.compute import spec as spec_mod
 
 __all__ = ["basebackup_lsn_for", "copy_neon_signal", "mode_conf_lines", "write_signal_files"]
@@ -40,19 +40,13 @@ def basebackup_lsn_for(spec: spec_mod.ComputeSpec) -> str | None:
 
 def write_signal_files(spec: spec_mod.ComputeSpec, pgdata: Path, *, owner: pgtools.OsUser) -> None:
     """``standby.signal`` for Replica and Static; a primary must have none."""
-    signal = pgdata / "standby.signal"
     if spec.mode.kind in ("Replica", "Static"):
-        signal.touch(mode=0o600)
-        owner.chown(signal)
+        safefs.write_bytes(pgdata, "standby.signal", b"", owner=owner)
     else:
-        signal.unlink(missing_ok=True)
+        safefs.remove(pgdata, "standby.signal")
 
 
 def copy_neon_signal(pgdata: Path, *, owner: pgtools.OsUser) -> None:
     """Older pageservers send ``zenith.signal``; the neon extension reads ``neon.signal``."""
-    old = pgdata / "zenith.signal"
-    new = pgdata / "neon.signal"
-    if old.exists() and not new.exists():
-        shutil.copyfile(old, new)
-        new.chmod(0o600)
-        owner.chown(new)
+    if safefs.exists(pgdata, "zenith.signal") and not safefs.exists(pgdata, "neon.signal"):
+        safefs.copy_file(pgdata, "zenith.signal", "neon.signal", owner=owner)

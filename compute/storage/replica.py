@@ -21,11 +21,14 @@ from pathlib import Path
 
 import psycopg
 
-from compute_ctl.compute import errors, pgtools
+from compute_ctl.compute import errors, pgtools, safefs
 
 __all__ = ["clone_primary", "replay_lsn"]
 
 logger = logging.getLogger(__name__)
+
+_CONF = "postgresql.conf"
+_CONF_MAX = 16 << 20
 
 
 def _split_password(connstring: str) -> tuple[str, str | None]:
@@ -36,10 +39,10 @@ def _split_password(connstring: str) -> tuple[str, str | None]:
     )
 
 
-def _empty_keeping(conf: Path) -> bytes | None:
+def _empty_keeping(pgdata: Path) -> bytes | None:
     """Empty PGDATA for pg_basebackup, returning the conf that was there (if any)."""
-    kept = conf.read_bytes() if conf.exists() else None
-    for entry in conf.parent.iterdir():
+    kept = safefs.read_bytes(pgdata, _CONF, limit=_CONF_MAX)
+    for entry in pgdata.iterdir():
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry)
         else:
@@ -59,8 +62,7 @@ async def clone_primary(
     conf before fetching the data) is kept over the primary's.
     """
     start = time.monotonic()
-    ours = pgdata / "postgresql.conf"
-    kept = await asyncio.to_thread(_empty_keeping, ours)
+    kept = await asyncio.to_thread(_empty_keeping, pgdata)
     conninfo, password = _split_password(primary_connstring)
     env = {"PGPASSWORD": password} if password is not None else {}
     argv: list[str | os.PathLike[str]] = [
@@ -79,7 +81,8 @@ async def clone_primary(
     except errors.PostgresError as e:
         raise errors.StorageError(f"cloning the primary failed: {e}") from None
     if kept is not None:
-        ours.write_bytes(kept)
+        # pg_basebackup ran as the OS user: PGDATA's contents are its, links included.
+        safefs.write_bytes(pgdata, _CONF, kept, owner=tools.user)
     elapsed = int((time.monotonic() - start) * 1000)
     logger.info("cloned the primary into %s in %d ms", pgdata, elapsed)
     return elapsed

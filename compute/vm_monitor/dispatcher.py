@@ -10,6 +10,10 @@ request's id; that is the runner's business.
 incumbent and waits (briefly) for it to finish before its own session starts, so the two
 never share a cgroup watcher or an LFC connection.
 
+Logged frames are clipped (``loghygiene.clip``): an agent's text never fills the log. A
+send that the agent does not take within ``SEND_TIMEOUT`` (it stopped reading) ends the
+connection.
+
 No scaling decision is made here (``runner``).
 """
 
@@ -23,6 +27,7 @@ from collections.abc import AsyncIterator, Callable
 import aiohttp
 from aiohttp import web
 
+from compute_ctl.compute import loghygiene
 from compute_ctl.compute.vm_monitor import errors, protocol
 
 __all__ = ["KILLED", "STOPPED", "Dispatcher", "Seat", "Switchboard"]
@@ -31,6 +36,9 @@ logger = logging.getLogger(__name__)
 
 KILLED = "monitor was killed due to new connection"
 STOPPED = "vm-monitor is stopping"
+SEND_TIMEOUT = 10.0
+# Agent messages are a few hundred bytes; aiohttp's default would take 4 MiB frames.
+MAX_FRAME_BYTES = 64 * 1024
 _CLOSING = (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED)
 
 
@@ -62,7 +70,7 @@ class Dispatcher:
         except protocol.InvalidFrame as e:
             await self._send_text(protocol.error_response(e.error))
             raise errors.HandshakeError(e.error) from e
-        logger.info("received protocol version range %s", agent)
+        logger.info("received protocol version range %s", loghygiene.clip(str(agent)))
         version = protocol.negotiate(agent)
         if version is None:
             await self._send_text(protocol.error_response(agent))
@@ -79,14 +87,19 @@ class Dispatcher:
 
     async def send(self, message: protocol.Outbound) -> None:
         if isinstance(message, protocol.HealthCheckEcho):
-            logger.debug("sending message %r", message)
+            logger.debug("sending message %s", loghygiene.clip(repr(message)))
         else:
-            logger.info("sending message %r", message)
+            logger.info("sending message %s", loghygiene.clip(repr(message)))
         await self._send_text(protocol.encode(message))
 
     async def _send_text(self, text: str) -> None:
         try:
-            await self._ws.send_str(text)
+            async with asyncio.timeout(SEND_TIMEOUT):
+                await self._ws.send_str(text)
+        except TimeoutError as e:
+            raise errors.ConnectionClosed(
+                f"agent did not take a message within {SEND_TIMEOUT:g} s"
+            ) from e
         except (ConnectionError, RuntimeError) as e:
             raise errors.ConnectionClosed(f"stream error sending message: {e}") from e
 
@@ -103,9 +116,9 @@ class Dispatcher:
                 except protocol.InvalidFrame as e:
                     return e
                 if isinstance(message, protocol.HealthCheck):
-                    logger.debug("received message %r", message)
+                    logger.debug("received message %s", loghygiene.clip(repr(message)))
                 else:
-                    logger.info("received message %r", message)
+                    logger.info("received message %s", loghygiene.clip(repr(message)))
                 return message
             if msg.type in _CLOSING or msg.type is aiohttp.WSMsgType.ERROR:
                 return None

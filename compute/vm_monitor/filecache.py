@@ -19,8 +19,8 @@ from typing import LiteralString
 
 import psycopg
 from psycopg import sql
-from psycopg.rows import TupleRow
 
+from compute_ctl.compute import pgsession
 from compute_ctl.compute.vm_monitor import errors
 
 __all__ = ["FileCache", "FileCacheConfig", "MiB", "Settings"]
@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 
 MiB = 1 << 20
 _CONNECT_TIMEOUT = 3
+APPLICATION_NAME = "compute_ctl:vm-monitor"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,7 +81,7 @@ class FileCache:
 
     def __init__(
         self,
-        conn: psycopg.AsyncConnection[TupleRow],
+        conn: pgsession.Connection,
         *,
         connstr: str,
         settings: Settings,
@@ -98,12 +99,12 @@ class FileCache:
         return cls(await cls._open(connstr), connstr=connstr, settings=settings, config=config)
 
     @staticmethod
-    async def _open(connstr: str) -> psycopg.AsyncConnection[TupleRow]:
+    async def _open(connstr: str) -> pgsession.Connection:
         try:
-            return await psycopg.AsyncConnection.connect(
-                connstr, autocommit=True, connect_timeout=_CONNECT_TIMEOUT
+            return await pgsession.open_session(
+                connstr, application_name=APPLICATION_NAME, timeout=_CONNECT_TIMEOUT
             )
-        except psycopg.Error as e:
+        except (psycopg.Error, OSError, TimeoutError) as e:
             # The message names host and user but never the password (libpq omits it).
             raise errors.FileCacheError(f"failed to connect to postgres file cache: {e}") from e
 

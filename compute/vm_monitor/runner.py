@@ -16,6 +16,11 @@ cgroup figures and the kill signal of a newer connection.
   and the connection stays up.
 
 Everything here is per connection; the owner (``server``) builds a new Runner for each.
+
+Backpressure (beyond upstream): at most ``INBOUND_BACKLOG`` agent messages wait here. An
+agent that sends faster than we answer, or never reads our answers (so our sends block),
+stops being read: the kernel's buffers fill and its own sends block, instead of our memory
+growing with every frame.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import struct
 from decimal import Decimal
 from pathlib import Path
 
+from compute_ctl.compute import loghygiene
 from compute_ctl.compute.vm_monitor import cgroup as cgroup_mod
 from compute_ctl.compute.vm_monitor import clock as clock_mod
 from compute_ctl.compute.vm_monitor import dispatcher as dispatcher_mod
@@ -38,6 +44,8 @@ __all__ = ["Config", "Env", "Runner", "mib"]
 logger = logging.getLogger(__name__)
 
 MiB = 1 << 20
+# Agent messages read but not yet handled; the reader waits for room beyond that.
+INBOUND_BACKLOG = 16
 NOT_MANAGING = "monitor is not managing cgroup or file cache"
 NOT_ENOUGH_SAMPLES = "haven't received enough cgroup memory stats yet"
 
@@ -107,7 +115,10 @@ class Runner:
         self._config = env.config
         self._clock = env.clock
         self._filecache = filecache
+        # Signals are few (coalesced samples, one stop, one close); messages are bounded
+        # by ``_room``, taken by the reader and given back once a message is handled.
         self._events: asyncio.Queue[_Event] = asyncio.Queue()
+        self._room = asyncio.Semaphore(INBOUND_BACKLOG)
         self._sample_queued = False
         self._stopping = ""
         self._last_upscale_request: float | None = None
@@ -154,6 +165,9 @@ class Runner:
                     await self._handle(event)
                 except errors.ConnectionClosed as e:
                     return str(e)
+                finally:
+                    if not isinstance(event, _Signal):
+                        self._room.release()
         finally:
             for task in tasks:
                 task.cancel()
@@ -163,7 +177,11 @@ class Runner:
 
     async def _read(self) -> None:
         try:
-            while (item := await self._dispatcher.receive()) is not None:
+            while True:
+                await self._room.acquire()
+                item = await self._dispatcher.receive()
+                if item is None:
+                    break
                 self._events.put_nowait(item)
         finally:
             self._events.put_nowait(_Signal.CLOSED)
@@ -182,7 +200,9 @@ class Runner:
             await self._maybe_request_upscale()
         elif isinstance(event, protocol.InvalidFrame):
             self._env.metrics.requests.labels(type="invalid").inc()
-            logger.warning("invalid message from agent (id %d): %s", event.id, event.error)
+            logger.warning(
+                "invalid message from agent (id %d): %s", event.id, loghygiene.clip(event.error)
+            )
             await self._dispatcher.send(protocol.InvalidMessage(error=event.error, id=event.id))
         elif not isinstance(event, _Signal):
             self._env.metrics.requests.labels(type=event.type).inc()
@@ -214,11 +234,13 @@ class Runner:
                 logger.warning(
                     "received notification of an invalid message we sent (id %d): %s",
                     id,
-                    message.content.error,
+                    loghygiene.clip(message.content.error),
                 )
             case protocol.InternalErrorReport():
                 logger.warning(
-                    "agent experienced an internal error (id %d): %s", id, message.content.error
+                    "agent experienced an internal error (id %d): %s",
+                    id,
+                    loghygiene.clip(message.content.error),
                 )
         return None
 

@@ -6,6 +6,10 @@ it when postgres exits. Each upgrade to a websocket becomes one session: it take
 handshake, LFC connection and initial sizing from ``MemTotal``, cgroup check. Then a
 ``runner.Runner`` serves until the agent leaves or a newer connection arrives.
 
+``--vm-monitor-addr`` takes any ``host:port``: Neon's default is ``0.0.0.0:10301``, and
+``127.0.0.1:10301`` serves only an agent on the same host (tests bind there). The log
+lines an agent can repeat are throttled (``loghygiene``).
+
 LFC sizing is skipped entirely when the spec says ``disable_lfc_resizing`` or no connection
 string is given, and, after one log line, when this PostgreSQL has no such setting.
 
@@ -23,6 +27,7 @@ import prometheus_client
 from aiohttp import web
 
 from compute_ctl.compute import errors as compute_errors
+from compute_ctl.compute import loghygiene
 from compute_ctl.compute.vm_monitor import cgroup as cgroup_mod
 from compute_ctl.compute.vm_monitor import clock as clock_mod
 from compute_ctl.compute.vm_monitor import dispatcher as dispatcher_mod
@@ -100,6 +105,7 @@ class VmMonitor:
         raise RuntimeError("vm-monitor has no listening socket")
 
     async def start(self) -> None:
+        loghygiene.throttle()
         app = web.Application()
         app.router.add_get("/monitor", self._monitor)
         runner_ = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
@@ -130,7 +136,9 @@ class VmMonitor:
         logger.info("vm-monitor stopped")
 
     async def _monitor(self, request: web.Request) -> web.StreamResponse:
-        ws = web.WebSocketResponse(timeout=_CLOSE_TIMEOUT)
+        ws = web.WebSocketResponse(
+            timeout=_CLOSE_TIMEOUT, max_msg_size=dispatcher_mod.MAX_FRAME_BYTES
+        )
         await ws.prepare(request)
         logger.info("agent connected from %s", request.remote)
         dispatcher = dispatcher_mod.Dispatcher(ws)

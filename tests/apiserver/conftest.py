@@ -75,7 +75,7 @@ class Crd:
 @pytest.fixture(scope="session")
 def crd(admin: Any) -> Crd:
     """The ComputeSpec CRD, created and Established."""
-    (document,) = kube.load_documents(manifest("crd.yaml"))
+    (document,) = kube.load_documents(manifest("crd/crd.yaml"))
     kube.server_side_apply(admin, [document], namespace=None, dry_run=False)
     kube.wait_crd_established(admin, document["metadata"]["name"])
     group, version, plural, kind = kube.crd_names(document)

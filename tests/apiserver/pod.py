@@ -141,15 +141,18 @@ def running_pod(
     name: str = "compute-1",
     resync_interval: float = 60.0,
     spec: Callable[[Pod], dict[str, Any]] | None = None,
+    key_file: bool = True,
+    compute_env: dict[str, str] | None = None,
 ) -> Iterator[Pod]:
     """compute_ctl started, the resource created, the operator started; stopped on exit."""
-    compute = processes.Compute()
+    compute = processes.Compute(compute_id=name)
     operator = processes.Operator(
         compute.workdir,
         name=name,
         namespace=resources.namespace,
         kubeconfig=kubeconfig,
         compute_url=compute.url,
+        key_file=compute.keys.private if key_file else None,
     )
     pod = Pod(
         name=name,
@@ -161,7 +164,7 @@ def running_pod(
         account=account,
     )
     try:
-        compute.start()
+        compute.start(env=compute_env)
         pod.wait(compute.try_status, what="compute_ctl's internal API")
         body = copy.deepcopy(spec(pod) if spec else pod.spec())
         resources.create(name, body)

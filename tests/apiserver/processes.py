@@ -1,8 +1,10 @@
 """The two processes of a compute pod, run on loopback: compute_ctl and the operator sidecar.
 
 ``Compute`` runs the real ``python -m compute_ctl.compute`` (which runs real PostgreSQL)
-with a spec-less config, so it waits for the operator's ``/configure``; ``Operator`` runs
-``python -m compute_ctl.operator`` with a kubeconfig for a ServiceAccount token. Both log
+with a spec-less config holding the JWKS that ``scripts/compute-keys`` made, so it waits
+for the operator's ``/configure``; ``Operator`` runs ``python -m compute_ctl.operator``
+with a kubeconfig for a ServiceAccount token and the private key, and calls the external
+API with signed JWTs. Both log
 to files whose tails go into failures. This module knows the CLIs and the internal HTTP
 API's ``/status``; it asserts nothing.
 """
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from tests import pgserver
+from tests.operator import keys as keys_mod
 
 __all__ = ["Compute", "Operator"]
 
@@ -82,15 +85,26 @@ class Compute(_Process):
 
     name = "compute_ctl"
 
-    def __init__(self) -> None:
+    def __init__(self, compute_id: str = "compute-1") -> None:
         super().__init__(pgserver.scratch_dir("compute-"))
+        self.compute_id = compute_id
         self.pg_port = pgserver.free_port()
         self.internal_port = pgserver.free_port()
         self.external_port = pgserver.free_port()
+        self.keys = keys_mod.make(self.workdir, compute_id)
 
     @property
     def url(self) -> str:
+        """The external API (JWT), which the operator calls."""
+        return f"http://127.0.0.1:{self.external_port}"
+
+    @property
+    def internal_url(self) -> str:
         return f"http://127.0.0.1:{self.internal_port}"
+
+    def auth(self) -> dict[str, str]:
+        """The header of an authorized client (signed with the operator's key)."""
+        return keys_mod.bearer(self.keys, self.compute_id)
 
     def connstr(self, dbname: str = "postgres") -> str:
         return f"postgresql://{pgserver.SUPERUSER}@127.0.0.1:{self.pg_port}/{dbname}"
@@ -103,9 +117,7 @@ class Compute(_Process):
             {"name": "fsync", "value": "off", "vartype": "bool"},
         ]
 
-    def start(self) -> None:
-        config = self.workdir / "config.json"
-        config.write_text(json.dumps({"spec": None, "compute_ctl_config": {"jwks": {"keys": []}}}))
+    def start(self, *extra: str, env: dict[str, str] | None = None) -> None:
         self._spawn(
             [
                 sys.executable,
@@ -113,19 +125,21 @@ class Compute(_Process):
                 "compute_ctl.compute",
                 f"--pgdata={self.workdir / 'pgdata'}",
                 f"--connstr={self.connstr()}",
-                "--compute-id=apiserver-test",
-                f"--config={config}",
+                f"--compute-id={self.compute_id}",
+                f"--config={self.keys.config}",
                 "--external-http-host=127.0.0.1",
                 f"--external-http-port={self.external_port}",
                 f"--internal-http-port={self.internal_port}",
                 "--failed-exit-delay=600",
+                *extra,
             ],
-            _env(),
+            _env(**(env or {})),
         )
 
     def status(self) -> dict[str, Any]:
-        """compute_ctl's ``GET /status`` (internal port)."""
-        with urllib.request.urlopen(f"{self.url}/status", timeout=5) as response:  # noqa: S310
+        """compute_ctl's ``GET /status``, as an authorized client."""
+        request = urllib.request.Request(f"{self.url}/status", headers=self.auth())  # noqa: S310
+        with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
             body: dict[str, Any] = json.load(response)
             return body
 
@@ -135,12 +149,24 @@ class Compute(_Process):
         request = urllib.request.Request(  # noqa: S310
             f"{self.url}/configure",
             data=body,
-            headers={"Content-Type": "application/json"},
+            headers={"Content-Type": "application/json", **self.auth()},
             method="POST",
         )
         with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310
             code: int = response.status
             return code
+
+    def failpoint(self, name: str, action: str) -> None:
+        """Set a failpoint (``--failpoints``) through the internal port, as Neon's tests do."""
+        body = json.dumps([{"name": name, "actions": action}]).encode()
+        request = urllib.request.Request(  # noqa: S310
+            f"{self.internal_url}/failpoints",
+            data=body,
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=10):  # noqa: S310
+            pass
 
     def try_status(self) -> dict[str, Any] | None:
         with contextlib.suppress(OSError):
@@ -157,9 +183,17 @@ class Operator(_Process):
     name = "operator"
 
     def __init__(
-        self, workdir: Path, *, name: str, namespace: str, kubeconfig: Path, compute_url: str
+        self,
+        workdir: Path,
+        *,
+        name: str,
+        namespace: str,
+        kubeconfig: Path,
+        compute_url: str,
+        key_file: Path | None,
     ) -> None:
         super().__init__(workdir)
+        self.key_file = key_file
         self.resource = name
         self.namespace = namespace
         self.kubeconfig = kubeconfig
@@ -174,6 +208,7 @@ class Operator(_Process):
                 f"--name={self.resource}",
                 f"--namespace={self.namespace}",
                 f"--compute-url={self.compute_url}",
+                *([f"--key-file={self.key_file}"] if self.key_file else []),
                 f"--resync-interval={resync_interval}",
                 "--retry-delay=0.5",
                 "--busy-timeout=60",

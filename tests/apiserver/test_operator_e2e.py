@@ -75,9 +75,13 @@ def test_patch_reconfigures_the_compute(pod: pod_.Pod) -> None:
 
 def test_compute_failure_reports_degraded(pod: pod_.Pod) -> None:
     pod.wait_reconciled(1)
-    # A database owned by a role that exists nowhere: the catalog apply fails in postgres.
+    # A database copied from a template that does not exist: admission cannot know, the
+    # catalog apply fails in postgres.
     broken = pod.spec()
-    broken["cluster"]["databases"].append({"name": "orphan", "owner": "no_such_owner"})
+    template = [{"name": "TEMPLATE", "value": "no_such_template", "vartype": "string"}]
+    broken["cluster"]["databases"].append(
+        {"name": "orphan", "owner": broken["cluster"]["roles"][0]["name"], "options": template}
+    )
     pod.resources.patch_spec(pod.name, broken)
 
     def degraded() -> dict[str, Any] | None:

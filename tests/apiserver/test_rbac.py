@@ -1,7 +1,8 @@
 """The shipped Role, enforced by a real RBAC authorizer.
 
 The operator's ServiceAccount (manifests/rbac.yaml) can do what kopf and the reconciler do
-with its one resource, and nothing else. The end-to-end tests run the operator with this
+with its one resource (``compute-1``, pinned by resourceNames), and nothing else: not
+even read another ComputeSpec in its namespace. The end-to-end tests run the operator with this
 identity, which shows the Role is sufficient; these show it is no broader than that.
 """
 
@@ -33,14 +34,13 @@ def _as(account: conftest.Account, crd: conftest.Crd) -> resources_.Resources:
 def test_role_allows_what_the_operator_does(
     operator_account: conftest.Account, crd: conftest.Crd, resources: resources_.Resources
 ) -> None:
-    resources.create("c1")
+    resources.create("compute-1")
     mine = _as(operator_account, crd)
-    listing = mine.list(field_selector="metadata.name=c1")
-    assert [o["metadata"]["name"] for o in listing["items"]] == ["c1"]
-    assert mine.get("c1")["metadata"]["name"] == "c1"
+    listing = mine.list(field_selector="metadata.name=compute-1")
+    assert [o["metadata"]["name"] for o in listing["items"]] == ["compute-1"]
     # kopf: finalizers and its annotations on the object, then status via the subresource.
     mine.patch(
-        "c1",
+        "compute-1",
         {
             "metadata": {
                 "finalizers": [f"{crd.group}/terminate"],
@@ -48,18 +48,18 @@ def test_role_allows_what_the_operator_does(
             }
         },
     )
-    assert mine.patch_status("c1", {"status": {"observedGeneration": 1}})["status"] == {
+    assert mine.patch_status("compute-1", {"status": {"observedGeneration": 1}})["status"] == {
         "observedGeneration": 1
     }
     core: Any = kubernetes.client.CoreV1Api(operator_account.client)
     core.create_namespaced_event(
         operator_account.namespace,
         {
-            "metadata": {"generateName": "c1-"},
+            "metadata": {"generateName": "compute-1-"},
             "involvedObject": {
                 "apiVersion": crd.api_version,
                 "kind": crd.kind,
-                "name": "c1",
+                "name": "compute-1",
                 "namespace": operator_account.namespace,
             },
             "reason": "Test",
@@ -82,16 +82,23 @@ def test_role_denies_everything_else(
     crd: conftest.Crd,
     resources: resources_.Resources,
 ) -> None:
-    resources.create("c1")
+    resources.create("compute-1")
     mine = _as(operator_account, crd)
     core: Any = kubernetes.client.CoreV1Api(operator_account.client)
     custom: Any = kubernetes.client.CustomObjectsApi(operator_account.client)
     ext: Any = kubernetes.client.ApiextensionsV1Api(operator_account.client)
     elsewhere = kube.create_namespace(admin)
 
-    _denied(lambda: mine.create("c2"))
-    _denied(lambda: mine.delete("c1"))
-    _denied(lambda: mine.replace("c1", mine.get("c1")))
+    resources.create("compute-2")
+    _denied(lambda: mine.create("c3"))
+    _denied(lambda: mine.delete("compute-1"))
+    _denied(lambda: mine.get("compute-1"))  # kopf never gets: it lists and watches
+    _denied(lambda: mine.replace("compute-1", resources.get("compute-1")))
+    # Pinned by resourceNames: no list without the field selector, no other resource.
+    _denied(lambda: mine.list())
+    _denied(lambda: mine.list(field_selector="metadata.name=compute-2"))
+    _denied(lambda: mine.patch("compute-2", {"metadata": {"annotations": {"a": "b"}}}))
+    _denied(lambda: mine.patch_status("compute-2", {"status": {"observedGeneration": 1}}))
     # No reach beyond its namespace, and no cluster scanning.
     _denied(
         lambda: custom.list_namespaced_custom_object(crd.group, crd.version, elsewhere, crd.plural)
@@ -105,4 +112,4 @@ def test_role_denies_everything_else(
     _denied(lambda: core.list_namespaced_event(operator_account.namespace))
     rbac: Any = kubernetes.client.RbacAuthorizationV1Api(operator_account.client)
     _denied(lambda: rbac.list_namespaced_role(operator_account.namespace))
-    assert resources.exists("c1")
+    assert resources.exists("compute-1")

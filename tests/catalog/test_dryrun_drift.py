@@ -71,7 +71,8 @@ async def test_dry_run_plans_everything_and_changes_nothing(pgc: pgserver.PgServ
     assert first == {
         "phase": "create_and_alter_roles",
         "database": None,
-        "sql": 'CREATE ROLE "app" WITH CREATEDB CREATEROLE INHERIT LOGIN REPLICATION BYPASSRLS '
+        # No CREATEROLE before PostgreSQL 16 (roles.createrole_by_default).
+        "sql": 'CREATE ROLE "app" WITH CREATEDB INHERIT LOGIN REPLICATION BYPASSRLS '
         "PASSWORD '<redacted>' IN ROLE \"neon_superuser\"",
         "comment": "create role 'app'",
     }

@@ -3,14 +3,16 @@ ApplyError naming phase and object (never a secret); re-running after a failure 
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
 import psycopg
 import pytest
 
-from compute_ctl.compute import errors
+from compute_ctl.compute import errors, spec
 from compute_ctl.compute.catalog import apply as catalog_apply
+from compute_ctl.compute.catalog import desired as desired_mod
 from tests import pgserver
 from tests.catalog.conftest import (
     PRIVILEGED,
@@ -41,6 +43,32 @@ def grant_holders(dsn: str) -> set[str]:
     return {r[0] for r in rows}
 
 
+async def apply_past_admission(
+    pgc: pgserver.PgServer,
+    compute_spec: spec.ComputeSpec,
+    *,
+    connlimit: dict[str, int],
+    concurrency: int = 4,
+) -> catalog_apply.ApplyResult:
+    """Apply ``compute_spec`` with connection limits admission would refuse (out of
+    PostgreSQL's range), so that PostgreSQL itself fails the statement of that object."""
+    desired = desired_mod.from_spec(compute_spec, privileged_role=PRIVILEGED)
+    roles = tuple(
+        dataclasses.replace(r, attrs=dataclasses.replace(r.attrs, connlimit=connlimit[r.name]))
+        if r.name in connlimit
+        else r
+        for r in desired.roles
+    )
+    databases = tuple(
+        dataclasses.replace(d, connlimit=connlimit[d.name]) if d.name in connlimit else d
+        for d in desired.databases
+    )
+    desired = dataclasses.replace(desired, roles=roles, databases=databases)
+    return await catalog_apply.apply_desired(
+        connstr=pgc.dsn(), desired=desired, concurrency=concurrency
+    )
+
+
 def logins(dsn: str) -> dict[str, bool]:
     rows = fetch(dsn, "select rolname, rolcanlogin from pg_roles where rolname like 'r_'")
     return dict(rows)
@@ -50,14 +78,16 @@ async def test_failing_statement_in_a_batch_is_named_and_earlier_work_kept(
     pgc: pgserver.PgServer,
 ) -> None:
     execute(pgc.dsn(), *(f"CREATE ROLE {n} NOLOGIN" for n in ("r1", "r2", "r3")))
-    limit = [option("CONNECTION LIMIT", "-5", "integer")]
-    bad = make_spec(roles=[role("r1"), role("r2", None, limit), role("r3")])
+    bad = make_spec(roles=[role("r1"), role("r2"), role("r3")])
     for _ in range(2):  # the same failure, re-run safely
         with pytest.raises(errors.ApplyError) as failed:
-            await apply(pgc, bad)
+            await apply_past_admission(pgc, bad, connlimit={"r2": -5})
         assert failed.value.phase == "create_and_alter_roles"
         assert failed.value.obj == "role 'r2'"
         assert "invalid connection limit" in str(failed.value)
+        # Not an input error: the message names the phase, the object and the cause.
+        assert str(failed.value).startswith("create_and_alter_roles: alter role 'r2': ")
+        assert str(failed.value).endswith("(SQLSTATE 22023)")
         # The batch rolled back, then was replayed one by one: r1 is done, r3 is not.
         assert logins(pgc.dsn()) == {"r1": True, "r2": False, "r3": False}
     good = make_spec(roles=[role("r1"), role("r2"), role("r3")])
@@ -83,7 +113,9 @@ async def test_failing_database_names_itself_sequential_or_concurrent(
         )
 
     with pytest.raises(errors.ApplyError) as failed:
-        await apply(pgc, with_limit("-5"), concurrency=concurrency)
+        await apply_past_admission(
+            pgc, with_limit("5"), connlimit={"b": -5}, concurrency=concurrency
+        )
     assert failed.value.phase == "create_and_alter_databases"
     assert failed.value.obj == "database 'b'"
     if concurrency == 1:  # one session, batch replayed: a's grant is in, c's is not
@@ -95,11 +127,9 @@ async def test_failing_database_names_itself_sequential_or_concurrent(
 
 async def test_errors_never_carry_secrets(pgc: pgserver.PgServer) -> None:
     secret = scram_verifier("do not leak")
-    compute_spec = make_spec(
-        roles=[role("leaky", secret, [option("CONNECTION LIMIT", "-7", "integer")])]
-    )
+    compute_spec = make_spec(roles=[role("leaky", secret)])
     with pytest.raises(errors.ApplyError) as failed:
-        await apply(pgc, compute_spec)
+        await apply_past_admission(pgc, compute_spec, connlimit={"leaky": -7})
     assert failed.value.phase == "create_and_alter_roles"
     assert failed.value.obj == "role 'leaky'"
     chain: list[BaseException] = []
@@ -149,6 +179,10 @@ BAD_SPECS: list[tuple[str, dict[str, Any]]] = [
     ("truncated SCRAM verifier", {"roles": [role("r", "SCRAM-SHA-256$4096:c2FsdA==$c3Q=:c2U=")]}),
     ("conflicting flags", {"roles": [role("r", None, [option("LOGIN"), option("NOLOGIN")])]}),
     ("bad connection limit", {"roles": [role("r", None, [option("CONNECTION LIMIT", "x")])]}),
+    (
+        "connection limit out of range",
+        {"roles": [role("r", None, [option("CONNECTION LIMIT", "-5")])]},
+    ),
     (
         "unknown database option",
         {"roles": [role("o")], "databases": [database("d", "o", [option("OID", "1")])]},

@@ -3,14 +3,19 @@ exactly, and per-database/per-role settings cannot hijack our sessions."""
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import psycopg
 import pytest
 from psycopg import sql
 
-from compute_ctl.compute import errors
+from compute_ctl.compute import errors, monitor, pgsession
 from compute_ctl.compute.catalog import apply as catalog_apply
-from compute_ctl.compute.catalog import db
+from compute_ctl.compute.catalog import db, ondemand, schema_dump
 from compute_ctl.compute.catalog import plan as plan_mod
+from compute_ctl.compute.http import readiness
+from compute_ctl.compute.vm_monitor import filecache
 from tests import pgserver
 from tests.catalog.conftest import (
     PRIVILEGED,
@@ -237,3 +242,61 @@ async def test_each_hostile_setting_is_neutralised(
         cur = await session.execute(query)
         assert await cur.fetchone() == (ours,)
     execute(pgc.dsn(), "ALTER ROLE cloud_admin IN DATABASE trap RESET ALL")
+
+
+# Every local caller's own session name: each opens its sessions through pgsession.
+CALLERS = [
+    db.APPLICATION_NAME,
+    ondemand.APPLICATION_NAME,
+    schema_dump.APPLICATION_NAME,
+    readiness.APPLICATION_NAME,
+    monitor.APPLICATION_NAME,
+    filecache.APPLICATION_NAME,
+]
+
+
+@pytest.mark.parametrize("caller", CALLERS)
+async def test_every_callers_session_defeats_hostile_and_logging_settings(
+    pgc: pgserver.PgServer, caller: str
+) -> None:
+    make_hostile(pgc, "trap")
+    execute(
+        pgc.dsn(),
+        "ALTER ROLE cloud_admin SET log_statement = 'all'",
+        "ALTER ROLE cloud_admin IN DATABASE trap SET log_min_duration_statement = 0",
+    )
+    try:
+        async with pgsession.connect(pgc.dsn(), application_name=caller, dbname="trap") as conn:
+            cur = await conn.execute(
+                "select current_user, current_setting('search_path'), "
+                "current_setting('default_transaction_read_only'), "
+                "current_setting('log_statement'), current_setting('log_min_error_statement'), "
+                "current_setting('log_min_duration_statement'), "
+                "current_setting('application_name')"
+            )
+            assert await cur.fetchone() == ("cloud_admin", "", "off", "none", "panic", "-1", caller)
+    finally:
+        execute(pgc.dsn(), "ALTER ROLE cloud_admin RESET ALL")
+        execute(pgc.dsn(), "ALTER ROLE cloud_admin IN DATABASE trap RESET ALL")
+
+
+# Modules that connect to remote peers (pageserver, safekeepers, a primary), not to the
+# local postgres: the session policy is for our own postgres only.
+REMOTE_PEERS = {"storage/basebackup.py", "storage/safekeepers.py", "storage/replica.py"}
+
+
+def test_every_local_connection_goes_through_pgsession() -> None:
+    root = Path(pgsession.__file__).parent
+    offenders = []
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root).as_posix()
+        if rel == "pgsession.py" or rel in REMOTE_PEERS:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (
+                isinstance(node, ast.Attribute)
+                and node.attr == "connect"
+                and ast.unparse(node.value) in {"psycopg", "psycopg.AsyncConnection"}
+            ):
+                offenders.append(f"{rel}:{node.lineno}")
+    assert offenders == []

@@ -45,6 +45,11 @@ def attributes(dsn: str, name: str) -> dict[str, object]:
     return dict(zip(keys, rows[0], strict=True))
 
 
+def createrole_default(dsn: str) -> bool:
+    """Whether Neon's create-time CREATEROLE applies here: only from PostgreSQL 16 on."""
+    return int(fetch(dsn, "show server_version_num")[0][0]) >= 160000
+
+
 def member_of(dsn: str, name: str) -> set[str]:
     rows = fetch(
         dsn,
@@ -66,7 +71,7 @@ async def test_privileged_role_and_pg_stat_statements_once(pgc: pgserver.PgServe
     ]
     attrs = attributes(pgc.dsn(), PRIVILEGED)
     assert attrs["createdb"]
-    assert attrs["createrole"]
+    assert attrs["createrole"] is createrole_default(pgc.dsn())
     assert attrs["replication"]
     assert attrs["bypassrls"]
     assert not attrs["login"]
@@ -112,7 +117,7 @@ async def test_create_roles_with_options_and_passwords(pgc: pgserver.PgServer) -
     assert password_of(dsn, "nopass") is None
     console = attributes(dsn, "scram")
     assert console["login"]
-    assert console["createrole"]
+    assert console["createrole"] is createrole_default(dsn)
     assert console["createdb"]
     assert console["replication"]
     assert console["bypassrls"]
@@ -120,7 +125,7 @@ async def test_create_roles_with_options_and_passwords(pgc: pgserver.PgServer) -
     assert member_of(dsn, "scram") == {PRIVILEGED}
     limited = attributes(dsn, "limited")
     assert not limited["createdb"]
-    assert limited["createrole"]
+    assert limited["createrole"] is createrole_default(dsn)
     assert limited["connlimit"] == 5
     assert limited["valid_until"] == "2031-02-03 04:05:06+00"
     plain = attributes(dsn, "jwt_user")
@@ -253,3 +258,28 @@ def wait_until_password_required(server: pgserver.PgServer, user: str) -> None:
             return
         assert time.monotonic() < deadline, "pg_hba.conf reload did not take effect"
         time.sleep(0.01)
+
+
+async def test_spec_roles_cannot_reach_server_program_execution(pgc: pgserver.PgServer) -> None:
+    """Issue 12 item 5: before 16, CREATEROLE let a spec role grant itself
+    pg_execute_server_program and run OS commands with COPY ... FROM PROGRAM."""
+    await apply(pgc, make_spec(roles=[role("attacker", scram_verifier("pw"))]))
+    attacker = psycopg.conninfo.make_conninfo(pgc.dsn(), user="attacker")
+    with psycopg.connect(attacker, autocommit=True) as conn:
+        conn.execute("create temp table loot (line text)")
+        for prefix in ("", "set role neon_superuser; "):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(prefix + "grant pg_execute_server_program to attacker")
+            conn.execute("reset role")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("copy loot from program 'id'")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("create role helper createrole")
+    assert "attacker" not in {
+        r[0]
+        for r in fetch(
+            pgc.dsn(),
+            "select m.rolname from pg_auth_members a join pg_roles g on g.oid = a.roleid "
+            "join pg_roles m on m.oid = a.member where g.rolname = 'pg_execute_server_program'",
+        )
+    }

@@ -14,6 +14,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from compute_ctl.compute import admission
 from compute_ctl.compute import spec as spec_mod
 
 __all__ = ["SqlApplier", "SqlPlan"]
@@ -72,25 +73,18 @@ class SqlApplier:
         return SqlPlan(statements)
 
     async def apply_spec(
-        self,
-        *,
-        connstr: str,
-        spec: spec_mod.ComputeSpec,
-        privileged_role: str,
-        concurrency: int,
+        self, *, connstr: str, admitted: admission.Admitted, concurrency: int
     ) -> object:
         async with await psycopg.AsyncConnection.connect(connstr, autocommit=True) as conn:
-            plan = await self._plan(conn, spec)
+            plan = await self._plan(conn, admitted.spec)
             for statement in plan.statements:
                 await conn.execute(statement)
-        self.applied.append(spec)
+        self.applied.append(admitted.spec)
         return plan
 
-    async def plan_spec(
-        self, *, connstr: str, spec: spec_mod.ComputeSpec, privileged_role: str
-    ) -> SqlPlan:
+    async def plan_spec(self, *, connstr: str, admitted: admission.Admitted) -> SqlPlan:
         async with await psycopg.AsyncConnection.connect(connstr, autocommit=True) as conn:
-            return await self._plan(conn, spec)
+            return await self._plan(conn, admitted.spec)
 
     async def pending_restart(self, *, connstr: str) -> list[str]:
         async with await psycopg.AsyncConnection.connect(connstr, autocommit=True) as conn:

@@ -14,7 +14,7 @@ from typing import Any
 
 import psycopg
 
-from compute_ctl.compute import pgconf, postgres
+from compute_ctl.compute import admission, postgres
 from compute_ctl.compute import spec as spec_mod
 from tests.core import applier
 
@@ -54,16 +54,16 @@ class AttachLauncher:
         self.conf = ""
         self.override = ""
 
-    async def prepare(self, spec: spec_mod.ComputeSpec) -> None:
-        self.write_conf(spec)
+    async def prepare(self, admitted: admission.Admitted) -> None:
+        self.write_conf(admitted)
         await asyncio.sleep(0)
 
-    async def spawn(self, spec: spec_mod.ComputeSpec) -> AttachedPostgres:
+    async def spawn(self, admitted: admission.Admitted) -> AttachedPostgres:
         self.handle = AttachedPostgres(self.pid)
         return self.handle
 
-    def write_conf(self, spec: spec_mod.ComputeSpec) -> None:
-        self.conf = pgconf.render_postgresql_conf(spec, pgconf.ConfContext())
+    def write_conf(self, admitted: admission.Admitted) -> None:
+        self.conf = admitted.conf
 
     def write_temp_override(self, text: str) -> None:
         self.override = text
@@ -96,18 +96,13 @@ class StampApplier:
         self.rng = rng
 
     async def apply_spec(
-        self,
-        *,
-        connstr: str,
-        spec: spec_mod.ComputeSpec,
-        privileged_role: str,
-        concurrency: int,
+        self, *, connstr: str, admitted: admission.Admitted, concurrency: int
     ) -> object:
         await asyncio.sleep(self.rng.random() * 0.002)  # widen the windows a little
         await self.conn.execute(
             "insert into core_stress.stamp values (%s, %s) "
             "on conflict (key) do update set hash = excluded.hash",
-            [self.key, spec_mod.spec_hash(spec)],
+            [self.key, admitted.hash],
         )
         return None
 
@@ -118,9 +113,7 @@ class StampApplier:
         row = await cur.fetchone()
         return None if row is None else str(row[0])
 
-    async def plan_spec(
-        self, *, connstr: str, spec: spec_mod.ComputeSpec, privileged_role: str
-    ) -> applier.SqlPlan:
+    async def plan_spec(self, *, connstr: str, admitted: admission.Admitted) -> applier.SqlPlan:
         return applier.SqlPlan([])
 
     async def pending_restart(self, *, connstr: str) -> list[str]:

@@ -2,13 +2,31 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests import pgserver
+from tests.core import helpers
+from tests.core.process import ComputeProcess
+
+
+@pytest.fixture
+def procs() -> Iterator[list[ComputeProcess]]:
+    """compute_ctl processes a test started: killed at its end, with any postgres left."""
+    started: list[ComputeProcess] = []
+    try:
+        yield started
+    finally:
+        for proc in started:
+            proc.stop()
+        for proc in started:
+            for pid in helpers.processes_in(proc.pgdata):
+                os.kill(pid, signal.SIGKILL)
 
 
 @pytest.fixture

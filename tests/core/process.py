@@ -18,11 +18,17 @@ from typing import Any
 from tests import pgserver
 from tests.core import helpers
 
-__all__ = ["ComputeProcess", "compute_ctl_argv"]
+__all__ = ["ComputeProcess", "compute_ctl_argv", "write_config"]
 
 
 def compute_ctl_argv() -> list[str]:
     return [sys.executable, "-m", "compute_ctl.compute"]
+
+
+def write_config(path: Path, spec: dict[str, Any] | None) -> Path:
+    """A config file for ``-c``: ``spec`` and no JWKS keys."""
+    path.write_text(json.dumps({"spec": spec, "compute_ctl_config": {"jwks": {"keys": []}}}))
+    return path
 
 
 class ComputeProcess:
@@ -56,6 +62,7 @@ class ComputeProcess:
             str(self.external_port),
             "--failed-exit-delay",
             "0",
+            "--internal-full-api",
             *args,
         ]
         # `-m` from the repository root puts the worktree first on sys.path. PYTHONPATH

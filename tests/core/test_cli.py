@@ -14,7 +14,7 @@ import pytest
 from aiohttp import web
 
 from compute_ctl.compute import cli, controlplane, errors
-from tests import pgserver
+from tests import invalid_specs, pgserver
 from tests.core import helpers
 
 GOOD_PORT = 55999
@@ -105,7 +105,7 @@ def _refused(
                 timeline_id="b" * 32,
                 pageserver_connstring="postgresql://ps",
             ),
-            "duplicate safekeepers",
+            "duplicate entry in safekeeper_connstrings",
         ),
     ],
 )
@@ -115,6 +115,31 @@ def test_invalid_spec_is_refused_naming_the_field(
     config = _good()
     mutate(config)
     assert message in _refused(_argv(pgdata, _config(scratch, config)), capsys)
+
+
+def _tree(root: Path) -> dict[str, tuple[int, int, int]]:
+    """Every path under ``root`` with its mode, size and mtime (ns)."""
+    out = {}
+    for path in [root, *sorted(root.rglob("*"))]:
+        st = path.lstat()
+        out[str(path.relative_to(root))] = (st.st_mode, st.st_size, st.st_mtime_ns)
+    return out
+
+
+@pytest.mark.parametrize("family", invalid_specs.FAMILIES, ids=lambda f: f.id)
+def test_semantically_invalid_spec_exits_2_with_pgdata_untouched(
+    scratch: Path,
+    pgdata: Path,
+    capsys: pytest.CaptureFixture[str],
+    family: invalid_specs.Family,
+) -> None:
+    """Before admission, several of these passed the CLI's checks: PGDATA was wiped and
+    initdb'ed, and only the catalog apply refused the spec."""
+    before = _tree(pgdata)
+    config = {"spec": invalid_specs.invalid(helpers.spec_json(port=GOOD_PORT), family)}
+    err = _refused(_argv(pgdata, _config(scratch, config)), capsys)
+    assert family.needle in err
+    assert _tree(pgdata) == before
 
 
 def test_unreadable_and_malformed_config_files(
@@ -286,3 +311,38 @@ async def test_control_plane_failures(
     assert message in str(result)
     assert "tok-123" not in str(result)
     assert len(seen) == attempts
+
+
+async def test_control_plane_spec_is_admitted_before_pgdata_is_touched(
+    scratch: Path, pgdata: Path
+) -> None:
+    """``-p``: the fetched spec goes through the same admission as a config file."""
+    import asyncio
+
+    from tests.core import process
+
+    family = next(f for f in invalid_specs.FAMILIES if f.id == "owner-not-a-role")
+    spec = invalid_specs.invalid(helpers.spec_json(port=GOOD_PORT), family)
+    seen: list[web.Request] = []
+    runner = await _control_plane([(200, {"status": "attached", "spec": spec})], seen)
+    port = pgserver.free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    before = _tree(pgdata)
+    argv = _argv(pgdata, scratch / "unused.json")
+    argv[argv.index("-c") : argv.index("-c") + 2] = ["-p", f"http://127.0.0.1:{port}"]
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *process.compute_ctl_argv(),
+            *argv,
+            stderr=asyncio.subprocess.PIPE,
+            cwd=helpers.REPO,
+            env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+        )
+        _, stderr = await asyncio.wait_for(proc.communicate(), 60)
+    finally:
+        await runner.cleanup()
+    assert proc.returncode == 2, stderr
+    assert stderr.decode().startswith("compute_ctl: error: control plane reply: spec: ")
+    assert family.needle in stderr.decode()
+    assert len(seen) == 1
+    assert _tree(pgdata) == before

@@ -13,8 +13,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from compute_ctl.compute import admission, errors, failpoints, node, state
 from compute_ctl.compute import applier as applier_mod
-from compute_ctl.compute import errors, failpoints, node, state
 from compute_ctl.compute import spec as spec_mod
 from tests import pgserver
 from tests.core import applier, helpers
@@ -165,18 +165,11 @@ async def test_signal_during_start_stops_cleanly(scratch: Path) -> None:
 
 class _FailSecond(applier.SqlApplier):
     async def apply_spec(
-        self,
-        *,
-        connstr: str,
-        spec: spec_mod.ComputeSpec,
-        privileged_role: str,
-        concurrency: int,
+        self, *, connstr: str, admitted: admission.Admitted, concurrency: int
     ) -> object:
         if self.applied:
             raise errors.ApplyError('role "x": boom', phase="create_roles", obj="x")
-        return await super().apply_spec(
-            connstr=connstr, spec=spec, privileged_role=privileged_role, concurrency=concurrency
-        )
+        return await super().apply_spec(connstr=connstr, admitted=admitted, concurrency=concurrency)
 
 
 async def test_failed_reconfigure_then_412_then_terminate(scratch: Path) -> None:

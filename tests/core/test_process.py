@@ -3,10 +3,8 @@ supervision (postgres killed, compute_ctl killed), signals, and --keep-pgdata.""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,27 +13,12 @@ import pytest
 from psycopg.conninfo import make_conninfo
 
 from tests import pgserver
-from tests.core import helpers
+from tests.core import helpers, process
 from tests.core.process import ComputeProcess
 
 pytestmark = pytest.mark.postgres
 
 HOSTILE = "it's a \\ 'quoted' value"
-
-
-def _write_config(path: Path, spec: dict[str, Any] | None) -> Path:
-    path.write_text(json.dumps({"spec": spec, "compute_ctl_config": {"jwks": {"keys": []}}}))
-    return path
-
-
-@pytest.fixture
-def procs() -> Iterator[list[ComputeProcess]]:
-    started: list[ComputeProcess] = []
-    try:
-        yield started
-    finally:
-        for proc in started:
-            proc.stop()
 
 
 def test_cold_start_serves_the_spec_and_stops_on_sigterm(
@@ -44,7 +27,7 @@ def test_cold_start_serves_the_spec_and_stops_on_sigterm(
     port = pgserver.free_port()
     spec = helpers.spec_json(port=port, settings=[("cluster_name", HOSTILE, "string")])
     proc = ComputeProcess(
-        pgdata=scratch / "pgdata", port=port, config=_write_config(scratch / "c.json", spec)
+        pgdata=scratch / "pgdata", port=port, config=process.write_config(scratch / "c.json", spec)
     )
     procs.append(proc)
     status = proc.wait_status("running")
@@ -69,7 +52,9 @@ def test_start_from_empty_then_configure_and_terminate(
 ) -> None:
     port = pgserver.free_port()
     pgdata = scratch / "pgdata"
-    proc = ComputeProcess(pgdata=pgdata, port=port, config=_write_config(scratch / "c.json", None))
+    proc = ComputeProcess(
+        pgdata=pgdata, port=port, config=process.write_config(scratch / "c.json", None)
+    )
     procs.append(proc)
     assert proc.wait_status("empty")["desired_generation"] == 0
     assert not pgdata.exists()
@@ -92,7 +77,7 @@ def test_postgres_killed_makes_compute_ctl_exit_nonzero(
     scratch: Path, procs: list[ComputeProcess]
 ) -> None:
     port = pgserver.free_port()
-    config = _write_config(scratch / "c.json", helpers.spec_json(port=port))
+    config = process.write_config(scratch / "c.json", helpers.spec_json(port=port))
     proc = ComputeProcess(pgdata=scratch / "pgdata", port=port, config=config)
     procs.append(proc)
     proc.wait_status("running")
@@ -106,7 +91,7 @@ def test_compute_ctl_killed_leaves_no_postmaster(
     scratch: Path, procs: list[ComputeProcess]
 ) -> None:
     port = pgserver.free_port()
-    config = _write_config(scratch / "c.json", helpers.spec_json(port=port))
+    config = process.write_config(scratch / "c.json", helpers.spec_json(port=port))
     proc = ComputeProcess(pgdata=scratch / "pgdata", port=port, config=config)
     procs.append(proc)
     proc.wait_status("running")
@@ -120,7 +105,7 @@ def test_compute_ctl_killed_leaves_no_postmaster(
 def test_keep_pgdata_keeps_data_across_restarts(scratch: Path, procs: list[ComputeProcess]) -> None:
     port = pgserver.free_port()
     pgdata = scratch / "pgdata"
-    config = _write_config(scratch / "c.json", helpers.spec_json(port=port))
+    config = process.write_config(scratch / "c.json", helpers.spec_json(port=port))
 
     def start(*args: str) -> ComputeProcess:
         proc = ComputeProcess(pgdata=pgdata, port=port, config=config, args=args)
@@ -143,7 +128,10 @@ def test_keep_pgdata_keeps_data_across_restarts(scratch: Path, procs: list[Compu
     assert rows() == [(1,)]
     with psycopg.connect(helpers.role_dsn(port)) as conn:
         conn.execute("insert into kept values (2)")
-    second.signal(signal.SIGKILL)  # leaves a stale postmaster.pid behind
+    # A SIGKILLed postmaster leaves a stale postmaster.pid behind (a SIGKILLed compute_ctl
+    # would not: its postmaster gets SIGQUIT and removes it on the way out).
+    os.kill(second.postmaster_pid(), signal.SIGKILL)
+    second.signal(signal.SIGKILL)
     second.wait_exit()
     second.wait_no_postgres()
     assert (pgdata / "postmaster.pid").exists()

@@ -16,7 +16,7 @@ from typing import Any
 
 from psycopg import conninfo as conninfo_mod
 
-from compute_ctl.compute import errors, failpoints, pgtools
+from compute_ctl.compute import admission, errors, failpoints, pgtools
 from compute_ctl.compute import spec as spec_mod
 from compute_ctl.compute import state as state_mod
 from compute_ctl.compute.http import interface
@@ -34,6 +34,7 @@ class Params:
     internal_http_port: int
     external_http_host: str = "127.0.0.1"
     allow_unauthenticated: bool = False
+    internal_full_api: bool = True
     build_tag: str = "test-build"
 
 
@@ -84,13 +85,15 @@ class NodeDouble:
             self.state.set_applied(spec, generation)
             self.state.set_status(S.RUNNING)
 
-    async def configure(self, config: spec_mod.ComputeConfig) -> None:
+    def admit(self, config: spec_mod.ComputeConfig) -> admission.AdmittedConfig:
+        """The real admission, with the rules of a compute whose flags are the defaults."""
+        return admission.admit_config(config, rules=admission.Rules())
+
+    async def configure(self, config: admission.AdmittedConfig) -> None:
         self.configure_calls += 1
-        spec = config.spec
-        if spec is None:
+        if config.spec is None:
             raise errors.ConfigError("spec must be set")
-        if len(set(spec.safekeeper_connstrings)) != len(spec.safekeeper_connstrings):
-            raise errors.ConfigError("duplicate safekeeper connstrings in the spec")
+        spec = config.spec.spec
         async with self.state.lock():
             if self.state.status not in (S.EMPTY, S.RUNNING):
                 raise errors.StatusError(f"invalid compute status: {self.state.status.kebab}")
@@ -129,8 +132,9 @@ class NodeDouble:
             self.state.set_status(S.TERMINATED)
             return False, self.state.terminate_lsn
 
-    async def plan(self, spec: spec_mod.ComputeSpec) -> Plan:
+    async def plan(self, admitted: admission.Admitted) -> Plan:
         self.plan_calls += 1
+        spec = admitted.spec
         return Plan(
             items=tuple(
                 {

@@ -153,6 +153,7 @@ def _spawn(
         str(external_port),
         "--internal-http-port",
         str(internal_port),
+        "--internal-full-api",
         *(["--allow-unauthenticated"] if allow_unauthenticated else []),
         *extra_args,
     ]

@@ -13,6 +13,7 @@ from compute_ctl.compute import state as state_mod
 from tests.http import nodedouble
 from tests.http.conftest import Api
 
+_MD5 = "0123456789abcdef0123456789abcdef"
 S = state_mod.ComputeStatus
 TENANT = "0" * 31 + "1"
 
@@ -128,10 +129,12 @@ async def test_configure_never_echoes_a_password(running_api: Api) -> None:
 
 async def test_node_config_error_is_400(running_api: Api) -> None:
     api = running_api
-    body = _body(safekeeper_connstrings=["sk:5454", "sk:5454"])
-    async with api.session.post(f"{api.external}/configure", json=body) as r:
+    spec = nodedouble.minimal_spec()
+    spec["cluster"]["roles"] = [{"name": "twin"}, {"name": "twin"}]
+    async with api.session.post(f"{api.external}/configure", json={"spec": spec}) as r:
         assert r.status == 400
-        assert "duplicate" in (await r.json())["error"]
+        assert "duplicate role names" in (await r.json())["error"]
+    assert api.node.configure_calls == 0
 
 
 async def test_configure_is_412_unless_empty_or_running(running_api: Api) -> None:
@@ -201,7 +204,7 @@ async def test_dry_run_returns_the_plan_and_changes_nothing(running_api: Api) ->
     api = running_api
     before = await api.status()
     spec = nodedouble.minimal_spec()
-    spec["cluster"]["roles"] = [{"name": "alice", "encrypted_password": "SCRAM-SHA-256$secret"}]
+    spec["cluster"]["roles"] = [{"name": "alice", "encrypted_password": _MD5}]
     for flag in ("true", "1", "TRUE"):
         async with api.session.post(
             f"{api.external}/configure",

@@ -60,7 +60,8 @@ async def test_request_id_is_generated_when_missing_or_unsafe(api: Api) -> None:
 
 async def test_request_id_on_errors_and_streams(running_api: Api) -> None:
     api = running_api
-    async with api.session.post(f"{api.internal}/configure", data=b"{") as r:
+    json_type = {"Content-Type": "application/json"}
+    async with api.session.post(f"{api.internal}/configure", data=b"{", headers=json_type) as r:
         assert r.status == 400
         assert r.headers["x-request-id"]
     async with api.session.get(

@@ -26,11 +26,14 @@ def compute() -> Iterator[harness.Compute]:
 
 @pytest.fixture
 async def sidecar(api: harness.Api, compute: harness.Compute) -> AsyncIterator[harness.Operator]:
-    """The operator process, pointed at kmock and at the compute's internal port."""
+    """The operator process, pointed at kmock and at the compute's external API (JWT)."""
     await compute.wait_listening(api.session)
     try:
         async with harness.Operator.running(
-            api_url=api.base, compute_url=compute.internal_url, workdir=compute.workdir
+            api_url=api.base,
+            compute_url=compute.url,
+            key_file=compute.keys.private,
+            workdir=compute.workdir,
         ) as running:
             yield running
     finally:

@@ -30,6 +30,7 @@ import kmock
 from compute_ctl.operator import resource
 from tests import pgserver
 from tests.operator import emulator as emulator_mod
+from tests.operator import keys as keys_mod
 from tests.operator import procs
 
 __all__ = ["NAME", "NAMESPACE", "Api", "Compute", "Operator", "compute_spec", "condition"]
@@ -110,17 +111,25 @@ class Api:
 
     async def replace_spec(self, spec: dict[str, Any]) -> int:
         """Replace ``spec.computeSpec`` and bump the generation; returns the new one."""
-        self.generation += 1
+        generation = await self.try_replace_spec(spec)
+        assert generation is not None, "the API server refused the spec"
+        return generation
+
+    async def try_replace_spec(self, spec: dict[str, Any]) -> int | None:
+        """``replace_spec``, or ``None`` when the API server's schema refuses the spec."""
         # A JSON patch: a merge patch would merge the old and new specs' nested objects.
         ops = [
             {"op": "replace", "path": f"/spec/{resource.SPEC_FIELD}", "value": spec},
-            {"op": "replace", "path": "/metadata/generation", "value": self.generation},
+            {"op": "replace", "path": "/metadata/generation", "value": self.generation + 1},
         ]
         headers = {"Content-Type": "application/json-patch+json"}
         async with self.session.patch(
             f"{self.collection}/{NAME}", data=json.dumps(ops), headers=headers
         ) as response:
+            if response.status == 422:
+                return None
             assert response.status < 300, await response.text()
+        self.generation += 1
         return self.generation
 
     async def delete(self) -> None:
@@ -179,9 +188,15 @@ class Api:
                 return raw
         return None
 
-    async def wait_for_event(self, reason: str, *, timeout: float = 60) -> dict[str, Any]:
+    async def wait_for_event(
+        self, reason: str, *, timeout: float = 60, contains: str = ""
+    ) -> dict[str, Any]:
         def match(kind: str, event: dict[str, Any]) -> bool:
-            return event.get("reason") == reason and event["involvedObject"]["name"] == NAME
+            return (
+                event.get("reason") == reason
+                and event["involvedObject"]["name"] == NAME
+                and contains in event.get("message", "")
+            )
 
         found: dict[str, Any] = await self._watch(
             self.events_url, match, what=f"an Event {reason}", timeout=timeout
@@ -243,35 +258,43 @@ class Compute:
     """compute_ctl with real PostgreSQL, as a child process."""
 
     proc: subprocess.Popen[bytes]
+    url: str  # the external API (JWT), as the operator calls it
     internal_url: str
     pg_port: int
     workdir: Path
     log: Path
+    keys: keys_mod.Keys
 
     @classmethod
     @contextlib.contextmanager
     def running(cls) -> Iterator[Compute]:
         workdir = pgserver.scratch_dir("operator-compute-")
         external, internal, pg_port = (pgserver.free_port() for _ in range(3))
-        config = workdir / "config.json"
-        config.write_text(json.dumps({"compute_ctl_config": {"jwks": {"keys": []}}}))
+        keys = keys_mod.make(workdir, NAME)
         log = workdir / "compute_ctl.log"
         argv = procs.python_module(
             "compute_ctl.compute",
             f"--pgdata={workdir / 'pgdata'}",
             f"--connstr=postgresql://cloud_admin@127.0.0.1:{pg_port}/postgres",
             f"--compute-id={NAME}",
-            f"--config={config}",
+            f"--config={keys.config}",
             f"--external-http-port={external}",
             f"--internal-http-port={internal}",
             "--external-http-host=127.0.0.1",
-            "--allow-unauthenticated",
         )
         with log.open("wb") as out:
             proc = subprocess.Popen(
                 argv, stdout=out, stderr=subprocess.STDOUT, env=procs.python_env()
             )
-        compute = cls(proc, f"http://127.0.0.1:{internal}", pg_port, workdir, log)
+        compute = cls(
+            proc,
+            f"http://127.0.0.1:{external}",
+            f"http://127.0.0.1:{internal}",
+            pg_port,
+            workdir,
+            log,
+            keys,
+        )
         try:
             yield compute
         finally:
@@ -287,6 +310,10 @@ class Compute:
                 self.proc.kill()
                 self.proc.wait()
 
+    def auth(self) -> dict[str, str]:
+        """The header of an authorized client (a token signed with the operator's key)."""
+        return keys_mod.bearer(self.keys, NAME)
+
     def log_tail(self) -> str:
         try:
             return self.log.read_text(errors="replace")[-4000:]
@@ -294,7 +321,7 @@ class Compute:
             return ""
 
     async def status(self, session: aiohttp.ClientSession) -> dict[str, Any]:
-        async with session.get(f"{self.internal_url}/status") as response:
+        async with session.get(f"{self.url}/status", headers=self.auth()) as response:
             assert response.status == 200, await response.text()
             body: dict[str, Any] = await response.json()
             return body
@@ -326,6 +353,7 @@ class Operator:
         api_url: str,
         compute_url: str,
         workdir: Path,
+        key_file: Path | None = None,
         resync: float = 1.0,
         log_level: str = "DEBUG",
     ) -> AsyncIterator[Operator]:
@@ -335,6 +363,7 @@ class Operator:
             f"--name={NAME}",
             f"--namespace={NAMESPACE}",
             f"--compute-url={compute_url}",
+            *([f"--key-file={key_file}"] if key_file else []),
             f"--server={api_url}",
             f"--resync-interval={resync}",
             "--busy-timeout=60",

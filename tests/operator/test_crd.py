@@ -16,10 +16,10 @@ from tests.operator import k8s_schema
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = [
-    ROOT / "manifests" / "crd.yaml",
+    ROOT / "manifests" / "crd" / "crd.yaml",
     ROOT / "charts" / "compute-ctl" / "crds" / "computespecs.yaml",
 ]
-REGENERATE = "python -m compute_ctl.operator.crd > manifests/crd.yaml (and copy to the chart)"
+REGENERATE = "python -m compute_ctl.operator.crd > manifests/crd/crd.yaml (and copy to the chart)"
 
 
 @pytest.mark.parametrize("path", COMMITTED, ids=lambda p: str(p.relative_to(ROOT)))
@@ -137,10 +137,10 @@ def test_a_rendered_status_validates_against_the_status_schema() -> None:
         want="0123456789abcdef",
         observation=status.Observation(
             status="running",
-            desired_hash="0123456789abcdef",
-            applied_hash="0123456789abcdef",
+            desired_spec_hash="0123456789abcdef",
+            applied_spec_hash="0123456789abcdef",
             applied_generation=1,
-            pending_restart=("shared_buffers",),
+            pending_restart=["shared_buffers"],
             last_active="2026-01-01T00:00:00Z",
         ),
         timings={"total_startup_ms": 812},

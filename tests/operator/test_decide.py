@@ -15,7 +15,7 @@ PUSH, HOLD, NONE = reconcile.Action.PUSH, reconcile.Action.HOLD, reconcile.Actio
 
 
 def obs(desired: str, st: str = "running") -> status.Observation:
-    return status.Observation(status=st, desired_hash=desired, applied_hash=desired)
+    return status.Observation(status=st, desired_spec_hash=desired, applied_spec_hash=desired)
 
 
 def stored(

@@ -24,19 +24,24 @@ BASE = ROOT / "manifests"
 CHART = ROOT / "charts" / "compute-ctl"
 K8S_VERSION = "1.30.0"  # the apiserver tier's version
 
-EXPECTED_RULES = [
-    {
-        "apiGroups": [resource.GROUP],
-        "resources": [resource.PLURAL],
-        "verbs": ["get", "list", "watch", "patch"],
-    },
-    {
-        "apiGroups": [resource.GROUP],
-        "resources": [f"{resource.PLURAL}/status"],
-        "verbs": ["get", "patch"],
-    },
-    {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
-]
+
+def expected_rules(name: str) -> list[dict[str, Any]]:
+    """Pinned to the compute's own resource; only the verbs kopf uses (defect 6)."""
+    return [
+        {
+            "apiGroups": [resource.GROUP],
+            "resources": [resource.PLURAL],
+            "resourceNames": [name],
+            "verbs": ["list", "watch", "patch"],
+        },
+        {
+            "apiGroups": [resource.GROUP],
+            "resources": [f"{resource.PLURAL}/status"],
+            "resourceNames": [name],
+            "verbs": ["patch"],
+        },
+        {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+    ]
 
 
 def _by_kind(docs: Iterable[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
@@ -60,6 +65,26 @@ def validate_all(docs: list[dict[str, Any]]) -> None:
             kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
 
 
+def _env(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+def resource_name(docs: list[dict[str, Any]]) -> str:
+    """The ComputeSpec the operator watches, as the pod is told (explicitly or by POD_NAME)."""
+    sts = _one(docs, "StatefulSet")
+    operator = next(
+        c for c in sts["spec"]["template"]["spec"]["containers"] if c["name"] == "operator"
+    )
+    env = _env(operator)
+    if "COMPUTE_SPEC_NAME" in env:
+        name: str = env["COMPUTE_SPEC_NAME"]["value"]
+        return name
+    # The kustomize base: the pod's own name, without the ordinal, is its StatefulSet's.
+    assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    sts_name: str = sts["metadata"]["name"]
+    return sts_name
+
+
 def check_consistency(docs: list[dict[str, Any]]) -> None:
     """Names and ports that must agree across objects."""
     sts = _one(docs, "StatefulSet")
@@ -73,19 +98,24 @@ def check_consistency(docs: list[dict[str, Any]]) -> None:
     assert compute["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     assert compute["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
     assert f"--external-http-port={ports['http']}" in compute["args"]
-    internal = next(a for a in compute["args"] if a.startswith("--internal-http-port="))
-    env = {e["name"]: e for e in operator["env"]}
-    assert env["COMPUTE_CTL_URL"]["value"] == f"http://127.0.0.1:{internal.split('=')[1]}"
+    env = _env(operator)
+    # The operator calls the external API (JWT), never the internal port.
+    assert env["COMPUTE_CTL_URL"]["value"] == f"http://127.0.0.1:{ports['http']}"
     assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
     assert operator["command"] == ["compute-ctl-operator"]
     assert compute.get("command") is None  # the image's entrypoint: compute_ctl
 
+    # One compute id on both sides: compute_ctl's --compute-id and the operator's token.
+    compute_id = next(a for a in compute["args"] if a.startswith("--compute-id="))
+    if env["COMPUTE_ID"].get("value") == "$(POD_NAME)":
+        assert compute_id == "--compute-id=$(POD_NAME)"
+        assert _env(compute)["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    else:
+        assert compute_id == f"--compute-id={env['COMPUTE_ID']['value']}"
     # The operator watches the ComputeSpec these manifests create, if any.
     specs = _by_kind(docs, resource.KIND)
     if specs:
-        assert env["COMPUTE_SPEC_NAME"]["value"] == specs[0]["metadata"]["name"]
-        compute_id = next(a for a in compute["args"] if a.startswith("--compute-id="))
-        assert compute_id == f"--compute-id={specs[0]['metadata']['name']}"
+        assert resource_name(docs) == specs[0]["metadata"]["name"]
 
     # The pod runs as the bound ServiceAccount; the Service selects the pod.
     account = _one(docs, "ServiceAccount")["metadata"]["name"]
@@ -94,28 +124,46 @@ def check_consistency(docs: list[dict[str, Any]]) -> None:
     assert [s["name"] for s in binding["subjects"]] == [account]
     assert binding["roleRef"]["name"] == _one(docs, "Role")["metadata"]["name"]
     labels = sts["spec"]["template"]["metadata"]["labels"]
-    selector = _one(docs, "Service")["spec"]["selector"]
-    assert selector.items() <= labels.items()
+    services = {s["metadata"]["name"]: s for s in _by_kind(docs, "Service")}
+    for service in services.values():
+        assert service["spec"]["selector"].items() <= labels.items()
+        targets = {p["targetPort"] for p in service["spec"]["ports"]}
+        assert targets <= set(ports), "the Service targets a port the pod does not name"
+    # serviceName names a headless Service (defect 8).
+    assert services[sts["spec"]["serviceName"]]["spec"]["clusterIP"] == "None"
     assert sts["spec"]["selector"]["matchLabels"].items() <= labels.items()
-    service_ports = {p["targetPort"] for p in _one(docs, "Service")["spec"]["ports"]}
-    assert service_ports <= set(ports), "the Service targets a port the pod does not name"
     assert pod["securityContext"]["runAsNonRoot"] is True
 
-    # compute_ctl's --config is a spec-less config from the mounted Secret.
+    # Only the operator container has a Kubernetes identity and the private key (defect 6,
+    # security 1); compute_ctl mounts only the JWKS half of the keys Secret.
+    assert pod["automountServiceAccountToken"] is False
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {
+        name: {m["name"] for m in c.get("volumeMounts", [])} for name, c in containers.items()
+    }
+    token = volumes["operator-token"]["projected"]["sources"]
+    assert any("serviceAccountToken" in source for source in token)
+    assert "operator-token" in mounts["operator"]
+    assert "operator-token" not in mounts["compute-ctl"]
     config_arg = next(a for a in compute["args"] if a.startswith("--config="))
-    mount = next(m for m in compute["volumeMounts"] if m["name"] == "config")
+    mount = next(m for m in compute["volumeMounts"] if m["name"] == "jwks")
     assert config_arg == f"--config={mount['mountPath']}/config.json"
-    volume = next(v for v in pod["volumes"] if v["name"] == "config")
-    secret = _one(docs, "Secret")
-    assert volume["secret"]["secretName"] == secret["metadata"]["name"]
-    config = spec_mod.ComputeConfig.model_validate_json(secret["stringData"]["config.json"])
-    assert config.spec is None
+    assert volumes["jwks"]["secret"]["items"] == [{"key": "config.json", "path": "config.json"}]
+    assert volumes["operator-key"]["secret"]["items"] == [
+        {"key": "operator.pem", "path": "operator.pem"}
+    ]
+    assert (
+        volumes["jwks"]["secret"]["secretName"] == volumes["operator-key"]["secret"]["secretName"]
+    )
+    assert mounts["compute-ctl"] & {"operator-key", "operator-token"} == set()
+    key_mount = next(m for m in operator["volumeMounts"] if m["name"] == "operator-key")
+    assert env["OPERATOR_KEY_FILE"]["value"] == f"{key_mount['mountPath']}/operator.pem"
 
 
 def check_least_privilege(docs: list[dict[str, Any]]) -> None:
     assert _by_kind(docs, "ClusterRole") == []
     assert _by_kind(docs, "ClusterRoleBinding") == []
-    assert _one(docs, "Role")["rules"] == EXPECTED_RULES
+    assert _one(docs, "Role")["rules"] == expected_rules(resource_name(docs))
 
 
 # --- the kustomize base ---------------------------------------------------------------
@@ -124,18 +172,12 @@ def check_least_privilege(docs: list[dict[str, Any]]) -> None:
 def test_kustomize_base_renders_valid_objects() -> None:
     docs = kustomize.render(BASE)
     assert sorted(d["kind"] for d in docs) == sorted(
-        [
-            "CustomResourceDefinition",
-            "ServiceAccount",
-            "Role",
-            "RoleBinding",
-            resource.KIND,
-            "Secret",
-            "Service",
-            "StatefulSet",
-        ]
+        ["ServiceAccount", "Role", "RoleBinding", resource.KIND, "Service", "StatefulSet"]
     )
     validate_all(docs)
+    # The CRD is its own base, installed once per cluster before any compute (defect 3).
+    (crd,) = kustomize.render(BASE / "crd")
+    assert crd["kind"] == "CustomResourceDefinition"
 
 
 def test_kustomize_base_is_consistent_and_least_privilege() -> None:
@@ -197,7 +239,7 @@ def _template(*flags: str) -> list[dict[str, Any]]:
 
 def test_chart_values_parse_and_crd_is_bundled() -> None:
     values = yaml.safe_load((CHART / "values.yaml").read_text())
-    for key in ("image", "resources", "ports", "jwks", "autoscaling"):
+    for key in ("image", "resources", "ports", "keys", "autoscaling", "metrics"):
         assert key in values
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
     assert chart["apiVersion"] == "v2"
@@ -214,6 +256,12 @@ def test_chart_default_render_is_valid() -> None:
     validate_all(docs)
     check_consistency(docs)
     check_least_privilege(docs)
+    sts = _one(docs, "StatefulSet")
+    compute = sts["spec"]["template"]["spec"]["containers"][0]
+    # The image the docs build (defect 5), and an emptyDir PGDATA wiped at each start.
+    assert compute["image"] == "compute-ctl:latest"
+    assert "--keep-pgdata" not in compute["args"]
+    assert _by_kind(docs, "PodMonitor") == []
 
 
 def test_chart_full_render_is_valid() -> None:
@@ -223,12 +271,10 @@ def test_chart_full_render_is_valid() -> None:
         "--set=pgdata.persistentSize=10Gi",
         "--set=image.tag=v9",
         "--set=resources.computeCtl.limits.cpu=2",
-        "--set=jwks.keys[0].kty=OKP",
-        "--set=jwks.keys[0].crv=Ed25519",
-        "--set=jwks.keys[0].x=11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo",
+        "--set=metrics.podMonitor.enabled=true",
         "--set-json=computeSpec=" + json.dumps(example["spec"]["computeSpec"]),
     )
-    validate_all(docs)
+    validate_all([d for d in docs if d["kind"] != "PodMonitor"])
     check_consistency(docs)
     check_least_privilege(docs)
     sts = _one(docs, "StatefulSet")
@@ -239,14 +285,19 @@ def test_chart_full_render_is_valid() -> None:
     assert sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"] == {
         "storage": "10Gi"
     }
-    secret = _one(docs, "Secret")
-    config = spec_mod.ComputeConfig.model_validate_json(secret["stringData"]["config.json"])
-    assert config.compute_ctl_config.jwks.keys[0]["crv"] == "Ed25519"
+    # A persistent volume is kept across restarts (defect 4).
+    assert "--keep-pgdata" in compute["args"]
+    monitor = _one(docs, "PodMonitor")
+    assert monitor["spec"]["podMetricsEndpoints"][0]["port"] == "http"
+    annotations = sts["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert "checksum/keys" in annotations
 
 
-def test_chart_uses_an_existing_jwks_secret() -> None:
-    docs = _template("--set=jwks.existingSecret=my-keys")
-    assert _by_kind(docs, "Secret") == []
+def test_chart_uses_a_named_keys_secret() -> None:
+    docs = _template("--set=keys.secretName=my-keys")
+    assert _by_kind(docs, "Secret") == []  # made by scripts/compute-keys, never by the chart
     sts = _one(docs, "StatefulSet")
-    volume = next(v for v in sts["spec"]["template"]["spec"]["volumes"] if v["name"] == "config")
-    assert volume["secret"]["secretName"] == "my-keys"
+    volumes = {v["name"]: v for v in sts["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["jwks"]["secret"]["secretName"] == "my-keys"
+    assert volumes["operator-key"]["secret"]["secretName"] == "my-keys"

@@ -14,6 +14,7 @@ import psycopg
 import pytest
 
 from compute_ctl.compute import spec as spec_mod
+from tests import invalid_specs
 from tests.operator import emulator, harness
 from tests.operator.harness import Api, Compute, Operator, condition
 
@@ -85,7 +86,7 @@ async def test_apply_reaches_running_and_ready(
 async def test_startup_timings_reach_the_status(
     api: Api, compute: Compute, sidecar: Operator
 ) -> None:
-    async with api.session.get(f"{compute.internal_url}/metrics.json") as response:
+    async with api.session.get(f"{compute.url}/metrics.json", headers=compute.auth()) as response:
         if response.status == 404:
             pytest.skip("this compute_ctl serves no /metrics.json yet")
         timings = await response.json()
@@ -133,37 +134,56 @@ async def test_restart_only_settings_are_reported(
 async def test_invalid_spec_is_reported_and_the_compute_is_untouched(
     api: Api, compute: Compute, sidecar: Operator
 ) -> None:
+    """Every invalid family: ``Reconciled=False/InvalidSpec`` naming the object, a Warning
+    Event, and no ``/configure`` reaches compute_ctl (its desired spec stays as it was)."""
     await apply_and_wait(api, compute)
     before = await compute.status(api.session)
-    bad = spec_for(compute, roles=("app", "never_created"))
-    bad["mode"] = "Sideways"  # the CRD schema lets `mode` through; the model does not
-    generation = await api.replace_spec(bad)
+    configures = compute.log.read_text(errors="replace").count("POST /configure")
+    refused_by_schema = []
+    for family in invalid_specs.FAMILIES:
+        bad = invalid_specs.invalid(spec_for(compute, roles=("app", "never_created")), family)
+        generation = await api.try_replace_spec(bad)
+        if generation is None:  # the CRD schema already refuses it (an enum, a pattern)
+            refused_by_schema.append(family.id)
+            continue
 
-    def refused(kind: str, obj: dict[str, Any]) -> bool:
-        st = obj.get("status") or {}
-        return (
-            st.get("observedGeneration") == generation
-            and condition(obj, "Reconciled").get("reason") == "InvalidSpec"
-        )
+        def refused(kind: str, obj: dict[str, Any], generation: int = generation) -> bool:
+            st = obj.get("status") or {}
+            return (
+                st.get("observedGeneration") == generation
+                and condition(obj, "Reconciled").get("reason") == "InvalidSpec"
+            )
 
-    obj = await api.wait_for(refused, what="Reconciled=False InvalidSpec")
-    assert "mode" in condition(obj, "Reconciled")["message"]
-    assert "mode" in obj["status"]["lastError"]
-    assert condition(obj, "Ready")["status"] == "True"  # still serving the previous spec
-    event = await api.wait_for_event("InvalidSpec")
-    assert event["type"] == "Warning"
+        obj = await api.wait_for(refused, what=f"Reconciled=False InvalidSpec ({family.id})")
+        assert family.needle in condition(obj, "Reconciled")["message"], family.id
+        assert family.needle in obj["status"]["lastError"], family.id
+        assert condition(obj, "Ready")["status"] == "True"  # still serving the previous spec
+        event = await api.wait_for_event("InvalidSpec", contains=family.needle)
+        assert event["type"] == "Warning"
+    assert len(refused_by_schema) < len(invalid_specs.FAMILIES) // 2, refused_by_schema
     after = await compute.status(api.session)
     assert after["desired_generation"] == before["desired_generation"]
     assert after["desired_spec_hash"] == before["desired_spec_hash"]
+    assert after["status"] == "running"
     assert "never_created" not in roles(compute)
+    # No /configure reached compute_ctl (not even one it would have refused itself).
+    assert compute.log.read_text(errors="replace").count("POST /configure") == configures
 
 
 async def test_a_failing_compute_shows_degraded(
     api: Api, compute: Compute, sidecar: Operator
 ) -> None:
     await apply_and_wait(api, compute)
-    # A database owned by a role that exists nowhere: the catalog apply fails in postgres.
-    broken = spec_for(compute, databases=(("app", "app"), ("orphan", "no_such_owner")))
+    # A database copied from a template that does not exist: admission cannot know, the
+    # catalog apply fails in postgres.
+    broken = spec_for(compute)
+    broken["cluster"]["databases"].append(
+        {
+            "name": "orphan",
+            "owner": "app",
+            "options": [{"name": "TEMPLATE", "value": "no_such_template", "vartype": "string"}],
+        }
+    )
     generation = await api.replace_spec(broken)
 
     def degraded(kind: str, obj: dict[str, Any]) -> bool:
@@ -191,7 +211,7 @@ async def test_a_direct_configure_is_a_conflict_and_the_resource_wins(
     foreign = spec_for(compute, roles=("app", "intruder"))
     mark = api.mark()
     async with api.session.post(
-        f"{compute.internal_url}/configure", json={"spec": foreign}
+        f"{compute.url}/configure", json={"spec": foreign}, headers=compute.auth()
     ) as response:
         assert response.status == 200, await response.text()
 
@@ -241,7 +261,10 @@ async def test_a_restarted_operator_resumes_without_pushing_again(
     await sidecar.stop()
     # A new operator process: kopf resumes the resource, whose spec is already applied.
     async with Operator.running(
-        api_url=api.base, compute_url=compute.internal_url, workdir=compute.workdir
+        api_url=api.base,
+        compute_url=compute.url,
+        key_file=compute.keys.private,
+        workdir=compute.workdir,
     ) as again:
         await again.wait_for_log("Resuming is processed: 1 succeeded")
         after = await compute.status(api.session)

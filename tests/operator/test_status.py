@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 import datetime
+import pathlib
 
+from compute_ctl.compute import api_models
 from compute_ctl.operator import events, status
 
 T0 = datetime.datetime(2026, 1, 1, 12, 0, tzinfo=datetime.UTC)
@@ -15,13 +18,13 @@ R = status.Reason
 def running(**changes: object) -> status.Observation:
     base = {
         "status": "running",
-        "desired_hash": H,
-        "applied_hash": H,
+        "desired_spec_hash": H,
+        "applied_spec_hash": H,
         "desired_generation": 1,
         "applied_generation": 1,
     }
     base.update(changes)
-    return status.Observation(**base)  # type: ignore[arg-type]
+    return status.Observation.model_validate(base)
 
 
 def render(
@@ -129,7 +132,7 @@ def test_parse_tolerates_garbage() -> None:
 
 
 def test_observation_parses_compute_status_json() -> None:
-    obs = status.Observation.from_json(
+    obs = status.Observation.model_validate(
         {
             "status": "running",
             "desired_spec_hash": H,
@@ -143,7 +146,20 @@ def test_observation_parses_compute_status_json() -> None:
         }
     )
     assert obs.serving
-    assert obs.pending_restart == ("wal_level",)
+    assert obs.pending_restart == ["wal_level"]
+
+
+def test_the_operator_spells_no_compute_status_itself() -> None:
+    """Status names come from the wire contract's enum, never a string literal."""
+    names = {s.value for s in api_models.ComputeStatus}
+    root = pathlib.Path(status.__file__).parent
+    found = [
+        (path.name, node.value)
+        for path in sorted(root.glob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Constant) and node.value in names
+    ]
+    assert found == []
 
 
 # --- events ---------------------------------------------------------------------------

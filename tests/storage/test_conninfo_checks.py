@@ -218,3 +218,44 @@ def test_mode_lines() -> None:
         "hot_standby=on",
         "recovery_target_lsn='0/16B3748'",
     ]
+
+
+# Issue 12 item 4: a spec's connection strings reach libpq in the root process.
+FILE_KEYS = ["sslkeylogfile", "sslkey", "sslcert", "sslrootcert", "sslcrl", "passfile", "service"]
+
+
+@pytest.mark.parametrize("key", FILE_KEYS)
+@pytest.mark.parametrize("where", ["pageserver_connstring", "connection_info", "guc", "primary"])
+def test_conninfo_keys_that_name_local_files_are_refused(key: str, where: str) -> None:
+    url = f"postgresql://no_user@ps-0:6400?{key}=/etc/shadow-or-a-keylog"
+    if where == "pageserver_connstring":
+        spec = neon_spec(pageserver_connstring=url)
+    elif where == "connection_info":
+        info = {"shards": {"0000": {"pageservers": [{"id": 1, "libpq_url": url}]}}}
+        spec = neon_spec(pageserver_connstring=None, pageserver_connection_info=info)
+    elif where == "guc":
+        spec = neon_spec(
+            pageserver_connstring=None, settings=[guc("neon.pageserver_connstring", url)]
+        )
+    else:
+        spec = make_spec(primary_connstring=f"host=db user=u {key}=/x", mode="Replica")
+    with pytest.raises(errors.ConfigError, match=f"may not set: {key}"):
+        storage.check_spec(spec)
+
+
+def test_every_shard_url_is_checked_and_allowed_keys_pass() -> None:
+    storage.check_spec(
+        neon_spec(pageserver_connstring="host=ps-0 port=6400 sslmode=require connect_timeout=5")
+    )
+    bad = "postgresql://no_user@ps-0:6400,postgresql://no_user@ps-1:6400?passfile=/root/.pgpass"
+    with pytest.raises(errors.ConfigError, match="may not set: passfile"):
+        storage.check_spec(neon_spec(pageserver_connstring=bad))
+
+
+@pytest.mark.parametrize(
+    "address", ["a?sslkeylogfile=/tmp/k&host=b:5454", "a/b:5454", "a b:5454", "@x:5454", ":5454"]
+)
+def test_safekeeper_address_cannot_smuggle_url_parameters(address: str) -> None:
+    with pytest.raises(errors.ConfigError, match="invalid safekeeper address"):
+        storage.check_spec(neon_spec(safekeeper_connstrings=[address, "sk-1:5454"]))
+    assert conninfo.split_host_port("[::1]:5454") == ("::1", 5454)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import io
 import os
 import shutil
 import tarfile
@@ -75,25 +76,65 @@ async def test_trailing_zero_blocks_are_read_through(dest: Path) -> None:
     "hostile",
     [
         {"name": "../escaped", "type": tarfile.REGTYPE},
+        {"name": "a/../../escaped", "type": tarfile.REGTYPE},
+        {"name": "/abs/escaped", "type": tarfile.REGTYPE},
         {"name": "link", "type": tarfile.SYMTYPE, "linkname": "/etc/passwd"},
         {"name": "link", "type": tarfile.SYMTYPE, "linkname": "../../outside"},
+        {"name": "sub/link", "type": tarfile.SYMTYPE, "linkname": "x/../../escaped"},
+        {"name": "hard", "type": tarfile.LNKTYPE, "linkname": "/etc/passwd"},
+        {"name": "hard", "type": tarfile.LNKTYPE, "linkname": "../escaped"},
         {"name": "dev", "type": tarfile.CHRTYPE},
+        {"name": "blk", "type": tarfile.BLKTYPE},
+        {"name": "fifo", "type": tarfile.FIFOTYPE},
     ],
 )
-async def test_path_traversal_is_refused(dest: Path, hostile: dict[str, object]) -> None:
+async def test_unsafe_members_are_refused(dest: Path, hostile: dict[str, object]) -> None:
     info = tarfile.TarInfo(str(hostile["name"]))
     info.type = hostile["type"]  # type: ignore[assignment]
     info.linkname = str(hostile.get("linkname", ""))
     data = archive.gzip_tar({"PG_VERSION": b"15\n"}, extra=[info])
-    with pytest.raises(errors.StorageError, match="unsafe member"):
+    with pytest.raises(extract.UnsafeMember, match="unsafe member"):
         await extract.extract_stream(chunks(data), dest, owner=pgserver.tools().user)
     assert not (dest.parent / "escaped").exists()
+    assert os.listdir(dest) == ["PG_VERSION"]
 
 
-async def test_absolute_names_land_inside(dest: Path) -> None:
-    data = archive.gzip_tar({"/abs/inside": b"x"})
-    await extract.extract_stream(chunks(data), dest, owner=pgserver.tools().user)
-    assert (dest / "abs" / "inside").read_bytes() == b"x"
+def _realpath_bypass_archive() -> bytes:
+    """The tarfile data-filter bypass fixed after this Python (CVE-2025-4517): symlinks
+    through directory names long enough that ``os.path.realpath`` gives up, so the
+    filter sees a path inside while the kernel resolves one outside (``../target``)."""
+    comp, steps, path = "d" * 247, "abcdefghijklmnop", ""
+    extra = []
+    for step in steps:
+        directory = tarfile.TarInfo(os.path.join(path, comp))
+        directory.type = tarfile.DIRTYPE
+        link = tarfile.TarInfo(os.path.join(path, step))
+        link.type, link.linkname = tarfile.SYMTYPE, comp
+        extra += [directory, link]
+        path = os.path.join(path, comp)
+    linkpath = os.path.join(*steps, "l" * 254)
+    up = tarfile.TarInfo(linkpath)
+    up.type, up.linkname = tarfile.SYMTYPE, "../" * len(steps)
+    escape = tarfile.TarInfo("escape")
+    escape.type, escape.linkname = tarfile.SYMTYPE, linkpath + "/../target"
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for info in [*extra, up, escape]:
+            tar.addfile(info)
+        pwned = tarfile.TarInfo("escape/pwned")
+        pwned.size = 5
+        tar.addfile(pwned, io.BytesIO(b"owned"))
+    return buf.getvalue()
+
+
+async def test_hostile_archive_that_bypasses_the_tarfile_filter_is_refused(dest: Path) -> None:
+    target = dest.parent / "target"
+    target.mkdir()
+    with pytest.raises(extract.UnsafeMember, match=r"contains '\.\.'"):
+        await extract.extract_stream(
+            chunks(_realpath_bypass_archive()), dest, owner=pgserver.tools().user
+        )
+    assert list(target.iterdir()) == []
 
 
 async def test_truncated_and_corrupt_archives_are_errors(dest: Path) -> None:

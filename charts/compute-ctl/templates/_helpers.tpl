@@ -34,6 +34,6 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
 {{- end -}}
 
-{{- define "compute-ctl.jwksSecret" -}}
-{{- default (printf "%s-jwks" (include "compute-ctl.fullname" .)) .Values.jwks.existingSecret -}}
+{{- define "compute-ctl.keysSecret" -}}
+{{- default (printf "%s-keys" (include "compute-ctl.computeId" .)) .Values.keys.secretName -}}
 {{- end -}}

@@ -1,8 +1,10 @@
 """``GET /status``, ``POST /configure`` and ``POST /terminate``: the compute's lifecycle API.
 
 Thin adapters (Neon's ``configure.rs`` style): validate, hand the request to the node,
-wait, translate. The node does the work and owns every state change; a rejected request
-changes nothing. Beyond Neon: ``ETag`` on ``/status`` (the desired spec hash),
+wait. ``/configure`` runs the node's admission before anything else (its dry run and its
+``If-Match`` check included), so a refused spec is a 400 that changes nothing. Bodies are
+``api_models``' and errors are translated by ``translate``. The node does the work and owns
+every state change. Beyond Neon: ``ETag`` on ``/status`` (the desired spec hash),
 ``If-Match`` on ``/configure`` (412 on mismatch) and ``?dry_run=true`` (the plan only).
 """
 
@@ -14,9 +16,9 @@ import typing
 import pydantic
 from aiohttp import web
 
-from compute_ctl.compute import errors
+from compute_ctl.compute import api_models
 from compute_ctl.compute import spec as spec_mod
-from compute_ctl.compute.http import interface, responses
+from compute_ctl.compute.http import bodies, interface, responses
 
 __all__ = ["routes"]
 
@@ -40,8 +42,13 @@ def _parse_config(raw: bytes) -> spec_mod.ComputeConfig:
     """Neon's ``/configure`` body (``ComputeConfig``), types as serde takes them.
 
     Validated as JSON in pydantic's strict mode, so ``false`` or ``"5"`` is not an integer
-    (serde would refuse them too); the models' own wire conversions still apply.
+    (serde would refuse them too); the models' own wire conversions still apply. A valid
+    body is parsed once; only a refused one is parsed again, for a precise message.
     """
+    try:
+        return api_models.ConfigureRequest.model_validate_json(raw, strict=True).config()
+    except pydantic.ValidationError as e:
+        invalid = e
     body = responses.parse_json(raw)
     if not isinstance(body, dict):
         raise responses.ApiError(400, "request body must be a JSON object")
@@ -51,10 +58,7 @@ def _parse_config(raw: bytes) -> spec_mod.ComputeConfig:
         raise responses.ApiError(400, "missing field: spec")
     if body["spec"] is None:
         raise responses.ApiError(400, "spec: must not be null")
-    try:
-        return spec_mod.ComputeConfig.model_validate_json(raw, strict=True)
-    except pydantic.ValidationError as e:
-        raise responses.ApiError(400, spec_mod.format_validation_error(e)) from None
+    raise responses.ApiError(400, spec_mod.format_validation_error(invalid))
 
 
 def _if_match(header: str, current_hash: str) -> bool:
@@ -74,14 +78,13 @@ def _if_match(header: str, current_hash: str) -> bool:
 async def configure(request: web.Request) -> web.Response:
     node = request.app[responses.NODE]
     dry_run = responses.query_flag(request, "dry_run")
-    config = _parse_config(await request.read())
-    assert config.spec is not None
+    config = await request.app[bodies.BODY_GATE].parse(request, _parse_config)
+    admitted = node.admit(config)
+    assert admitted.spec is not None
     if dry_run:
-        try:
-            plan = await node.plan(config.spec)
-        except errors.ComputeError as e:
-            raise responses.from_compute_error(e) from None
-        return responses.json_response({"plan": list(plan.to_json())})
+        plan = await node.plan(admitted.spec)
+        answer = api_models.DryRunResponse.model_validate({"plan": list(plan.to_json())})
+        return responses.model_response(answer)
     if_match = request.headers.get("If-Match")
     # Checked synchronously right before configure() takes the state lock: no other
     # request can store a spec in between on this event loop unless configure() has
@@ -92,10 +95,7 @@ async def configure(request: web.Request) -> web.Response:
             f"If-Match {if_match.strip()} does not match the desired spec "
             f"{_etag(node.state.desired_hash)}",
         )
-    try:
-        await node.configure(config)
-    except errors.ComputeError as e:
-        raise responses.from_compute_error(e) from None
+    await node.configure(admitted)
     return responses.status_response(request)
 
 
@@ -105,8 +105,6 @@ async def terminate(request: web.Request) -> web.Response:
     mode = request.query.get("mode", "fast")
     if mode not in _TERMINATE_MODES:
         raise responses.ApiError(400, "query parameter 'mode' must be 'fast' or 'immediate'")
-    try:
-        already, lsn = await node.terminate(mode)
-    except errors.ComputeError as e:
-        raise responses.from_compute_error(e) from None
-    return responses.json_response({"lsn": lsn}, status=201 if already else 200)
+    already, lsn = await node.terminate(mode)
+    answer = api_models.TerminateResponse(lsn=lsn)
+    return responses.model_response(answer, status=201 if already else 200)

@@ -1,0 +1,133 @@
+"""The one session policy of every local PostgreSQL connection compute_ctl opens.
+
+The catalog apply, the HTTP handlers, the readiness probe, the activity monitor, the
+vm-monitor's file cache and the reload check all connect through ``conninfo`` or
+``connect`` here, so they share one policy, whoever calls it:
+
+- **Hostile settings are defeated.** A database or role can carry settings
+  (``ALTER DATABASE d SET role = 'x'``, ``search_path``, ``statement_timeout = 1``,
+  ``default_transaction_read_only = on``, ``client_encoding``...) that would make our SQL
+  run as someone else, resolve names in a user's schema, time out or fail (Neon #11827,
+  #12773). Settings sent in the startup packet take precedence over both, so every session
+  sends its own values; ``role=none`` resets to the login (superuser) role.
+- **Secrets stay out of the server log.** Our SQL can carry password verifiers, and
+  compute_ctl re-logs postgres's stderr: ``log_statement = none`` and
+  ``log_min_error_statement = panic`` keep any statement text out of the log, whatever
+  the spec or a user sets (``ALTER SYSTEM``, ``ALTER ROLE ... SET``).
+- Sessions are autocommit and named in ``pg_stat_activity`` by their caller
+  (``compute_ctl``, ``compute_ctl:http``...).
+
+This module knows nothing of the catalog or HTTP: callers translate its ``psycopg`` errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import psycopg
+from psycopg import conninfo as conninfo_mod
+
+__all__ = [
+    "SESSION_SETTINGS",
+    "Connection",
+    "connect",
+    "conninfo",
+    "open_session",
+]
+
+Connection = psycopg.AsyncConnection[tuple[Any, ...]]
+
+SESSION_SETTINGS: tuple[tuple[str, str], ...] = (
+    ("role", "none"),
+    ("default_transaction_read_only", "off"),
+    ("search_path", ""),
+    ("statement_timeout", "0"),
+    ("lock_timeout", "0"),
+    ("idle_in_transaction_session_timeout", "0"),
+    ("idle_session_timeout", "0"),
+    ("default_tablespace", ""),
+    ("client_encoding", "UTF8"),
+    ("DateStyle", "ISO"),
+    ("TimeZone", "UTC"),
+    ("client_min_messages", "warning"),
+    # Never let the server log our statements' text: not with log_statement = all, not
+    # when a statement fails (log_min_error_statement), not when it is slow.
+    ("log_statement", "none"),
+    ("log_min_error_statement", "panic"),
+    ("log_min_duration_statement", "-1"),
+    ("log_min_duration_sample", "-1"),
+    ("log_parameter_max_length", "0"),
+    ("log_parameter_max_length_on_error", "0"),
+    # Placeholders on vanilla PostgreSQL; with Neon's extensions loaded they stop DDL
+    # from being forwarded to the control plane and keep our SQL out of audit logs.
+    ("neon.forward_ddl", "false"),
+    ("pgaudit.log", "none"),
+)
+CONNECT_TIMEOUT = 10
+
+
+def _options() -> str:
+    # libpq splits options on whitespace; none of our values contains any.
+    return " ".join(f"-c {name}={value}" for name, value in SESSION_SETTINGS)
+
+
+def conninfo(
+    connstr: str,
+    *,
+    application_name: str,
+    dbname: str | None = None,
+    connect_timeout: float = CONNECT_TIMEOUT,
+) -> str:
+    """``connstr`` with our options appended (the later ``-c`` wins) and ``dbname`` set."""
+    params = conninfo_mod.conninfo_to_dict(connstr)
+    existing = str(params.get("options") or "").strip()
+    params["options"] = f"{existing} {_options()}".strip()
+    params["application_name"] = application_name
+    params["connect_timeout"] = max(1, int(connect_timeout))
+    if dbname is not None:
+        params["dbname"] = dbname
+    return conninfo_mod.make_conninfo("", **params)
+
+
+async def open_session(
+    connstr: str,
+    *,
+    application_name: str,
+    dbname: str | None = None,
+    timeout: float = CONNECT_TIMEOUT,
+) -> Connection:
+    """An open autocommit session under the policy; the caller closes it.
+
+    Every failure to connect, a timeout included, is a ``psycopg.OperationalError``.
+    """
+    info = conninfo(
+        connstr, application_name=application_name, dbname=dbname, connect_timeout=timeout
+    )
+    # libpq's connect_timeout applies per address; the outer bound covers them all.
+    try:
+        return await asyncio.wait_for(
+            psycopg.AsyncConnection.connect(info, autocommit=True), timeout + 1
+        )
+    except TimeoutError:
+        raise psycopg.OperationalError(f"connection timed out after {timeout:.0f} s") from None
+
+
+@contextlib.asynccontextmanager
+async def connect(
+    connstr: str,
+    *,
+    application_name: str,
+    dbname: str | None = None,
+    timeout: float = CONNECT_TIMEOUT,
+) -> AsyncIterator[Connection]:
+    """``open_session``, closed on exit."""
+    conn = await open_session(
+        connstr, application_name=application_name, dbname=dbname, timeout=timeout
+    )
+    try:
+        yield conn
+    finally:
+        await conn.close()

@@ -1,0 +1,91 @@
+"""Nothing unauthenticated reconfigures or terminates the compute (issue 13, security 1).
+
+The internal port (loopback, no auth: postgres itself can reach it) serves only Neon's
+internal routes and the probes; the operator calls the external API with a JWT signed by
+its own key, and the external API refuses the same calls without that key.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+
+import pytest
+
+from tests.apiserver import pod as pod_
+from tests.operator import keys as keys_mod
+
+pytestmark = pytest.mark.apiserver
+
+
+def _call(url: str, method: str = "POST", *, body: Any = None, headers: Any = None) -> int:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(  # noqa: S310 (loopback)
+        url,
+        data=data,
+        method=method,
+        headers={"Content-Type": "application/json", **(headers or {})},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+            code: int = response.status
+            return code
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def test_the_internal_port_refuses_configure_and_terminate(pod: pod_.Pod) -> None:
+    pod.wait_reconciled(1)
+    compute = pod.compute
+    spec = pod.spec(roles=("app", "intruder"))
+    for path in ("/configure", "/terminate?mode=immediate", "/status", "/dbs_and_roles"):
+        method = "GET" if path in ("/status", "/dbs_and_roles") else "POST"
+        assert _call(compute.internal_url + path, method, body={"spec": spec}) == 404, path
+    # What postgres and its extensions call, and the probes, are still there.
+    assert _call(compute.internal_url + "/healthz", "GET") == 200
+    assert _call(compute.internal_url + "/grants", body={}) == 400  # served: a bad body
+    assert compute.status()["status"] == "running"
+    assert ("intruder",) not in pod.catalog("SELECT rolname FROM pg_roles")
+
+
+def test_the_external_api_refuses_the_operators_calls_without_its_key(pod: pod_.Pod) -> None:
+    pod.wait_reconciled(1)
+    compute = pod.compute
+    spec = pod.spec(roles=("app", "intruder"))
+    other = keys_mod.make(
+        compute.workdir / "..", "someone-else"
+    )  # a key compute_ctl does not trust
+    forged = keys_mod.bearer(other, compute.compute_id)
+    for headers, code in (({}, 400), (forged, 401)):
+        assert _call(compute.url + "/configure", body={"spec": spec}, headers=headers) == code
+        assert _call(compute.url + "/terminate?mode=immediate", headers=headers) == code
+        assert _call(compute.url + "/status", "GET", headers=headers) == code
+    # A token for another compute, signed with the right key: 403.
+    wrong_id = keys_mod.bearer(compute.keys, "compute-2")
+    assert _call(compute.url + "/terminate?mode=immediate", headers=wrong_id) == 403
+    assert compute.status()["status"] == "running"
+    assert ("intruder",) not in pod.catalog("SELECT rolname FROM pg_roles")
+
+
+def test_an_operator_without_the_key_cannot_configure(
+    admin: Any, control_plane: Any, resources: Any, operator_account: Any
+) -> None:
+    with pod_.running_pod(
+        admin=admin,
+        plane=control_plane,
+        resources=resources,
+        kubeconfig=operator_account.kubeconfig,
+        account=f"system:serviceaccount:{operator_account.namespace}:{operator_account.name}",
+        resync_interval=1.0,
+        key_file=False,
+    ) as pod:
+
+        def refused() -> dict[str, Any] | None:
+            status = pod.status()
+            reconciled = pod.condition(status, "Reconciled")
+            return status if "HTTP 400" in reconciled.get("message", "") else None
+
+        pod.wait(refused, what="the operator's unauthenticated calls refused")
+        assert pod.compute.status()["status"] == "empty"
