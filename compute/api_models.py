@@ -28,7 +28,6 @@ from compute_ctl.compute import state as state_mod
 
 __all__ = [
     "ComputeStatus",
-    "MigrationsStatus",
     "ComputeStatusResponse",
     "ConfigureRequest",
     "DryRunResponse",
@@ -37,6 +36,7 @@ __all__ = [
     "ExtensionRequest",
     "GrantsRequest",
     "GrantsResponse",
+    "MigrationsStatus",
     "PlannedOperation",
     "Privilege",
     "TerminateResponse",

@@ -144,9 +144,7 @@ def status_body(state: state_mod.ComputeState) -> api_models.ComputeStatusRespon
         pending_restart=list(state.pending_restart),
         mode=desired.mode.type_name if desired else None,
         migrations=(
-            api_models.MigrationsStatus(**state.migrations.as_dict())
-            if state.migrations
-            else None
+            api_models.MigrationsStatus(**state.migrations.as_dict()) if state.migrations else None
         ),
     )
 

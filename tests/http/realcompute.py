@@ -81,8 +81,11 @@ def _wait_running(compute: ComputeProcess, *, timeout: float) -> None:
         if compute.proc.poll() is not None:
             raise RuntimeError(f"compute_ctl exited: {compute.log_tail()}")
         with contextlib.suppress(requests.RequestException):
-            status = compute.status()["status"]
-            if status == "running":
+            body = compute.status()
+            status = body["status"]
+            # Running, and quiet: the start's background migrations have finished.
+            migrations = body.get("migrations") or {}
+            if status == "running" and migrations.get("state") != "running":
                 return
             if status == "failed":
                 raise RuntimeError(f"compute failed: {compute.log_tail()}")
