@@ -333,9 +333,6 @@ class ComputeNode:
     async def _apply_catalog(self, admitted: admission.Admitted, *, concurrency: int) -> None:
         """Neon's ``apply_spec_sql``: the catalog, then the audit phases."""
         spec = admitted.spec
-        self._extensions_interval = extensions_mod.interval_from_spec(
-            spec, default=self.params.installed_extensions_collection_interval
-        )
         await self.catalog.apply_spec(
             connstr=self.connstr(), admitted=admitted, concurrency=concurrency
         )
@@ -346,6 +343,7 @@ class ComputeNode:
         Neon), then the subscribers line and a reload. Failpoint ``temp-override-active``
         holds the start with the override in place."""
         assert self.postmaster is not None
+        self._update_extensions_interval(admitted.spec)
         async with startconf.temp_override(
             write=self.launcher.write_temp_override, reload=self.postmaster.reload
         ):
@@ -356,6 +354,12 @@ class ComputeNode:
         self._spawn(self._run_migrations())
         self.launcher.append_conf_line(startconf.SUBSCRIBERS_LINE)
         await self.postmaster.reload()
+
+    def _update_extensions_interval(self, spec: spec_mod.ComputeSpec) -> None:
+        """Neon: a Primary start's apply and every reconfigure take it from the spec."""
+        self._extensions_interval = extensions_mod.interval_from_spec(
+            spec, default=self.params.installed_extensions_collection_interval
+        )
 
     async def _run_migrations(self) -> None:
         from compute_ctl.compute.migrations import runner
@@ -495,6 +499,7 @@ class ComputeNode:
     async def _reconfigure(self, admitted: admission.Admitted) -> list[str]:
         """Neon's ``reconfigure``: rewrite postgresql.conf and reload before any SQL."""
         assert self.postmaster is not None
+        self._update_extensions_interval(admitted.spec)
         self.launcher.write_conf(admitted)
         await self.postmaster.reload()
         await self.failpoints.hit("before-apply")
