@@ -136,3 +136,27 @@ async def test_primary_start_conf_steps_in_neons_order(scratch: Path) -> None:
         await configuring
         assert n.state.migrations is not None
         assert n.state.migrations.state == "done"
+
+
+async def test_a_failed_migration_shows_in_status_and_metrics(scratch: Path) -> None:
+    port = pgserver.free_port()
+    fps = failpoints.Failpoints.from_env("compute-migration=return(5)", enabled=True)
+    n = node.ComputeNode(
+        helpers.make_params(pgdata=scratch / "pgdata", port=port),
+        config=spec_mod.ComputeConfig.model_validate({"spec": helpers.spec_json(port=port)}),
+        failpoints=fps,
+    )
+    async with helpers.run_node(n):
+        await n.state.wait_for(
+            lambda s: s.migrations is not None and s.migrations.state != "running", timeout=30
+        )
+        progress = n.state.migrations
+        assert progress is not None
+        assert (progress.state, progress.applied, progress.failed_id) == ("failed", 4, 5)
+        # The compute keeps running (Neon: only logged); the id stays at the last commit.
+        assert n.state.status is S.RUNNING
+        assert await _rows(port, "SELECT id FROM neon_migration.migration_id") == [(4,)]
+        value = n.metrics.registry.get_sample_value(
+            "compute_ctl_db_migration_failed_total", {"migration_id": "5"}
+        )
+        assert value == 1.0
