@@ -119,6 +119,9 @@ async def test_primary_start_conf_steps_in_neons_order(scratch: Path) -> None:
         assert await _rows(
             port, "SELECT rolbypassrls FROM pg_roles WHERE rolname = 'neon_superuser'"
         ) == [(True,)]
+        # The migrations' grants are no drift: re-planning the applied spec finds nothing.
+        assert n._desired is not None
+        assert not await n.plan(n._desired)
 
         # Reconfigure: the override again around the apply, truncated after; the append is
         # a start-only step (the rewritten file has the spec's =true again, as in Neon).
