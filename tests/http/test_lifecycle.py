@@ -50,10 +50,12 @@ async def test_status_document(api: Api) -> None:
         "pending_restart",
         "mode",
         "pending_error",
+        "migrations",
     ]
     assert body["status"] == "empty"
     assert body["last_active"] is None
     assert body["mode"] is None
+    assert body["migrations"] is None  # none ran yet
     assert datetime.datetime.fromisoformat(body["start_time"]).tzinfo is not None
     assert body["start_time"].endswith("Z")
 

@@ -216,6 +216,17 @@ class ComputeProcess:
                 raise AssertionError(f"not {wanted} after {timeout} s ({status}):\n{self.log()}")
             time.sleep(0.02)
 
+    def wait_migrations(self, *, timeout: float = 30.0) -> None:
+        """Until the start's background migrations are no longer running (quiet compute)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.status_or_none() or {}
+            if (status.get("migrations") or {}).get("state") != "running":
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"migrations still running after {timeout} s")
+            time.sleep(0.02)
+
     # --- process -----------------------------------------------------------------
 
     def postmaster_pid(self) -> int:
@@ -286,6 +297,7 @@ def running_compute(
         )
         try:
             compute.wait_status("running", timeout=timeout)
+            compute.wait_migrations(timeout=timeout)
             yield compute
         finally:
             compute.terminate()
