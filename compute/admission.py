@@ -304,11 +304,7 @@ def _render_conf(spec: spec_mod.ComputeSpec, rules: Rules, *, where: str) -> str
     if spec.has_neon_storage():
         from compute_ctl.compute import storage
 
-        storage_lines = list(
-            storage.neon_conf_lines(
-                spec, privileged_role=rules.privileged_role, internal_port=rules.internal_port
-            )
-        )
+        storage_lines = storage.neon_conf_lines(spec)
         for line in storage_lines:
             if _UNSAFE_CONF_CHARS.search(line):
                 # Never echo the value: a pageserver URL may carry a password.

@@ -36,6 +36,7 @@ __all__ = [
     "ExtensionRequest",
     "GrantsRequest",
     "GrantsResponse",
+    "MigrationsStatus",
     "PlannedOperation",
     "Privilege",
     "TerminateResponse",
@@ -66,8 +67,22 @@ class _Body(pydantic.BaseModel):
 
     # Rendered bodies carry every field, so the schema marks them all required.
     model_config = pydantic.ConfigDict(
-        extra="ignore", frozen=True, json_schema_mode_override="serialization"
+        extra="ignore",
+        frozen=True,
+        json_schema_serialization_defaults_required=True,
+        json_schema_mode_override="serialization",
     )
+
+
+class MigrationsStatus(_Body):
+    """Where the start-time migrations are: ``applied`` of ``latest`` are in the cluster;
+    ``failed_id`` failed (retried at the next start)."""
+
+    state: Literal["running", "done", "failed"]
+    applied: int | None = None
+    latest: int | None = None
+    failed_id: int | None = None
+    error: str | None = None
 
 
 class ComputeStatusResponse(_Body):
@@ -85,6 +100,16 @@ class ComputeStatusResponse(_Body):
     applied_spec_hash: str = ""
     pending_restart: list[str] = pydantic.Field(default_factory=list)
     mode: Literal["primary", "replica", "static"] | None = None
+    pending_error: str | None = pydantic.Field(
+        default=None,
+        description="Beyond Neon: why the desired spec is not applied yet; it is retried "
+        "meanwhile, and the compute keeps running on its last applied spec.",
+    )
+    migrations: MigrationsStatus | None = pydantic.Field(
+        default=None,
+        description="Beyond Neon: the start-time database migrations (null until a Primary "
+        "start with catalog updates runs them; Neon runs them unobserved)",
+    )
 
     @property
     def serving(self) -> bool:
@@ -139,7 +164,11 @@ class ErrorBody(_Body):
     """Every error answer."""
 
     model_config = pydantic.ConfigDict(
-        extra="ignore", frozen=True, title="Error", json_schema_mode_override="serialization"
+        extra="ignore",
+        frozen=True,
+        title="Error",
+        json_schema_serialization_defaults_required=True,
+        json_schema_mode_override="serialization",
     )
 
     error: str

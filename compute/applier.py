@@ -32,7 +32,13 @@ class PlanLike(Protocol):
 
 class CatalogApplier(Protocol):
     async def apply_spec(
-        self, *, connstr: str, admitted: admission.Admitted, concurrency: int
+        self,
+        *,
+        connstr: str,
+        admitted: admission.Admitted,
+        concurrency: int,
+        # time.monotonic() by which lock waits give up (None: no bound).
+        deadline: float | None = None,
     ) -> object: ...
 
     async def plan_spec(self, *, connstr: str, admitted: admission.Admitted) -> PlanLike: ...
@@ -44,10 +50,15 @@ class ModuleApplier:
     """``compute_ctl.compute.catalog.apply`` and ``.settings``."""
 
     async def apply_spec(
-        self, *, connstr: str, admitted: admission.Admitted, concurrency: int
+        self,
+        *,
+        connstr: str,
+        admitted: admission.Admitted,
+        concurrency: int,
+        deadline: float | None = None,
     ) -> catalog_apply.ApplyResult:
         return await catalog_apply.apply_desired(
-            connstr=connstr, desired=admitted.desired, concurrency=concurrency
+            connstr=connstr, desired=admitted.desired, concurrency=concurrency, deadline=deadline
         )
 
     async def plan_spec(self, *, connstr: str, admitted: admission.Admitted) -> PlanLike:

@@ -28,12 +28,15 @@ import contextlib
 import logging
 import os
 import time
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, Literal
 
 from compute_ctl.compute import (
     admission,
     applier,
+    audit,
     autoscaling,
+    confguard,
     errors,
     failpoints,
     leftovers,
@@ -42,10 +45,13 @@ from compute_ctl.compute import (
     params,
     pgtools,
     postgres,
+    startconf,
 )
+from compute_ctl.compute import installed_extensions as extensions_mod
 from compute_ctl.compute import launcher as launcher_mod
 from compute_ctl.compute import spec as spec_mod
 from compute_ctl.compute import state as state_mod
+from compute_ctl.compute.catalog import settings as catalog_settings
 
 if TYPE_CHECKING:
     from compute_ctl.compute import vm_monitor
@@ -55,6 +61,7 @@ __all__ = ["ComputeNode"]
 logger = logging.getLogger(__name__)
 
 S = state_mod.ComputeStatus
+_TERMINABLE = frozenset({S.EMPTY, S.RUNNING, S.FAILED, S.CONFIGURATION_PENDING, S.CONFIGURATION})
 _TERMINATE_TARGET = {
     "fast": S.TERMINATION_PENDING_FAST,
     "immediate": S.TERMINATION_PENDING_IMMEDIATE,
@@ -69,7 +76,43 @@ def _needs_reconfigure(s: state_mod.ComputeState) -> bool:
 
 
 def _configurator_wakes(s: state_mod.ComputeState) -> bool:
-    return s.status.terminating or s.status is S.FAILED or _needs_reconfigure(s)
+    return s.status.terminating or s.status is S.FAILED or _retry_due(s)
+
+
+def _configure_settled(s: state_mod.ComputeState, generation: int) -> bool:
+    """A ``/configure`` of ``generation`` has its answer: applied, failed or refused."""
+    return (
+        s.applied_generation >= generation
+        or s.failed_generation >= generation
+        or s.rejected_generation >= generation
+        or s.status is S.FAILED
+        or s.status.terminating
+    )
+
+
+def _retry_due(s: state_mod.ComputeState) -> bool:
+    """Reconfigure now: no failed attempt is waiting out its backoff, or a newer spec came."""
+    return _needs_reconfigure(s) and (
+        s.pending_error is None or s.desired_generation > s.failed_generation
+    )
+
+
+_RETRY_FIRST_S = 0.5
+_RETRY_CAP_S = 30.0
+_BACKSTOP_S = 5.0
+_RESTORE_RELOAD_S = 5.0
+
+
+def _retry_delay(failures: int) -> float:
+    """Capped exponential backoff between attempts at a spec that failed."""
+    return min(_RETRY_CAP_S, _RETRY_FIRST_S * 2.0 ** max(failures - 1, 0))
+
+
+class _Phase:
+    """Where an attempt is, for the error that names it."""
+
+    def __init__(self, now: str) -> None:
+        self.now = now
 
 
 def _applies_catalog(admitted: admission.Admitted) -> bool:
@@ -78,7 +121,7 @@ def _applies_catalog(admitted: admission.Admitted) -> bool:
 
 
 class ComputeNode:
-    """One compute: its state, its postmaster and the configurator (CONTRACTS "ComputeNode")."""
+    """One compute: its state, its postmaster and the configurator."""
 
     def __init__(
         self,
@@ -118,6 +161,9 @@ class ComputeNode:
         self.metrics = metrics.Metrics(build_tag=params.build_tag, state=self.state)
         self._vm_monitor: vm_monitor.VmMonitor | None = None
         self._background: set[asyncio.Task[None]] = set()
+        self._conf = confguard.ConfGuard(metrics=self.metrics)
+        # Seconds between installed-extensions reports (the spec changes it).
+        self._extensions_interval = params.installed_extensions_collection_interval
 
     # --- inputs ----------------------------------------------------------------
 
@@ -139,32 +185,37 @@ class ComputeNode:
         admitted = self.admit(config).spec
         if admitted is None:
             raise errors.AdmissionError("spec: a spec is required")
+        await self._check_setting_values(admitted.spec)
         async with self.state.lock() as s:
             if s.status not in (S.EMPTY, S.RUNNING):
                 raise errors.StatusError(f"invalid compute status: {s.status.kebab}")
             generation = self._set_desired(s, admitted)
             s.set_status(S.CONFIGURATION_PENDING)
-        await self.state.wait_for(
-            lambda s: (
-                s.applied_generation >= generation or s.status is S.FAILED or s.status.terminating
-            )
-        )
-        if self.state.applied_generation < generation:
-            reason = self.state.error or f"compute is {self.state.status.kebab}"
-            raise errors.ComputeError(f"compute configuration failed: {reason}")
+        await self.state.wait_for(lambda s: _configure_settled(s, generation))
+        s = self.state
+        if s.rejected_generation == generation:
+            raise errors.ConfigError(s.rejection or "the spec was refused")
+        if s.applied_generation >= generation:
+            return
+        if s.failed_generation >= generation and s.pending_error is not None:
+            reason = s.pending_error
+        else:
+            reason = s.error or f"compute is {s.status.kebab}"
+        raise errors.ComputeError(f"compute configuration failed: {reason}")
 
     async def terminate(self, mode: Literal["fast", "immediate"]) -> tuple[bool, str | None]:
         """Neon's ``/terminate``: ``(already_terminated, lsn)`` once postgres has stopped.
 
         Allowed from empty, running and failed (beyond Neon, so a failed compute can be
-        ended early); a second call joins a pending termination, and ``immediate``
-        escalates a pending fast one.
+        ended early), and during a configuration, which it cancels (beyond Neon: a stuck
+        apply must not make a compute unstoppable); a second call joins a pending
+        termination, and ``immediate`` escalates a pending fast one.
         """
         target = _TERMINATE_TARGET[mode]
         async with self.state.lock() as s:
             if s.status is S.TERMINATED:
                 return True, s.terminate_lsn
-            if s.status in (S.EMPTY, S.RUNNING, S.FAILED) or (
+            if s.status in _TERMINABLE or (
                 s.status is S.TERMINATION_PENDING_FAST and target is not s.status
             ):
                 s.set_status(target)
@@ -198,6 +249,7 @@ class ComputeNode:
             S.CONFIGURATION,
         ):
             raise errors.StatusError(f"invalid compute status: {self.state.status.kebab}")
+        await self._check_setting_values(admitted.spec)
         return await self.catalog.plan_spec(connstr=self.connstr(), admitted=admitted)
 
     def _set_desired(self, s: state_mod.ComputeState, admitted: admission.Admitted) -> int:
@@ -300,11 +352,9 @@ class ComputeNode:
         await self.failpoints.hit("before-apply")
         started = time.monotonic()
         if _applies_catalog(admitted):
-            await self.catalog.apply_spec(
-                connstr=self.connstr(),
-                admitted=admitted,
-                concurrency=applier.start_concurrency(spec),
-            )
+            await self._configure_as_primary(admitted)
+        if spec.mode.kind == "Primary":
+            self._spawn(extensions_mod.report(connstr=self.connstr(), metrics=self.metrics))
         config_ms = state_mod.monotonic_ms(started)
         await self.failpoints.hit("after-apply")
         self._vm_monitor = await autoscaling.start_vm_monitor(self.params, spec)
@@ -317,6 +367,81 @@ class ComputeNode:
             if s.status is S.INIT:  # else a termination arrived meanwhile: supervise handles it
                 s.set_status(S.RUNNING)
         logger.info("compute running: %s", self.state.timings.as_dict())
+        if audit.is_compliance(spec.audit_log_level):
+            self._spawn(audit.watch_log_dir(pgdata=self.params.pgdata, metrics=self.metrics))
+        self._spawn(
+            extensions_mod.run_periodically(
+                connstr=self.connstr(),
+                metrics=self.metrics,
+                interval=lambda: self._extensions_interval,
+            )
+        )
+
+    # --- Neon's Primary start steps (parity: startconf, audit, migrations) ---------
+
+    async def _apply_catalog(
+        self, admitted: admission.Admitted, *, concurrency: int, deadline: float | None = None
+    ) -> None:
+        """Neon's ``apply_spec_sql``: the catalog, then the audit phases."""
+        spec = admitted.spec
+        await self.catalog.apply_spec(
+            connstr=self.connstr(), admitted=admitted, concurrency=concurrency, deadline=deadline
+        )
+        await audit.apply_sql(connstr=self.connstr(), level=spec.audit_log_level)
+
+    async def _configure_as_primary(self, admitted: admission.Admitted) -> None:
+        """The apply under the temporary override, the migrations (in the background, as
+        Neon), then the subscribers line and a reload. Failpoint ``temp-override-active``
+        holds the start with the override in place."""
+        assert self.postmaster is not None
+        self._update_extensions_interval(admitted.spec)
+        async with startconf.temp_override(
+            write=self.launcher.write_temp_override, reload=self.postmaster.reload
+        ):
+            await self.failpoints.hit("temp-override-active")
+            await self._apply_catalog(
+                admitted, concurrency=applier.start_concurrency(admitted.spec)
+            )
+        self._spawn(self._run_migrations())
+        self.launcher.append_conf_line(startconf.SUBSCRIBERS_LINE)
+        await self.postmaster.reload()
+
+    def _update_extensions_interval(self, spec: spec_mod.ComputeSpec) -> None:
+        """Neon: a Primary start's apply and every reconfigure take it from the spec."""
+        self._extensions_interval = extensions_mod.interval_from_spec(
+            spec, default=self.params.installed_extensions_collection_interval
+        )
+
+    async def _run_migrations(self) -> None:
+        from compute_ctl.compute.migrations import runner
+
+        async with self.state.lock() as s:
+            s.set_migrations(state_mod.MigrationsProgress(state="running"))
+        try:
+            outcome = await runner.run(
+                connstr=self.connstr(),
+                privileged_role=self.params.privileged_role_name,
+                metrics=self.metrics,
+                failpoints=self.failpoints,
+            )
+            progress = state_mod.MigrationsProgress(
+                state="failed" if outcome.failed_id is not None else "done",
+                applied=outcome.applied,
+                latest=outcome.latest,
+                failed_id=outcome.failed_id,
+                error=outcome.error,
+            )
+        except Exception as e:
+            logger.error("Failed to run migrations: %s", e)
+            progress = state_mod.MigrationsProgress(state="failed", error=str(e))
+        async with self.state.lock() as s:
+            s.set_migrations(progress)
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """A background task of this compute, cancelled when it ends."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _failed_start(self, failure: BaseException) -> int:
         logger.error("compute start failed: %s", failure, exc_info=failure)
@@ -365,6 +490,8 @@ class ComputeNode:
 
     async def _cleanup(self) -> None:
         self._finished = True
+        for task in list(self._background):
+            task.cancel()
         await self.launcher.discard_prewarm()
         await self._stop_vm_monitor()
         if self.postmaster is not None:
@@ -382,6 +509,9 @@ class ComputeNode:
     # --- the configurator --------------------------------------------------------
 
     async def _configurator(self) -> None:
+        if self.postmaster is not None:
+            await self._conf.warm(connstr=self.connstr(), server=self.postmaster.pid)
+        failures = 0  # consecutive failed attempts at the desired spec
         while True:
             async with self.state.lock() as s:
                 logger.debug(
@@ -390,13 +520,16 @@ class ComputeNode:
                     s.desired_generation,
                     s.applied_generation,
                 )
+                retrying = s.pending_error is not None
             # Neon lost a wake-up exactly here: the lock is released before the wait.
             await self.failpoints.hit("configurator-observed")
+            wait = _retry_delay(failures) if retrying else self.params.resync_interval
             try:
-                await self.state.wait_for(_configurator_wakes, timeout=self.params.resync_interval)
+                await self.state.wait_for(_configurator_wakes, timeout=wait)
             except TimeoutError:
-                await self._resync()
-                continue
+                if not retrying:
+                    await self._resync()
+                    continue
             async with self.state.lock() as s:
                 if s.status.terminating or s.status is S.FAILED:
                     return
@@ -407,42 +540,140 @@ class ComputeNode:
                 s.set_status(S.CONFIGURATION)
             try:
                 with self.metrics.reconcile():
-                    pending = await self._reconfigure(admitted)
-            except Exception as e:
-                logger.error("reconfiguration failed: %s", e, exc_info=e)
+                    pending = await self._attempt(admitted)
+            except errors.PostgresExited:
+                return  # the supervisor sees the exit and fails the compute
+            except errors.ConfigError as e:
+                logger.error("spec refused by postgres, keeping the applied one: %s", e)
+                self._write_applied_conf()
                 async with self.state.lock() as s:
-                    if not s.status.terminating:
-                        s.set_status(S.FAILED, error=str(e))
-                return
+                    if s.desired_generation == generation:
+                        self._desired = self._applied
+                    s.reject_desired(generation, str(e))
+                    if s.status is S.CONFIGURATION:
+                        s.set_status(S.RUNNING)
+                await self._reload_applied_conf()
+                continue
+            except Exception as e:
+                failures += 1
+                logger.error(
+                    "reconfiguration failed (attempt %d, retry in %.1f s): %s",
+                    failures,
+                    _retry_delay(failures),
+                    e,
+                    exc_info=e,
+                )
+                self._write_applied_conf()
+                async with self.state.lock() as s:
+                    s.fail_attempt(generation, str(e))
+                    if s.status is S.CONFIGURATION:
+                        s.set_status(S.RUNNING)
+                await self._reload_applied_conf()
+                continue
+            failures = 0
             async with self.state.lock() as s:
                 self._set_applied(s, admitted, generation)
                 s.pending_restart = pending
                 if s.status is S.CONFIGURATION:
                     s.set_status(S.RUNNING)
 
-    async def _reconfigure(self, admitted: admission.Admitted) -> list[str]:
+    async def _attempt(self, admitted: admission.Admitted) -> list[str]:
+        """One bounded attempt at ``admitted``; errors name the phase that failed."""
+        phases = _Phase("postgresql.conf")
+        deadline = time.monotonic() + self.params.apply_timeout
+        try:
+            # A backstop past the catalog's own deadline, so its error (naming the object
+            # that waited) normally comes first.
+            async with asyncio.timeout(self.params.apply_timeout + _BACKSTOP_S):
+                return await self._reconfigure(admitted, deadline=deadline, phases=phases)
+        except TimeoutError:
+            raise errors.ComputeError(
+                f"{phases.now}: postgres did not answer within {self.params.apply_timeout:g} s"
+            ) from None
+        except (errors.ApplyError, errors.ConfigError, errors.PostgresExited):
+            raise
+        except Exception as e:
+            raise errors.ComputeError(f"{phases.now}: {e}") from e
+
+    async def _reconfigure(
+        self, admitted: admission.Admitted, *, deadline: float, phases: _Phase
+    ) -> list[str]:
         """Neon's ``reconfigure``: rewrite postgresql.conf and reload before any SQL."""
         assert self.postmaster is not None
+        self._update_extensions_interval(admitted.spec)
         self.launcher.write_conf(admitted)
-        await self.postmaster.reload()
+        async with asyncio.timeout(max(deadline - time.monotonic(), 0.1)):
+            report = await self._inspect_conf(admitted.spec)
+        if report.refused:
+            raise errors.ConfigError("; ".join(report.refused))
+        await self._conf.repair(report, connstr=self.connstr())
+        phases.now = "reload"
+        await self.postmaster.reload(timeout=max(deadline - time.monotonic(), 0.1))
         await self.failpoints.hit("before-apply")
+        phases.now = "catalog"
         if _applies_catalog(admitted):
-            await self.catalog.apply_spec(
-                connstr=self.connstr(),
-                admitted=admitted,
-                concurrency=admitted.spec.reconfigure_concurrency,
-            )
+            async with startconf.temp_override(
+                write=self.launcher.write_temp_override, reload=self.postmaster.reload
+            ):
+                await self._apply_catalog(
+                    admitted, concurrency=admitted.spec.reconfigure_concurrency, deadline=deadline
+                )
+            await self.postmaster.reload(timeout=max(deadline - time.monotonic(), 0.1))
         await self.failpoints.hit("after-apply")
         pending = await self.catalog.pending_restart(connstr=self.connstr())
         if pending:
             logger.warning("settings waiting for a restart: %s", ", ".join(pending))
         return pending
 
+    def _write_applied_conf(self) -> None:
+        """After a failed attempt: the conf on disk is the applied spec's again."""
+        if self._applied is None:
+            return
+        try:
+            self.launcher.write_conf(self._applied)
+        except Exception as e:  # a full disk, say: the next attempt rewrites it anyway
+            logger.error("cannot restore the applied spec's postgresql.conf: %s", e)
+
+    async def _reload_applied_conf(self) -> None:
+        """...and in effect, once postgres reloads (the SIGHUP is sent first, so a postgres
+        that cannot answer now loads it when it resumes)."""
+        if self.postmaster is None:
+            return
+        try:
+            await self.postmaster.reload(timeout=_RESTORE_RELOAD_S)
+        except Exception as e:
+            logger.warning("the applied spec's postgresql.conf is back, reload pending: %s", e)
+
+    # --- settings as postgres sees them (beyond Neon) -----------------------------
+
+    async def _check_setting_values(self, spec: spec_mod.ComputeSpec) -> None:
+        """On a running compute: a value PostgreSQL would refuse is a ``ConfigError``."""
+        if self.postmaster is None or self.state.status is not S.RUNNING:
+            return
+        await self._conf.check_values(spec, connstr=self.connstr(), server=self.postmaster.pid)
+
+    async def _inspect_conf(self, spec: spec_mod.ComputeSpec) -> catalog_settings.ConfReport:
+        assert self.postmaster is not None
+        return await self._conf.inspect(spec, connstr=self.connstr(), server=self.postmaster.pid)
+
+    async def _resync_settings(self, spec: spec_mod.ComputeSpec) -> None:
+        assert self.postmaster is not None
+        report = await self._inspect_conf(spec)
+        if report.overrides:
+            await self._conf.repair(report, connstr=self.connstr())
+            await self.postmaster.reload(timeout=self.params.apply_timeout)
+
     async def _resync(self) -> None:
         """Timer wake-up: re-plan the applied spec and correct drift (beyond Neon)."""
         async with self.state.lock() as s:
             admitted = self._applied if s.status is S.RUNNING else None
-        if admitted is None or not _applies_catalog(admitted):
+        if admitted is None or self.postmaster is None:
+            return
+        try:
+            await self._resync_settings(admitted.spec)
+        except Exception as e:
+            logger.warning("settings drift check failed: %s", e)
+        if not _applies_catalog(admitted):
             return
         try:
             with self.metrics.reconcile() as record:
@@ -455,6 +686,7 @@ class ComputeNode:
                     connstr=self.connstr(),
                     admitted=admitted,
                     concurrency=admitted.spec.reconfigure_concurrency,
+                    deadline=time.monotonic() + self.params.apply_timeout,
                 )
         except Exception as e:
             logger.warning("drift check failed: %s", e)

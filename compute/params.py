@@ -107,7 +107,7 @@ def parse_connstr(connstr: str) -> LocalConn:
 
 @dataclasses.dataclass(frozen=True)
 class Params:
-    """The CLI's flags and environment (CONTRACTS "Params"); see ``cli`` for their meaning."""
+    """The CLI's flags and environment; see ``cli`` for their meaning."""
 
     pgdata: Path
     connstr: str
@@ -144,6 +144,9 @@ class Params:
     # default: then only the 0700 socket directory reaches it, and compute_ctl connects
     # through that socket (``superuser_conninfo``).
     trust_superuser_on_loopback: bool = False
+    # Beyond Neon: the bound of one configuration attempt (conf, reload, catalog apply).
+    # A failed attempt is answered 500 and retried with backoff; the compute stays running.
+    apply_timeout: float = 120.0
 
     @property
     def local(self) -> LocalConn:
@@ -186,3 +189,5 @@ class Params:
         parse_connstr(self.connstr)
         if self.resync_interval <= 0:
             raise errors.ConfigError("--resync-interval must be positive")
+        if self.apply_timeout <= 0:
+            raise errors.ConfigError("--apply-timeout must be positive")

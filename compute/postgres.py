@@ -8,6 +8,11 @@ user, with a parent-death signal (``pgtools``), so it cannot outlive compute_ctl
 Ready means the last line of ``postmaster.pid`` says ``ready`` (``standby`` for a hot
 standby), polled every 20 ms; a child that exits first fails the start at once.
 
+The postmaster's exit is read from its own process (a pidfd, ``_exit_status``), never
+from ``asyncio``'s ``Process.wait()``: on Python 3.11 that returns only once the stdout
+pipe closes, and every backend inherits the pipe, so a SIGKILLed postmaster under a
+long query would look alive for as long as the query runs.
+
 Stop modes follow Patroni's table: smart = SIGTERM, fast = SIGINT, immediate = SIGQUIT.
 This module knows nothing of specs or state; ``node`` decides when to call it.
 """
@@ -76,6 +81,54 @@ def _pm_status(pidfile: Path) -> str | None:
     return lines[7].strip() if len(lines) >= 8 else None
 
 
+def _decode_waitid(result: os.waitid_result) -> int:
+    """A ``Popen.returncode`` from a ``waitid`` result (negative: killed by that signal)."""
+    if result.si_code == os.CLD_EXITED:
+        return result.si_status
+    return -result.si_status
+
+
+async def _exit_status(proc: asyncio.subprocess.Process) -> int:
+    """The child's return code, as soon as the child itself has exited.
+
+    A pidfd becomes readable when the process exits, whatever its children (which hold
+    the stdout pipe) do. The status is read with ``WNOWAIT``, leaving the zombie to
+    asyncio's child watcher, which reaps it; if the watcher was first, its return code
+    is already (or about to be) on ``proc``.
+    """
+    try:
+        fd = os.pidfd_open(proc.pid)
+    except OSError:  # already reaped (or no pidfd support): asyncio has the status
+        return await proc.wait()
+    loop = asyncio.get_running_loop()
+    try:
+        exited: asyncio.Future[None] = loop.create_future()
+
+        def readable() -> None:
+            if not exited.done():
+                exited.set_result(None)
+
+        loop.add_reader(fd, readable)
+        try:
+            await exited
+        finally:
+            loop.remove_reader(fd)
+        while proc.returncode is None:
+            try:
+                # WNOHANG: never blocks.
+                result = os.waitid(  # noqa: ASYNC222
+                    os.P_PIDFD, fd, os.WEXITED | os.WNOWAIT | os.WNOHANG
+                )
+            except ChildProcessError:  # reaped meanwhile: the watcher's callback is queued
+                result = None
+            if result is not None:
+                return _decode_waitid(result)
+            await asyncio.sleep(0.001)
+        return proc.returncode
+    finally:
+        os.close(fd)
+
+
 class Postmaster:
     """One spawned postmaster. Create with ``spawn``; then ``wait_ready``."""
 
@@ -90,7 +143,7 @@ class Postmaster:
         self.pgdata = pgdata
         self.connstr = connstr
         self._tail: collections.deque[str] = collections.deque(maxlen=20)
-        self._exited = asyncio.get_running_loop().create_task(proc.wait())
+        self._exited = asyncio.get_running_loop().create_task(_exit_status(proc))
         self._relog: asyncio.Task[None] | None = None
         if proc.stdout is not None:
             self._relog = asyncio.get_running_loop().create_task(self._relog_lines(proc.stdout))
@@ -125,7 +178,7 @@ class Postmaster:
 
     @property
     def returncode(self) -> int | None:
-        return self._proc.returncode
+        return self._exited.result() if self._exited.done() else None
 
     def log_tail(self) -> str:
         return "\n".join(self._tail)
@@ -169,7 +222,7 @@ class Postmaster:
     # --- control ---------------------------------------------------------------
 
     def signal(self, sig: signal.Signals) -> None:
-        if self._proc.returncode is None:
+        if self._proc.returncode is None and not self._exited.done():
             with contextlib.suppress(ProcessLookupError):
                 self._proc.send_signal(sig)
 
@@ -209,19 +262,32 @@ class Postmaster:
         """SIGHUP the postmaster and return once it has loaded its config files.
 
         A bare SIGHUP is asynchronous; callers (the configurator, tests) need to know that
-        a new connection sees the new settings, so wait until ``pg_conf_load_time()``
-        advances. A config file with a syntax error is not loaded and times out.
+        a new connection sees the new settings, so wait until ``pg_conf_load_time()`` is
+        past the moment of the signal (same host, same clock). The signal goes first, so
+        even a reload that times out (a stopped postmaster) is delivered and takes effect
+        when postgres resumes. A config file with a syntax error is not loaded and times
+        out.
         """
-        before = await self._conf_load_time()
+        import psycopg  # lazily: libpq loads off the start-up path (cli)
+
+        sent = datetime.datetime.now(datetime.UTC)
         self.signal(signal.SIGHUP)
         deadline = time.monotonic() + timeout
-        while await self._conf_load_time() <= before:
+        cause = "see the PG: log lines"
+        while True:
+            try:
+                async with asyncio.timeout(max(deadline - time.monotonic(), 0.001)):
+                    if await self._conf_load_time() >= sent:
+                        return
+            except TimeoutError:
+                cause = "postgres does not answer"
+            except psycopg.OperationalError as e:  # e.g. restarting after a backend crash
+                cause = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             if self._exited.done():
                 raise errors.PostgresExited(self._exited.result())
             if time.monotonic() > deadline:
                 raise errors.PostgresError(
-                    f"postgres did not load its configuration within {timeout:.0f} s "
-                    "(see the PG: log lines)"
+                    f"postgres did not load its configuration within {timeout:.1f} s ({cause})"
                 )
             await asyncio.sleep(_RELOAD_POLL_S)
 

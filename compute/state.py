@@ -14,7 +14,15 @@ The status machine (Neon's, ``compute_tools/README.md``)::
                                                            │           │
                                                      configuration ────┘
     any live state ──/terminate, signal──▶ termination_pending_{fast,immediate} ──▶ terminated
-    init, configuration, running ──error──▶ failed
+    init ──error──▶ failed;  running, configuration ──postgres exits──▶ failed
+    configuration ──apply fails (pending_error) or spec refused──▶ running
+
+``failed`` is kept for what a restart alone can cure (postgres gone, the start failing).
+An apply that fails on a healthy postgres (beyond Neon, which goes ``failed`` for good)
+goes back to ``running`` on the last applied spec and records ``pending_error``; the
+configurator retries the desired spec until it applies or a newer one replaces it. A
+desired spec postgres itself refuses (``reject_desired``) is dropped: desired goes back
+to the applied spec.
 
 Rules: every mutation happens with the lock held (``async with state.lock():``) and
 wakes every waiter; every wait is ``wait_for(predicate)``, which reads the predicate
@@ -40,6 +48,7 @@ __all__ = [
     "ComputeState",
     "ComputeStatus",
     "IllegalTransition",
+    "MigrationsProgress",
     "Timings",
 ]
 
@@ -97,6 +106,24 @@ class IllegalTransition(RuntimeError):
         self.new = new
 
 
+@dataclasses.dataclass(frozen=True)
+class MigrationsProgress:
+    """Beyond Neon: where the start-time migrations are (``/status`` field ``migrations``).
+
+    ``state`` is ``running``, ``done`` or ``failed``; ``applied`` of ``latest`` migrations
+    are in the cluster; ``failed_id`` names the migration that failed (retried at the
+    next start)."""
+
+    state: str
+    applied: int | None = None
+    latest: int | None = None
+    failed_id: int | None = None
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        return dataclasses.asdict(self)
+
+
 @dataclasses.dataclass
 class Timings:
     """Startup timings under Neon's ``/metrics.json`` names (milliseconds unless named)."""
@@ -126,6 +153,7 @@ class ComputeState:
         self._cond = asyncio.Condition()
         self._clock = clock or (lambda: datetime.datetime.now(datetime.UTC))
         self.status = ComputeStatus.EMPTY
+        self.status_since = time.monotonic()  # when ``status`` last changed
         self.start_time: datetime.datetime = self._clock()
         self.error: str | None = None
         # Desired: what inputs asked for. Applied: what the configurator last reached.
@@ -137,9 +165,17 @@ class ComputeState:
         self.applied_hash = ""
         self.config: spec_mod.ComputeCtlConfig = spec_mod.ComputeCtlConfig()
         self.pending_restart: list[str] = []
+        # Beyond Neon: the last failed attempt at the desired spec (retried meanwhile), and
+        # the last desired spec that was dropped because postgres refused it.
+        self.pending_error: str | None = None
+        self.failed_generation = 0
+        self.rejected_generation = 0
+        self.rejection: str | None = None
         self.last_active: datetime.datetime | None = None
         self.timings = Timings()
         self.terminate_lsn: str | None = None
+        # None until a Primary start with catalog updates runs them (never on reconfigure).
+        self.migrations: MigrationsProgress | None = None
         self.transitions: list[tuple[ComputeStatus, ComputeStatus]] = []
         self.listeners: list[Callable[[ComputeStatus, ComputeStatus], None]] = []
 
@@ -174,6 +210,7 @@ class ComputeState:
         if new not in TRANSITIONS[old]:
             raise IllegalTransition(old, new)
         self.status = new
+        self.status_since = time.monotonic()
         if error is not None:
             self.error = error
         elif new in (ComputeStatus.RUNNING, ComputeStatus.INIT):
@@ -198,6 +235,33 @@ class ComputeState:
         self.applied = spec
         self.applied_generation = generation
         self.applied_hash = spec_mod.spec_hash(spec)
+        if generation >= self.failed_generation:
+            self.pending_error = None
+        self._cond.notify_all()
+
+    def fail_attempt(self, generation: int, error: str) -> None:
+        """An attempt at desired ``generation`` failed; it stays desired and is retried."""
+        self._require_lock()
+        self.failed_generation = generation
+        self.pending_error = error
+        self._cond.notify_all()
+
+    def reject_desired(self, generation: int, error: str) -> None:
+        """Desired ``generation`` cannot apply (postgres refuses it): drop it, so desired is
+        the applied spec again and nothing is retried."""
+        self._require_lock()
+        self.rejected_generation = generation
+        self.rejection = error
+        if self.desired_generation == generation and self.applied is not None:
+            self.desired = self.applied
+            self.desired_hash = self.applied_hash
+            self.applied_generation = generation
+            self.pending_error = None
+        self._cond.notify_all()
+
+    def set_migrations(self, progress: MigrationsProgress) -> None:
+        self._require_lock()
+        self.migrations = progress
         self._cond.notify_all()
 
     def touch_active(self, when: datetime.datetime) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import kopf
 
-from compute_ctl.compute import admission
+from compute_ctl.compute import admission, logformat
 from compute_ctl.operator import client, config, credentials, handlers, reconcile
 
 logger = logging.getLogger(__name__)
@@ -45,15 +45,21 @@ async def run(cfg: config.OperatorConfig) -> None:
         )
 
 
+def _quiet_ticks(record: logging.LogRecord) -> bool:
+    """Drop kopf's per-tick lines of the resync timer (``Timer 'resync' succeeded``)."""
+    message = record.getMessage()
+    return not (message.startswith("Timer 'resync' ") and record.levelno <= logging.INFO)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     try:
         cfg = config.parse(sys.argv[1:] if argv is None else argv)
     except config.ConfigError as exc:
         sys.stderr.write(f"compute-ctl-operator: {exc}\n")
         sys.exit(2)
-    logging.basicConfig(
-        level=cfg.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logformat.setup(level=cfg.log_level, fmt=cfg.log_format, compute_id=cfg.compute_id)
+    # The --watch-interval timer runs every second; kopf would log each tick at INFO.
+    logging.getLogger("kopf.objects").addFilter(_quiet_ticks)
     logger.info("managing %s/%s through %s", cfg.namespace, cfg.name, cfg.compute_url)
     asyncio.run(run(cfg))
 

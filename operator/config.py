@@ -46,6 +46,7 @@ class OperatorConfig:
     token_file: Path | None = None
     liveness: str | None = None  # e.g. http://0.0.0.0:8080/healthz
     log_level: str = "INFO"
+    log_format: str = "text"  # or "json" (compute.logformat)
     # What admission must know of the compute: its -C user and database, and its
     # --privileged-role-name (the compute's own admission has the final word).
     compute_superuser: str = "cloud_admin"
@@ -78,6 +79,9 @@ def parse(argv: Sequence[str], env: Mapping[str, str] | None = None) -> Operator
     parser.add_argument("--token-file", type=Path)
     parser.add_argument("--liveness", default=env.get("OPERATOR_LIVENESS"))
     parser.add_argument("--log-level", default=env.get("LOG_LEVEL", "INFO"))
+    parser.add_argument(
+        "--log-format", choices=("text", "json"), default=env.get("LOG_FORMAT", "text")
+    )
     parser.add_argument(
         "--compute-superuser",
         default=env.get("COMPUTE_SUPERUSER", OperatorConfig.compute_superuser),
@@ -127,6 +131,7 @@ def parse(argv: Sequence[str], env: Mapping[str, str] | None = None) -> Operator
         token_file=args.token_file,
         liveness=args.liveness,
         log_level=args.log_level.upper(),
+        log_format=args.log_format,
         compute_superuser=args.compute_superuser,
         compute_dbname=args.compute_dbname,
         privileged_role=args.privileged_role_name,

@@ -25,26 +25,30 @@ be reached cannot be terminated either).
 (``metadata.name=NAME``) and a client-side ``when`` filter (for API servers that ignore
 selectors), in one namespace, standalone (no peering), with cluster scanning disabled, so
 a namespaced Role (get/list/watch/patch on computespecs and computespecs/status,
-create/patch on events) is all it needs. kopf keeps its progress and last-handled spec
-in annotations under the group's prefix, never in ``.status``.
+create/patch on events) is all it needs. kopf keeps its progress and a hash of the
+last-handled spec (``diffbase``) in annotations under the group's prefix, never in
+``.status``.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 from typing import Any
 
 import kopf
 
 from compute_ctl.operator import client as client_mod
 from compute_ctl.operator import config as config_mod
-from compute_ctl.operator import reconcile, resource, status
+from compute_ctl.operator import diffbase, reconcile, resource, status
 
 __all__ = ["build_registry", "build_settings"]
 
 logger = logging.getLogger(__name__)
 
 _RESOURCE = (resource.GROUP, resource.VERSION, resource.PLURAL)
+REPORTING_COMPONENT = "compute-ctl-operator"
 
 
 def build_settings(cfg: config_mod.OperatorConfig) -> kopf.OperatorSettings:
@@ -53,9 +57,13 @@ def build_settings(cfg: config_mod.OperatorConfig) -> kopf.OperatorSettings:
     settings.scanning.disabled = True  # no namespace/CRD watching: no cluster-wide RBAC
     settings.posting.enabled = True
     settings.posting.loggers = False  # our own events only, not kopf's log lines
+    # Events come from the operator by name (kubectl describe's "From"), not "kopf"/"dev".
+    settings.posting.reporting_component = REPORTING_COMPONENT
+    settings.posting.reporting_instance = cfg.compute_id or cfg.name
     settings.persistence.finalizer = resource.FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=resource.GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+    # A hash of the last handled spec, not a copy of it (it holds password verifiers).
+    settings.persistence.diffbase_storage = diffbase.HashedDiffBaseStorage(
         prefix=resource.GROUP, key="last-handled-spec"
     )
     # A tuple key: the string 'group/plural' silently matches nothing in kopf 1.45.
@@ -70,6 +78,27 @@ def build_settings(cfg: config_mod.OperatorConfig) -> kopf.OperatorSettings:
     return settings
 
 
+_SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+
+
+def _in_cluster() -> kopf.ConnectionInfo | None:
+    """The in-cluster login as client-go does it: the API server from
+    KUBERNETES_SERVICE_HOST/PORT (kopf's login_with_service_account names
+    kubernetes.default.svc, which a hostNetwork pod without cluster DNS cannot resolve)."""
+    token_path, host = _SA_DIR / "token", os.environ.get("KUBERNETES_SERVICE_HOST")
+    if host is None or not token_path.exists():
+        return None
+    port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
+    namespace = _SA_DIR / "namespace"
+    ca = _SA_DIR / "ca.crt"
+    return kopf.ConnectionInfo(
+        server=f"https://{f'[{host}]' if ':' in host else host}:{port}",
+        ca_path=str(ca) if ca.exists() else None,
+        token=token_path.read_text().strip(),
+        default_namespace=namespace.read_text().strip() if namespace.exists() else None,
+    )
+
+
 def build_registry(
     cfg: config_mod.OperatorConfig, reconciler: reconcile.Reconciler
 ) -> kopf.OperatorRegistry:
@@ -81,7 +110,9 @@ def build_registry(
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
         if cfg.server is None:
-            info: kopf.ConnectionInfo | None = kopf.login_via_client(**kwargs)
+            # In a pod, the ServiceAccount token; elsewhere, $KUBECONFIG (kopf's own login).
+            # No client library needed (login_via_client needs `kubernetes`: 126 MB in the image).
+            info: kopf.ConnectionInfo | None = _in_cluster() or kopf.login_with_kubeconfig(**kwargs)
             return info
         token = cfg.token_file.read_text().strip() if cfg.token_file else None
         return kopf.ConnectionInfo(

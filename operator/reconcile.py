@@ -13,7 +13,10 @@ status and the events the change deserves (``Outcome``). What it does in between
   ``Conflict``, ``status.conflictSpecHash``, a Warning event), and the next reconcile
   pushes the resource's spec: the resource is the one source of truth, and an override
   is visible before it is undone;
-- the compute refused this exact spec before (HTTP 400): not pushed again until it changes;
+- the compute refused this exact spec before (HTTP 400), as this process saw: not pushed
+  again until it changes. A refusal is never read back from the stored status: anyone
+  allowed to patch the status subresource could otherwise freeze reconciling with a forged
+  ``Rejected``. After a restart the spec is pushed once more, and a real refusal recurs;
 - otherwise: push (``POST /configure``, retried while compute_ctl is busy).
 
 An invalid spec never reaches the compute: the resource's spec goes through the same
@@ -114,25 +117,21 @@ def decide(
     old: status.ResourceStatus,
     pushed: frozenset[str],
     trigger: Trigger,
+    refused: Mapping[str, str] | None = None,
 ) -> Decision:
     """What to do, from what the compute reports and what the resource wants (pure).
 
     A compute spec is ours if this process pushed it (``pushed``) or the stored status
     recorded it (``computeSpecHash``, which survives an operator restart), unless it is the
     conflict reported last time. Any other non-empty spec came from elsewhere.
+    ``refused``: spec hash -> compute_ctl's message, for the refusals this process saw.
     """
     if obs.status in _TERMINATING:
         return Decision(Action.NONE, status.Problem(R.TERMINATING, "the compute is terminating"))
     if obs.status is S.FAILED or obs.desired_spec_hash == want:
         return Decision(Action.NONE)
-    refused = old.condition(status.ConditionType.RECONCILED)
-    if (
-        trigger is Trigger.RESYNC
-        and old.spec_hash == want
-        and refused is not None
-        and refused.reason == R.REJECTED
-    ):
-        return Decision(Action.NONE, status.Problem(R.REJECTED, refused.message))
+    if trigger is Trigger.RESYNC and refused and want in refused:
+        return Decision(Action.NONE, status.Problem(R.REJECTED, refused[want]))
     ours = (pushed | {old.compute_spec_hash or ""}) - {old.conflict_spec_hash or ""}
     foreign = obs.desired_spec_hash not in ours and obs.desired_spec_hash != ""
     if not foreign:
@@ -157,6 +156,8 @@ class _Memory:
     pushed: collections.deque[str] = dataclasses.field(
         default_factory=lambda: collections.deque(maxlen=32)
     )
+    # Spec hash -> compute_ctl's message, for specs it refused (HTTP 400) in this process.
+    refused: dict[str, str] = dataclasses.field(default_factory=dict)
     # The last status rendered here. This process is the status's only writer, so it is
     # fresher than the body of an event that raced our own status patch (kopf hands the
     # timer and the change handlers the bodies they last saw).
@@ -240,7 +241,14 @@ class Reconciler:
             desired, want = admitted.spec, admitted.hash
             obs = await self.client.status()
             pushed = frozenset(memory.pushed)
-            decision = decide(obs=obs, want=want, old=old, pushed=pushed, trigger=trigger)
+            decision = decide(
+                obs=obs,
+                want=want,
+                old=old,
+                pushed=pushed,
+                trigger=trigger,
+                refused=memory.refused,
+            )
             if decision.action is Action.PUSH:
                 memory.pushed.append(want)
                 obs = await self._push(desired, want=want, obs=obs)
@@ -252,6 +260,8 @@ class Reconciler:
             obs = await self._observe_quietly()
         except ReconcileError as exc:
             error = exc
+            if want is not None and exc.problem.reason is R.REJECTED:
+                memory.refused = {want: exc.problem.message}  # the latest refusal only
             obs = await self._observe_quietly()
         except client_mod.ComputeUnreachable as exc:
             logger.info("compute_ctl unreachable: %s", exc)

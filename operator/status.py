@@ -13,7 +13,9 @@ Conditions (Kubernetes ``metav1.Condition`` shape):
 - ``Reconciled``: the compute runs exactly the resource's spec (desired = applied = ours);
   the reason says why not (``InvalidSpec``, ``Rejected``, ``Conflict``, ``Applying``...).
 - ``RestartRequired``: settings changed that only a restart applies (``pending_restart``).
-- ``Degraded``: the compute reports ``failed``, or its configuration failed.
+- ``Degraded``: the compute reports ``failed``, or its configuration failed, or it runs
+  on its last applied spec while retrying the desired one (``pending_error``:
+  ``Reconciled=False`` and ``Degraded=True``, reason ``ApplyRetrying``).
 
 Pure: no I/O, no kopf.
 """
@@ -76,6 +78,7 @@ class Reason(enum.StrEnum):
     PENDING_RESTART = "PendingRestart"
     NO_PENDING_RESTART = "NoPendingRestart"
     HEALTHY = "Healthy"
+    APPLY_RETRYING = "ApplyRetrying"
 
 
 class _Camel(pydantic.BaseModel):
@@ -190,7 +193,11 @@ def render(*, old: ResourceStatus, facts: Facts, now: datetime.datetime) -> Reso
         _stamp(kind, draft, old=old.condition(kind), generation=facts.generation, now=now)
         for kind, draft in zip(ConditionType, drafts, strict=True)
     ]
-    error = facts.problem.message if facts.problem else (obs.error if obs else None)
+    error = (
+        facts.problem.message
+        if facts.problem
+        else (obs.error or obs.pending_error if obs else None)
+    )
     return ResourceStatus(
         status=obs.status.value if obs else UNKNOWN,
         observed_generation=facts.generation,
@@ -251,6 +258,8 @@ def _reconciled(facts: Facts) -> _Draft:
     settled = obs.desired_spec_hash == facts.want == obs.applied_spec_hash
     if settled and obs.status is S.RUNNING:
         return ("True", Reason.RECONCILED, f"the compute runs spec {facts.want}")
+    if obs.pending_error is not None:
+        return ("False", Reason.APPLY_RETRYING, obs.pending_error)
     return ("False", Reason.APPLYING, f"compute status {obs.status}; applying spec {facts.want}")
 
 
@@ -269,6 +278,8 @@ def _degraded(facts: Facts) -> _Draft:
         return ("True", Reason.COMPUTE_FAILED, obs.error or "compute failed")
     if facts.problem is not None and facts.problem.reason is Reason.CONFIGURE_FAILED:
         return ("True", Reason.CONFIGURE_FAILED, facts.problem.message)
+    if obs is not None and obs.pending_error is not None:
+        return ("True", Reason.APPLY_RETRYING, obs.pending_error)
     if obs is None:
         return ("Unknown", Reason.UNREACHABLE, "compute_ctl cannot be reached")
     return ("False", Reason.HEALTHY, "")

@@ -70,18 +70,27 @@ async def apply_spec(
     spec: spec_mod.ComputeSpec,
     privileged_role: str,
     concurrency: int,
+    deadline: float | None = None,
 ) -> ApplyResult:
     """Bring the catalog to ``spec``; raises ``ConfigError`` (nothing touched) or
-    ``ApplyError`` (naming phase and object; re-running is safe)."""
+    ``ApplyError`` (naming phase and object; re-running is safe). Statements that wait
+    for a lock are retried until ``deadline`` (``time.monotonic()``; ``execute``)."""
     desired = desired_mod.from_spec(spec, privileged_role=privileged_role)
-    return await apply_desired(connstr=connstr, desired=desired, concurrency=concurrency)
+    return await apply_desired(
+        connstr=connstr, desired=desired, concurrency=concurrency, deadline=deadline
+    )
 
 
 async def apply_desired(
-    *, connstr: str, desired: desired_mod.Desired, concurrency: int
+    *,
+    connstr: str,
+    desired: desired_mod.Desired,
+    concurrency: int,
+    deadline: float | None = None,
 ) -> ApplyResult:
     """Bring the catalog to an admitted ``desired``; raises ``ApplyError`` (naming phase
-    and object; re-running is safe)."""
+    and object; re-running is safe). Statements that wait for a lock are retried until
+    ``deadline`` (``time.monotonic()``; ``execute``)."""
     concurrency = max(1, min(concurrency, MAX_CONCURRENCY))
     started = time.monotonic()
     async with db.connect(connstr) as conn:
@@ -90,7 +99,11 @@ async def apply_desired(
         executed = 0
         if plan:
             executed = await execute.run(
-                plan, connstr=connstr, concurrency=concurrency, maintenance=conn
+                plan,
+                connstr=connstr,
+                concurrency=concurrency,
+                maintenance=conn,
+                deadline=deadline,
             )
     elapsed = time.monotonic() - started
     logger.info(

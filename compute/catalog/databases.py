@@ -14,7 +14,7 @@ from psycopg import sql
 
 from compute_ctl.compute import errors
 from compute_ctl.compute.catalog import desired as desired_mod
-from compute_ctl.compute.catalog import model, subscriptions
+from compute_ctl.compute.catalog import model, shapes, subscriptions
 from compute_ctl.compute.catalog import plan as plan_mod
 
 __all__ = [
@@ -27,6 +27,8 @@ __all__ = [
 Phase = plan_mod.Phase
 Step = tuple[list[plan_mod.Operation], model.Catalog]
 PG15_PUBLIC_OWNER = "pg_database_owner"
+# Fields a spec database may leave unstated (None: keep what the catalog has).
+_STATED = ("connlimit", "allow_connections", "is_template")
 
 
 def _obj(name: str) -> str:
@@ -51,12 +53,9 @@ def drop_invalid_databases(desired: desired_mod.Desired, catalog: model.Catalog)
         if not database.invalid:
             continue
         ops.append(
-            plan_mod.Operation(
-                phase=Phase.DROP_INVALID_DATABASES,
-                database=None,
-                statements=(
-                    sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(database.name)),
-                ),
+            shapes.operation(
+                Phase.DROP_INVALID_DATABASES,
+                sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(database.name)),
                 comment=f"drop invalid database {database.name!r}",
                 obj=_obj(database.name),
                 transactional=False,
@@ -94,16 +93,11 @@ def rename_and_delete_databases(desired: desired_mod.Desired, catalog: model.Cat
             if delta.new_name in catalog.databases:
                 continue
             ops.append(
-                plan_mod.Operation(
-                    phase=Phase.RENAME_AND_DELETE_DATABASES,
-                    database=None,
-                    statements=(
-                        sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
-                            sql.Identifier(delta.name), sql.Identifier(delta.new_name)
-                        ),
-                    ),
-                    comment=f"rename database {delta.name!r} to {delta.new_name!r}",
-                    obj=_obj(delta.name),
+                shapes.rename(
+                    Phase.RENAME_AND_DELETE_DATABASES,
+                    kind="database",
+                    old=delta.name,
+                    new=delta.new_name,
                 )
             )
             renamed = dataclasses.replace(existing, name=delta.new_name)
@@ -112,25 +106,26 @@ def rename_and_delete_databases(desired: desired_mod.Desired, catalog: model.Cat
         if existing.subscriptions and existing.connectable:
             ops.append(_drop_subscriptions(existing))
         ident = sql.Identifier(delta.name)
+        # (statement, comment, transactional): DROP DATABASE cannot run in a transaction.
+        steps = [
+            (
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident),
+                f"drop database {delta.name!r}",
+                False,
+            )
+        ]
         if existing.is_template:
-            ops.append(
-                plan_mod.Operation(
-                    phase=Phase.RENAME_AND_DELETE_DATABASES,
-                    database=None,
-                    statements=(sql.SQL("ALTER DATABASE {} IS_TEMPLATE false").format(ident),),
-                    comment=f"clear the template flag of database {delta.name!r} to drop it",
-                    obj=_obj(delta.name),
-                )
-            )
-        ops.append(
-            plan_mod.Operation(
-                phase=Phase.RENAME_AND_DELETE_DATABASES,
-                database=None,
-                statements=(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident),),
-                comment=f"drop database {delta.name!r}",
+            clear = sql.SQL("ALTER DATABASE {} IS_TEMPLATE false").format(ident)
+            steps.insert(0, (clear, f"clear the template flag of database {delta.name!r}", True))
+        ops.extend(
+            shapes.operation(
+                Phase.RENAME_AND_DELETE_DATABASES,
+                statement,
+                comment=comment,
                 obj=_obj(delta.name),
-                transactional=False,
+                transactional=transactional,
             )
+            for statement, comment, transactional in steps
         )
         catalog = catalog.without_database(delta.name)
     return ops, catalog
@@ -140,13 +135,7 @@ def database_changes(
     database: desired_mod.DesiredDatabase, observed: model.DatabaseInfo
 ) -> list[model.Change]:
     """What differs in the fields the spec states; shared with the drift report."""
-    changes = []
-    if database.owner != observed.owner:
-        changes.append(model.Change("owner", observed.owner, database.owner))
-    for field in ("connlimit", "allow_connections", "is_template"):
-        wanted = getattr(database, field)
-        if wanted is not None and wanted != getattr(observed, field):
-            changes.append(model.Change(field, getattr(observed, field), wanted))
+    changes = shapes.stated_changes(database, observed, ("owner", *_STATED))
     if not observed.privileged_grant:
         changes.append(model.Change("privileged_grant", False, True))
     return changes
@@ -184,19 +173,17 @@ def _create(
     template = next((o.value for o in database.create_options if o.keyword == "TEMPLATE"), None)
     key = database.name if template in (None, "template0", "template1") else None
     ops = [
-        plan_mod.Operation(
-            phase=Phase.CREATE_AND_ALTER_DATABASES,
-            database=None,
-            statements=(create,),
+        shapes.operation(
+            Phase.CREATE_AND_ALTER_DATABASES,
+            create,
             comment=f"create database {database.name!r}",
             obj=_obj(database.name),
             transactional=False,
             key=key,
         ),
-        plan_mod.Operation(
-            phase=Phase.CREATE_AND_ALTER_DATABASES,
-            database=None,
-            statements=(_grant(database.name, desired.privileged_role),),
+        shapes.operation(
+            Phase.CREATE_AND_ALTER_DATABASES,
+            _grant(database.name, desired.privileged_role),
             comment=f"grant all on database {database.name!r} to the privileged role",
             obj=_obj(database.name),
             key=key,
@@ -239,10 +226,9 @@ def _alter(
     if "privileged_grant" in changes:
         statements.append(("grant", _grant(database.name, privileged)))
     return [
-        plan_mod.Operation(
-            phase=Phase.CREATE_AND_ALTER_DATABASES,
-            database=None,
-            statements=(statement,),
+        shapes.operation(
+            Phase.CREATE_AND_ALTER_DATABASES,
+            statement,
             comment=f"alter database {database.name!r}: {what}",
             obj=_obj(database.name),
             key=database.name,
@@ -254,16 +240,8 @@ def _alter(
 def _altered(
     observed: model.DatabaseInfo, database: desired_mod.DesiredDatabase
 ) -> model.DatabaseInfo:
-    return dataclasses.replace(
-        observed,
-        owner=database.owner,
-        connlimit=observed.connlimit if database.connlimit is None else database.connlimit,
-        allow_connections=observed.allow_connections
-        if database.allow_connections is None
-        else database.allow_connections,
-        is_template=observed.is_template if database.is_template is None else database.is_template,
-        privileged_grant=True,
-    )
+    stated = {field: getattr(database, field) for field in _STATED}
+    return shapes.overlay(observed, stated, owner=database.owner, privileged_grant=True)
 
 
 def create_and_alter_databases(desired: desired_mod.Desired, catalog: model.Catalog) -> Step:

@@ -14,14 +14,23 @@ entirely; it is then replayed one operation at a time, so the error names the ex
 phase and object and everything before it is applied. A failed apply leaves the
 catalog where a fresh plan picks up: every operation is planned from observation.
 Errors never carry secrets.
+
+No statement waits long for a lock another session holds (a user's open transaction on
+a role, say): sessions run with ``lock_timeout`` = ``LOCK_TIMEOUT_MS``, and a statement
+that times out is retried with backoff until the caller's ``deadline``, so it never
+queues in front of the users' own locks for long. Past the deadline the error names the
+object. Cancelling the task (a termination) cancels the statement in the server too
+(psycopg sends a cancel request when its wait is interrupted).
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import contextlib
 import logging
 import re
+import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -39,6 +48,9 @@ logger = logging.getLogger(__name__)
 Connection = psycopg.AsyncConnection[tuple[Any, ...]]
 Pending = collections.deque[list[plan_mod.Operation]]
 BATCH_OPERATIONS = 250
+LOCK_TIMEOUT_MS = 1000
+_LOCK_RETRY_FIRST_S = 0.1
+_LOCK_RETRY_CAP_S = 2.0
 _SECRET_RE = re.compile(r"SCRAM-SHA-256\$\S+|md5[0-9a-f]{32}")
 
 
@@ -52,6 +64,8 @@ def _describe(error: psycopg.Error) -> str:
 
 def _failure(op: plan_mod.Operation, error: BaseException) -> errors.ApplyError:
     text = _describe(error) if isinstance(error, psycopg.Error) else str(error)
+    if isinstance(error, psycopg.errors.LockNotAvailable):
+        text = f"another session holds a lock it needs, retried until the deadline ({text})"
     return errors.ApplyError(
         f"{op.phase.value}: {op.comment} failed: {text}", phase=op.phase.value, obj=op.obj
     )
@@ -84,14 +98,32 @@ async def _execute(conn: Connection, ops: Sequence[plan_mod.Operation]) -> int:
     return len(statements)
 
 
-async def _run_ops(conn: Connection, ops: Sequence[plan_mod.Operation]) -> int:
+async def _execute_retrying(
+    conn: Connection, ops: Sequence[plan_mod.Operation], *, deadline: float | None
+) -> int:
+    """``_execute``, retried while it times out waiting for a lock, until ``deadline``."""
+    delay = _LOCK_RETRY_FIRST_S
+    while True:
+        try:
+            return await _execute(conn, ops)
+        except psycopg.errors.LockNotAvailable:
+            if deadline is None or time.monotonic() + delay > deadline:
+                raise
+            logger.info("%s: %s waits for a lock; retrying", ops[0].phase.value, ops[0].comment)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, _LOCK_RETRY_CAP_S)
+
+
+async def _run_ops(
+    conn: Connection, ops: Sequence[plan_mod.Operation], *, deadline: float | None
+) -> int:
     executed = 0
     for unit in _units(ops):
         if logger.isEnabledFor(logging.DEBUG):
             for op in unit:
                 logger.debug("%s: %s: %s", op.phase.value, op.comment, op.render())
         try:
-            executed += await _execute(conn, unit)
+            executed += await _execute_retrying(conn, unit, deadline=deadline)
             continue
         except psycopg.Error as e:
             if len(unit) == 1:
@@ -99,10 +131,14 @@ async def _run_ops(conn: Connection, ops: Sequence[plan_mod.Operation]) -> int:
             logger.info("a batch of %d operations failed; replaying one by one", len(unit))
         for op in unit:
             try:
-                executed += await _execute(conn, [op])
+                executed += await _execute_retrying(conn, [op], deadline=deadline)
             except psycopg.Error as e:
                 raise _failure(op, e) from e
     return executed
+
+
+async def _bound_lock_waits(conn: Connection) -> None:
+    await conn.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(LOCK_TIMEOUT_MS)))
 
 
 @contextlib.asynccontextmanager
@@ -112,6 +148,7 @@ async def _session(
     """``db.connect``, with a connection failure reported under ``phase``."""
     try:
         async with db.connect(connstr, dbname=database) as conn:
+            await _bound_lock_waits(conn)
             yield conn
     except errors.ApplyError as e:
         if e.phase != db.CONNECT_PHASE:
@@ -124,12 +161,13 @@ async def _on_database(
     *,
     connstr: str,
     maintenance: Connection | None,
+    deadline: float | None,
 ) -> int:
     database = ops[0].database
     if database is None and maintenance is not None:
-        return await _run_ops(maintenance, ops)
+        return await _run_ops(maintenance, ops, deadline=deadline)
     async with _session(connstr, database=database, phase=ops[0].phase) as conn:
-        return await _run_ops(conn, ops)
+        return await _run_ops(conn, ops, deadline=deadline)
 
 
 def _runs(ops: Sequence[plan_mod.Operation]) -> list[list[plan_mod.Operation]]:
@@ -173,12 +211,15 @@ async def _run_keyed(
     connstr: str,
     concurrency: int,
     maintenance: Connection | None,
+    deadline: float | None,
 ) -> int:
     executed = 0
     for groups in _segments(ops):
         if len(groups) == 1 or concurrency == 1:
             flat = [op for group in groups for op in group]
-            executed += await _on_database(flat, connstr=connstr, maintenance=maintenance)
+            executed += await _on_database(
+                flat, connstr=connstr, maintenance=maintenance, deadline=deadline
+            )
             continue
         pending: Pending = collections.deque(groups)
         phase = ops[0].phase
@@ -188,7 +229,7 @@ async def _run_keyed(
             count = 0
             async with _session(connstr, database=None, phase=phase) as conn:
                 while pending:
-                    count += await _run_ops(conn, pending.popleft())
+                    count += await _run_ops(conn, pending.popleft(), deadline=deadline)
             return count
 
         workers = min(concurrency, len(groups))
@@ -202,12 +243,17 @@ async def run(
     connstr: str,
     concurrency: int,
     maintenance: Connection | None = None,
+    deadline: float | None = None,
 ) -> int:
     """Execute ``plan``; returns the number of statements executed.
 
     ``maintenance`` is an open ``db.connect`` session for ``database=None`` operations
-    (one is opened per phase otherwise). Raises ``ApplyError`` on the first failure.
+    (one is opened per phase otherwise). Lock waits are retried until ``deadline``
+    (``time.monotonic()``; None: retried forever). Raises ``ApplyError`` on the first
+    failure.
     """
+    if maintenance is not None:
+        await _bound_lock_waits(maintenance)
     executed = 0
     for phase in plan_mod.PHASE_ORDER:
         ops = plan.phase(phase)
@@ -221,7 +267,11 @@ async def run(
                 concurrency,
             )
             executed += await _run_keyed(
-                ops, connstr=connstr, concurrency=concurrency, maintenance=maintenance
+                ops,
+                connstr=connstr,
+                concurrency=concurrency,
+                maintenance=maintenance,
+                deadline=deadline,
             )
             continue
         if phase.per_database:
@@ -234,7 +284,9 @@ async def run(
                 concurrency,
             )
             counts = await tasks.bounded(
-                lambda group: _on_database(group, connstr=connstr, maintenance=maintenance),
+                lambda group: _on_database(
+                    group, connstr=connstr, maintenance=maintenance, deadline=deadline
+                ),
                 groups,
                 limit=concurrency,
             )
@@ -242,5 +294,7 @@ async def run(
             continue
         logger.info("catalog phase %s: %d operations", phase.value, len(ops))
         for run_ops in _runs(ops):
-            executed += await _on_database(run_ops, connstr=connstr, maintenance=maintenance)
+            executed += await _on_database(
+                run_ops, connstr=connstr, maintenance=maintenance, deadline=deadline
+            )
     return executed

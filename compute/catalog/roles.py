@@ -22,7 +22,7 @@ from psycopg import sql
 
 from compute_ctl.compute import errors
 from compute_ctl.compute.catalog import desired as desired_mod
-from compute_ctl.compute.catalog import model
+from compute_ctl.compute.catalog import model, shapes
 from compute_ctl.compute.catalog import plan as plan_mod
 
 __all__ = [
@@ -69,21 +69,14 @@ def _password(value: str | None, *, redact: bool) -> sql.Composable:
 
 
 def _apply_attrs(info: model.RoleInfo, attrs: desired_mod.RoleAttrs) -> model.RoleInfo:
-    updates = {
-        f.name: getattr(attrs, f.name)
-        for f in dataclasses.fields(attrs)
-        if getattr(attrs, f.name) is not None
-    }
-    return dataclasses.replace(info, **updates)
+    return shapes.overlay(info, dataclasses.asdict(attrs))
 
 
 def role_changes(role: desired_mod.DesiredRole, observed: model.RoleInfo) -> list[model.Change]:
     """What differs in the fields the spec states; shared with the drift report."""
-    changes = []
-    for field in (*desired_mod.ROLE_FLAGS, "connlimit", "valid_until"):
-        wanted = getattr(role.attrs, field)
-        if wanted is not None and wanted != getattr(observed, field):
-            changes.append(model.Change(field, getattr(observed, field), wanted))
+    changes = shapes.stated_changes(
+        role.attrs, observed, (*desired_mod.ROLE_FLAGS, "connlimit", "valid_until")
+    )
     if role.password != observed.password:
         changes.append(model.Change("password", observed.password, role.password, secret=True))
     return changes
@@ -107,10 +100,9 @@ def privileged_role(desired: desired_mod.Desired, catalog: model.Catalog) -> Ste
         if catalog.server_version >= 140000
         else sql.SQL(""),
     )
-    op = plan_mod.Operation(
-        phase=Phase.CREATE_PRIVILEGED_ROLE,
-        database=None,
-        statements=(statement,),
+    op = shapes.operation(
+        Phase.CREATE_PRIVILEGED_ROLE,
+        statement,
         comment=f"create the privileged role {name!r}",
         obj=_obj(name),
     )
@@ -135,17 +127,7 @@ def rename_roles(desired: desired_mod.Desired, catalog: model.Catalog) -> Step:
         if delta.name == catalog.superuser:
             raise errors.ConfigError(f"cannot rename the superuser {delta.name!r}")
         ops.append(
-            plan_mod.Operation(
-                phase=Phase.RENAME_ROLES,
-                database=None,
-                statements=(
-                    sql.SQL("ALTER ROLE {} RENAME TO {}").format(
-                        sql.Identifier(delta.name), sql.Identifier(delta.new_name)
-                    ),
-                ),
-                comment=f"rename role {delta.name!r} to {delta.new_name!r}",
-                obj=_obj(delta.name),
-            )
+            shapes.rename(Phase.RENAME_ROLES, kind="role", old=delta.name, new=delta.new_name)
         )
         password = old.password
         if password is not None and password.startswith("md5"):
@@ -243,10 +225,9 @@ def drop_roles(desired: desired_mod.Desired, catalog: model.Catalog) -> Step:
         if name == catalog.superuser:
             raise errors.ConfigError(f"cannot delete the superuser {name!r}")
         ops.append(
-            plan_mod.Operation(
-                phase=Phase.DROP_ROLES,
-                database=None,
-                statements=(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)),),
+            shapes.operation(
+                Phase.DROP_ROLES,
+                sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)),
                 comment=f"drop role {name!r}",
                 obj=_obj(name),
             )

@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 from aiohttp import web
 
-from compute_ctl.compute import loghygiene
+from compute_ctl.compute import logformat, loghygiene
 from compute_ctl.compute import metrics as metrics_mod
 from compute_ctl.compute.http import auth, bodies, guards, interface, responses, translate
 from compute_ctl.compute.http.routes import catalog, failpoints, internal, lifecycle, probes
@@ -78,6 +78,7 @@ def _wrap(handler: Handler, check: Check | None, guard: Check) -> Handler:
     async def handle(request: web.Request) -> web.StreamResponse:
         given = request.headers.get(REQUEST_ID_HEADER)
         request_id = given if given and _REQUEST_ID_RE.match(given) else new_request_id()
+        logformat.REQUEST_ID.set(request_id)  # on every log line of this request (its task)
         request[responses.REQUEST_ID] = request_id  # streaming handlers set it themselves
         try:
             guard(request)

@@ -50,10 +50,10 @@ class _WireFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        if exc is not None:
+        if exc is not None and str(record.msg).startswith("Error handling request"):
             status = getattr(exc, "code", None) or getattr(exc, "status", None) or "-"
             remote = record.args[0] if isinstance(record.args, tuple) and record.args else "-"
-            record.msg = "unparseable request from %s: %s (HTTP %s)"
+            record.msg = "request from %s failed in aiohttp: %s (HTTP %s)"
             record.args = (loghygiene.clip(str(remote), 64), type(exc).__name__, status)
             record.exc_info = None
             record.exc_text = None

@@ -42,6 +42,9 @@ class NodeParams(Protocol):
     def internal_full_api(self) -> bool: ...
 
     @property
+    def failed_exit_delay(self) -> float: ...
+
+    @property
     def build_tag(self) -> str: ...
 
 
@@ -52,7 +55,7 @@ class Plan(Protocol):
 
 
 class Node(Protocol):
-    """What the routes call. Semantics are ``ComputeNode``'s (see CONTRACTS)."""
+    """What the routes call. Semantics are ``compute.node.ComputeNode``'s (see its docstrings)."""
 
     @property
     def params(self) -> NodeParams: ...

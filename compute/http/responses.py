@@ -143,6 +143,10 @@ def status_body(state: state_mod.ComputeState) -> api_models.ComputeStatusRespon
         applied_spec_hash=state.applied_hash,
         pending_restart=list(state.pending_restart),
         mode=desired.mode.type_name if desired else None,
+        pending_error=state.pending_error,
+        migrations=(
+            api_models.MigrationsStatus(**state.migrations.as_dict()) if state.migrations else None
+        ),
     )
 
 
@@ -165,6 +169,8 @@ class StatusCache:
             state.error,
             state.last_active,
             tuple(state.pending_restart),
+            state.pending_error,
+            state.migrations,
         )
         if key != self._key:
             self._body = status_body(state).model_dump_json().encode()

@@ -8,8 +8,7 @@ syncs again and reports the final LSN. A vanilla replica starts from
 The node calls this package's functions and nothing else:
 
 - ``check_spec(spec)``: raise ``errors.ConfigError`` (HTTP 400) before anything changes;
-- ``neon_conf_lines(spec, privileged_role=, internal_port=)``: the ``neon.*`` lines of
-  ``postgresql.conf``; ``postgres_env(spec)``: ``NEON_AUTH_TOKEN`` for the postmaster;
+- ``neon_conf_lines(spec)``: the ``neon.*`` storage lines of ``postgresql.conf``;
 - ``prepare(spec=, pgdata=, tools=, timings=)``: fill PGDATA instead of ``initdb``;
 - ``lsn_before_stop(spec=, connstr=)`` then, after postgres stops,
   ``final_lsn(spec=, pgdata=, tools=, timings=, replayed_lsn=)``: the LSN of
@@ -25,16 +24,13 @@ the HTTP server or the catalog.
 from __future__ import annotations
 
 from compute_ctl.compute.storage.checks import check_spec
-from compute_ctl.compute.storage.conf import neon_conf_lines, postgres_env
+from compute_ctl.compute.storage.conf import neon_conf_lines
 from compute_ctl.compute.storage.lifecycle import final_lsn, lsn_before_stop, prepare
-from compute_ctl.compute.storage.modes import mode_conf_lines
 
 __all__ = [
     "check_spec",
     "final_lsn",
     "lsn_before_stop",
-    "mode_conf_lines",
     "neon_conf_lines",
-    "postgres_env",
     "prepare",
 ]

@@ -1,4 +1,4 @@
-"""What the compute mode means on disk: signal files and the mode's settings.
+"""What the compute mode means on disk: signal files (the mode's settings are ``pgconf``'s).
 
 Neon's modes: ``Primary`` (read-write, syncs the safekeepers), ``Static`` at an LSN
 (read-only at that point: ``standby.signal`` plus ``recovery_target_lsn``) and
@@ -17,18 +17,7 @@ from pathlib import Path
 from compute_ctl.compute import pgtools, safefs
 from compute_ctl.compute import spec as spec_mod
 
-__all__ = ["basebackup_lsn_for", "copy_neon_signal", "mode_conf_lines", "write_signal_files"]
-
-
-def mode_conf_lines(spec: spec_mod.ComputeSpec, *, neon: bool) -> list[str]:
-    """Neon's mode block of ``postgresql.conf`` (``neon.compute_mode`` only on Neon storage)."""
-    lines = [f"neon.compute_mode={spec.mode.type_name}"] if neon else []
-    if spec.mode.kind == "Static":
-        # hot_standby is on by default, but Neon is explicit about it.
-        lines += ["hot_standby=on", f"recovery_target_lsn='{spec.mode.lsn}'"]
-    elif spec.mode.kind == "Replica":
-        lines.append("hot_standby=on")
-    return lines
+__all__ = ["basebackup_lsn_for", "copy_neon_signal", "write_signal_files"]
 
 
 def basebackup_lsn_for(spec: spec_mod.ComputeSpec) -> str | None:

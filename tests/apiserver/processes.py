@@ -85,13 +85,17 @@ class Compute(_Process):
 
     name = "compute_ctl"
 
-    def __init__(self, compute_id: str = "compute-1") -> None:
+    def __init__(self, compute_id: str = "compute-1", *, secret: Any = None) -> None:
+        """``secret``: the keys Secret (``data``) of an install, else a fresh pair."""
         super().__init__(pgserver.scratch_dir("compute-"))
         self.compute_id = compute_id
         self.pg_port = pgserver.free_port()
         self.internal_port = pgserver.free_port()
         self.external_port = pgserver.free_port()
-        self.keys = keys_mod.make(self.workdir, compute_id)
+        if secret is None:
+            self.keys = keys_mod.make(self.workdir, compute_id)
+        else:
+            self.keys = keys_mod.unpack(self.workdir, secret)
 
     @property
     def url(self) -> str:
@@ -207,13 +211,15 @@ class Operator(_Process):
         self.kubeconfig = kubeconfig
         self.compute_url = compute_url
 
-    def start(self, *, resync_interval: float = 60.0) -> None:
+    def start(self, *, resync_interval: float = 60.0, pod_name: str | None = None) -> None:
+        """``pod_name``: find the resource and the compute id as the kustomize base does."""
+        who = [f"--pod-name={pod_name}", f"--compute-id={pod_name}"] if pod_name else []
         self._spawn(
             [
                 sys.executable,
                 "-m",
                 "compute_ctl.operator",
-                f"--name={self.resource}",
+                *(who or [f"--name={self.resource}"]),
                 f"--namespace={self.namespace}",
                 f"--compute-url={self.compute_url}",
                 *([f"--key-file={self.key_file}"] if self.key_file else []),

@@ -73,7 +73,12 @@ class SqlApplier:
         return SqlPlan(statements)
 
     async def apply_spec(
-        self, *, connstr: str, admitted: admission.Admitted, concurrency: int
+        self,
+        *,
+        connstr: str,
+        admitted: admission.Admitted,
+        concurrency: int,
+        deadline: float | None = None,
     ) -> object:
         async with await psycopg.AsyncConnection.connect(connstr, autocommit=True) as conn:
             plan = await self._plan(conn, admitted.spec)

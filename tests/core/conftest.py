@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -12,7 +13,7 @@ import pytest
 
 from tests import pgserver
 from tests.core import helpers
-from tests.core.process import ComputeProcess
+from tests.support.compute_process import ComputeProcess
 
 
 @pytest.fixture
@@ -26,7 +27,8 @@ def procs() -> Iterator[list[ComputeProcess]]:
             proc.stop()
         for proc in started:
             for pid in helpers.processes_in(proc.pgdata):
-                os.kill(pid, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):  # exited meanwhile
+                    os.kill(pid, signal.SIGKILL)
 
 
 @pytest.fixture

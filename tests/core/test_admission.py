@@ -119,13 +119,13 @@ def test_port_must_agree_with_connstr() -> None:
 @pytest.mark.parametrize(
     "storage",
     [
-        {"pageserver_connstring": "postgresql://u:pw@ps:1/\nshared_preload_libraries='x'"},
+        {"pageserver_connstring": "postgresql://u:pw@ps:1/\x01shared_preload_libraries='x'"},
         {
             "pageserver_connection_info": {
                 "shards": {
                     "0000": {
                         "pageservers": [
-                            {"libpq_url": "postgresql://ps:1", "grpc_url": "grpc://x\ry"}
+                            {"libpq_url": "postgresql://ps:1", "grpc_url": "grpc://x\x1by"}
                         ]
                     }
                 }
@@ -155,3 +155,15 @@ def test_socket_directory_is_ours_unless_loopback_is_trusted() -> None:
     assert admission.Rules.for_params(params).socket_managed
     loopback = helpers.make_params(pgdata=Path("/x"), port=PORT, trust_superuser_on_loopback=True)
     assert not admission.Rules.for_params(loopback).socket_managed
+
+
+def test_line_breaks_in_storage_values_stay_escaped_on_their_line() -> None:
+    spec = _good() | {
+        "tenant_id": "a" * 32,
+        "timeline_id": "b" * 32,
+        "safekeeper_connstrings": ["sk:1"],
+        "pageserver_connstring": "postgresql://ps:1/\nshared_preload_libraries='x'",
+    }
+    conf = admission.admit_spec(spec, rules=RULES).conf
+    assert "\\nshared_preload_libraries=''x''" in conf
+    assert not any(line.startswith("shared_preload_libraries='x'") for line in conf.splitlines())

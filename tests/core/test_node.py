@@ -164,23 +164,33 @@ async def test_signal_during_start_stops_cleanly(scratch: Path) -> None:
 
 class _FailSecond(applier.SqlApplier):
     async def apply_spec(
-        self, *, connstr: str, admitted: admission.Admitted, concurrency: int
+        self,
+        *,
+        connstr: str,
+        admitted: admission.Admitted,
+        concurrency: int,
+        deadline: float | None = None,
     ) -> object:
         if self.applied:
             raise errors.ApplyError('role "x": boom', phase="create_roles", obj="x")
         return await super().apply_spec(connstr=connstr, admitted=admitted, concurrency=concurrency)
 
 
-async def test_failed_reconfigure_then_412_then_terminate(scratch: Path) -> None:
+async def test_failed_reconfigure_stays_running_then_terminate(scratch: Path) -> None:
     port = pgserver.free_port()
     n = _node(scratch / "pgdata", port, spec=helpers.make_spec(port=port), catalog=_FailSecond())
     async with helpers.run_node(n) as run:
         with pytest.raises(errors.ComputeError, match="compute configuration failed: role"):
             await n.configure(spec_mod.ComputeConfig(spec=helpers.make_spec(port=port)))
-        assert n.state.status is S.FAILED
+        # Beyond Neon: a failed apply on a healthy postgres is retried, not terminal.
+        assert n.state.status is S.RUNNING
         assert n.state.applied_generation == 1
-        with pytest.raises(errors.StatusError, match="invalid compute status: failed"):
+        assert n.state.pending_error is not None
+        assert "boom" in n.state.pending_error
+        with pytest.raises(errors.ComputeError, match="compute configuration failed: role"):
             await n.configure(spec_mod.ComputeConfig(spec=helpers.make_spec(port=port)))
+        assert n.state.desired_generation == 3
+        await helpers.wait_until(lambda: n.state.status is S.RUNNING)
         assert await n.terminate("immediate") == (False, None)
         assert await asyncio.wait_for(run, 10) == 0
 

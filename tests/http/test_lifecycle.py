@@ -10,8 +10,8 @@ import pytest
 
 from compute_ctl.compute import spec as spec_mod
 from compute_ctl.compute import state as state_mod
-from tests.http import nodedouble
 from tests.http.conftest import Api
+from tests.support import nodedouble
 
 _MD5 = "0123456789abcdef0123456789abcdef"
 S = state_mod.ComputeStatus
@@ -49,10 +49,13 @@ async def test_status_document(api: Api) -> None:
         "applied_spec_hash",
         "pending_restart",
         "mode",
+        "pending_error",
+        "migrations",
     ]
     assert body["status"] == "empty"
     assert body["last_active"] is None
     assert body["mode"] is None
+    assert body["migrations"] is None  # none ran yet
     assert datetime.datetime.fromisoformat(body["start_time"]).tzinfo is not None
     assert body["start_time"].endswith("Z")
 
@@ -278,6 +281,11 @@ async def test_status_follows_every_change_of_the_state(running_api: Api) -> Non
     assert (await api.status())["last_active"] == "2030-01-02T03:04:05.000006Z"
     state.pending_restart.append("shared_buffers")
     assert (await api.status())["pending_restart"] == ["shared_buffers"]
+    async with state.lock():
+        state.fail_attempt(state.desired_generation, "catalog: create role x failed: boom")
+    body = await api.status()
+    assert (body["status"], body["error"]) == ("running", None)
+    assert body["pending_error"] == "catalog: create role x failed: boom"
     async with state.lock():
         state.set_status(S.FAILED, error="boom")
     body = await api.status()

@@ -17,7 +17,7 @@ import yaml
 
 from compute_ctl.operator import credentials
 
-__all__ = ["Keys", "bearer", "make", "secret"]
+__all__ = ["Keys", "bearer", "make", "secret", "unpack"]
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "compute-keys"
@@ -37,7 +37,11 @@ def secret(name: str) -> dict[str, Any]:
 
 
 def make(workdir: Path, name: str) -> Keys:
-    data = secret(name)["data"]
+    return unpack(workdir, secret(name)["data"])
+
+
+def unpack(workdir: Path, data: dict[str, str]) -> Keys:
+    """The two halves of a keys Secret's ``data`` (base64), as files."""
     keys = Keys(config=workdir / "config.json", private=workdir / "operator.pem")
     keys.config.write_bytes(base64.b64decode(data["config.json"]))
     keys.private.write_bytes(base64.b64decode(data["operator.pem"]))

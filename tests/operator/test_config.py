@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import subprocess
+import tomllib
+from pathlib import Path
 
 import pytest
 
@@ -57,3 +59,15 @@ def test_cli_exits_non_zero_with_a_message() -> None:
     )
     assert proc.returncode == 2
     assert "name is required" in proc.stderr
+
+
+def test_the_kopf_floor_has_what_the_operator_uses() -> None:
+    """``settings.watching.field_selectors`` came with kopf 1.45.0; the floor says so."""
+    import kopf
+
+    project = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+    extras = project["project"]["optional-dependencies"]
+    pins = [d for group in extras.values() for d in group if d.startswith("kopf")]
+    assert pins
+    assert {pin.split(",")[0] for pin in pins} == {"kopf>=1.45"}
+    assert hasattr(kopf.OperatorSettings().watching, "field_selectors")

@@ -38,8 +38,11 @@ def decide(
     old: status.ResourceStatus,
     trigger: reconcile.Trigger,
     pushed: frozenset[str] = frozenset(),
+    refused: dict[str, str] | None = None,
 ) -> reconcile.Decision:
-    return reconcile.decide(obs=o, want=want, old=old, pushed=pushed, trigger=trigger)
+    return reconcile.decide(
+        obs=o, want=want, old=old, pushed=pushed, trigger=trigger, refused=refused
+    )
 
 
 @pytest.mark.parametrize("trigger", [CHANGE, RESYNC])
@@ -89,10 +92,18 @@ def test_a_failed_or_terminating_compute_is_left_alone() -> None:
 
 
 def test_a_refused_spec_is_not_pushed_again_until_it_changes() -> None:
-    refused = stored(compute=A, problem=status.Problem(status.Reason.REJECTED, "HTTP 400: no"))
-    refused = refused.model_copy(update={"spec_hash": C})
-    again = decide(obs(A), C, refused, RESYNC, frozenset({A}))
+    old = stored(compute=A, problem=status.Problem(status.Reason.REJECTED, "HTTP 400: no"))
+    old = old.model_copy(update={"spec_hash": C})
+    again = decide(obs(A), C, old, RESYNC, frozenset({A}), refused={C: "HTTP 400: no"})
     assert again.action is NONE
     assert again.problem is not None
     assert again.problem.reason is status.Reason.REJECTED
-    assert decide(obs(A), B, refused, CHANGE, frozenset({A})).action is PUSH
+    assert decide(obs(A), B, old, CHANGE, frozenset({A}), refused={C: "no"}).action is PUSH
+
+
+def test_a_stored_rejection_alone_never_stops_a_push() -> None:
+    """The status subresource is writable by others: a forged ``Rejected`` for the wanted
+    spec (after an operator restart, nothing in memory) must not freeze reconciling."""
+    forged = stored(compute=A, problem=status.Problem(status.Reason.REJECTED, "forged"))
+    forged = forged.model_copy(update={"spec_hash": C})
+    assert decide(obs(A), C, forged, RESYNC, frozenset()).action is PUSH

@@ -61,7 +61,13 @@ def test_builder_installs_the_package_into_a_venv() -> None:
     builder = parse((ROOT / "Dockerfile").read_text())[0]
     runs = " ".join(builder.args("RUN"))
     assert "python3 -m venv /opt/compute-ctl" in runs
-    assert '/opt/compute-ctl/bin/pip install --no-cache-dir ".[operator]"' in runs
+    assert '/opt/compute-ctl/bin/pip install --no-cache-dir --no-deps ".[operator]"' in runs
+    assert "pip uninstall -y -q pip setuptools" in runs  # none in the runtime venv
+    # Dependencies (read from pyproject.toml) are a layer before the source is copied.
+    order = [op + " " + arg for op, arg in builder.instructions]
+    deps = next(i for i, line in enumerate(order) if "-r /tmp/deps.txt" in line)
+    code = next(i for i, line in enumerate(order) if line.startswith("COPY compute "))
+    assert deps < code
     for copy in builder.args("COPY"):
         *sources, _dest = copy.split()
         for source in sources:
@@ -77,6 +83,8 @@ def test_runtime_has_postgres_runs_as_postgres_and_starts_compute_ctl() -> None:
     assert re.search(r"apt-get install [^&]*\bpostgresql-15\b", runs)
     assert "useradd --system --uid 999" in runs
     assert "create_main_cluster = false" in runs
+    assert "rm -rf /var/lib/apt/lists/*" in runs
+    assert "/usr/share/doc" in runs
     assert "--from=builder /opt/compute-ctl /opt/compute-ctl" in runtime.args("COPY")
     env = " ".join(runtime.args("ENV"))
     assert "/opt/compute-ctl/bin" in env

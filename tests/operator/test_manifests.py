@@ -301,3 +301,23 @@ def test_chart_uses_a_named_keys_secret() -> None:
     volumes = {v["name"]: v for v in sts["spec"]["template"]["spec"]["volumes"]}
     assert volumes["jwks"]["secret"]["secretName"] == "my-keys"
     assert volumes["operator-key"]["secret"]["secretName"] == "my-keys"
+
+
+def test_chart_values_schema_refuses_unknown_and_mistyped_values() -> None:
+    for bad in ("--set=bogus=1", "--set=ports.http=x", "--set=operator.logFormat=xml"):
+        proc = subprocess.run(
+            [_helm(), "template", "c1", str(CHART), *bad.split()],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert proc.returncode != 0, bad
+        assert "schema" in proc.stderr, proc.stderr
+
+
+def test_chart_readme_documents_every_value() -> None:
+    readme = (CHART / "README.md").read_text()
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    for key in values:
+        assert f"`{key}" in readme, key

@@ -177,7 +177,7 @@ async def test_invalid_spec_is_reported_and_the_compute_is_untouched(
     assert compute.log.read_text(errors="replace").count("POST /configure") == configures
 
 
-async def test_a_failing_compute_shows_degraded(
+async def test_a_failing_apply_shows_degraded_while_running(
     api: Api, compute: Compute, sidecar: Operator
 ) -> None:
     await apply_and_wait(api, compute)
@@ -201,13 +201,16 @@ async def test_a_failing_compute_shows_degraded(
         )
 
     obj = await api.wait_for(degraded, what="Degraded=True")
-    assert obj["status"]["status"] == "failed"
-    assert obj["status"]["lastError"]
-    assert condition(obj, "Ready")["status"] == "False"
+    # Beyond Neon: the compute keeps serving its last applied spec and retries this one.
+    assert obj["status"]["status"] == "running"
+    assert "orphan" in obj["status"]["lastError"]
+    assert condition(obj, "Ready")["status"] == "True"
     assert condition(obj, "Reconciled")["status"] == "False"
     event = await api.wait_for_event("Degraded")
     assert event["type"] == "Warning"
-    assert (await compute.status(api.session))["status"] == "failed"
+    body = await compute.status(api.session)
+    assert body["status"] == "running"
+    assert "orphan" in body["pending_error"]
 
 
 async def test_a_direct_configure_is_a_conflict_and_the_resource_wins(

@@ -62,6 +62,22 @@ def test_failed_compute_is_degraded_with_its_error() -> None:
     assert st.last_error == "apply failed: role x"
 
 
+def test_running_compute_retrying_a_spec_is_degraded_not_failed() -> None:
+    why = "create_and_alter_databases: create database newdb failed: template1 in use"
+    obs = running(desired_spec_hash="b" * 16, desired_generation=2, pending_error=why)
+    st = render(status.Facts(generation=1, want="b" * 16, observation=obs))
+    assert cond(st, status.ConditionType.READY).status == "True"  # still serving
+    reconciled = cond(st, status.ConditionType.RECONCILED)
+    assert (reconciled.status, reconciled.reason, reconciled.message) == (
+        "False",
+        "ApplyRetrying",
+        why,
+    )
+    degraded = cond(st, status.ConditionType.DEGRADED)
+    assert (degraded.status, degraded.reason) == ("True", "ApplyRetrying")
+    assert st.last_error == why
+
+
 def test_pending_restart_names_the_settings() -> None:
     obs = running(pending_restart=("shared_buffers", "max_connections"))
     st = render(status.Facts(generation=1, want=H, observation=obs))

@@ -34,14 +34,13 @@ class Compute:
         return cls(pgdata=pgdata, port=pgserver.free_port())
 
     def write_conf(self, spec: spec_mod.ComputeSpec) -> None:
-        neon = spec.has_neon_storage()
         lines = [
             f"port = {self.port}",
             "listen_addresses = '127.0.0.1'",
             f"unix_socket_directories = '{self.pgdata.parent}'",
             "fsync = off",
-            *storage.neon_conf_lines(spec, privileged_role="neon_superuser", internal_port=3081),
-            *storage.mode_conf_lines(spec, neon=neon),
+            *storage.neon_conf_lines(spec),
+            *_mode_lines(spec),
         ]
         conf = self.pgdata / "postgresql.conf"
         conf.write_text("\n".join(lines) + "\n")
@@ -68,3 +67,13 @@ class Compute:
             proc.kill()
             proc.wait()
         shutil.rmtree(self.pgdata.parent, ignore_errors=True)
+
+
+def _mode_lines(spec: spec_mod.ComputeSpec) -> list[str]:
+    """The mode's settings, as ``pgconf`` writes them for a real compute."""
+    lines = [f"neon.compute_mode={spec.mode.type_name}"] if spec.has_neon_storage() else []
+    if spec.mode.kind == "Static":
+        lines += ["hot_standby=on", f"recovery_target_lsn='{spec.mode.lsn}'"]
+    elif spec.mode.kind == "Replica":
+        lines.append("hot_standby=on")
+    return lines

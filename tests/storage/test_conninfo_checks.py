@@ -165,10 +165,7 @@ def test_vanilla_replica_checks() -> None:
 
 
 def test_local_mode_has_no_storage_lines() -> None:
-    assert (
-        storage.neon_conf_lines(make_spec(), privileged_role="neon_superuser", internal_port=1)
-        == []
-    )
+    assert storage.neon_conf_lines(make_spec()) == []
 
 
 def test_neon_conf_lines_golden() -> None:
@@ -181,7 +178,7 @@ def test_neon_conf_lines_golden() -> None:
         endpoint_id="ep-it's",
         storage_auth_token="SECRET-TOKEN",
     )
-    lines = storage.neon_conf_lines(spec, privileged_role="neon_superuser", internal_port=3081)
+    lines = storage.neon_conf_lines(spec)
     assert lines == [
         "# Neon storage settings",
         "neon.stripe_size=2048",
@@ -194,30 +191,20 @@ def test_neon_conf_lines_golden() -> None:
         "neon.endpoint_id='ep-it''s'",
     ]
     assert not any("SECRET" in line for line in lines)
-    assert storage.postgres_env(spec) == {"NEON_AUTH_TOKEN": "SECRET-TOKEN"}
+
+
+def test_conf_values_with_line_breaks_stay_on_their_line() -> None:
+    lines = storage.neon_conf_lines(neon_spec(endpoint_id="ep\nshared_buffers=1"))
+    assert "neon.endpoint_id='ep\\nshared_buffers=1'" in lines
 
 
 def test_connection_info_without_libpq_urls_writes_no_connstring() -> None:
     info = {"shard_count": 0, "shards": {"0000": {"pageservers": [{"grpc_url": "grpc://a"}]}}}
     lines = storage.neon_conf_lines(
-        neon_spec(pageserver_connstring=None, pageserver_connection_info=info),
-        privileged_role="r",
-        internal_port=1,
+        neon_spec(pageserver_connstring=None, pageserver_connection_info=info)
     )
     assert "# no neon.pageserver_connstring" in lines
     assert "neon.pageserver_grpc_urls='grpc://a'" in lines
-
-
-def test_mode_lines() -> None:
-    assert storage.mode_conf_lines(neon_spec(), neon=True) == ["neon.compute_mode=primary"]
-    assert storage.mode_conf_lines(neon_spec(mode="Replica"), neon=True) == [
-        "neon.compute_mode=replica",
-        "hot_standby=on",
-    ]
-    assert storage.mode_conf_lines(neon_spec(mode={"Static": "0/16b3748"}), neon=False) == [
-        "hot_standby=on",
-        "recovery_target_lsn='0/16B3748'",
-    ]
 
 
 # Issue 12 item 4: a spec's connection strings reach libpq in the root process.

@@ -83,6 +83,7 @@ def make_node(
         external_http_port=pgserver.free_port(),
         internal_http_port=pgserver.free_port(),
         failed_exit_delay=0.0,
+        internal_full_api=True,
     )
     return node_mod.ComputeNode(params, config=spec_mod.ComputeConfig(spec=spec))
 

@@ -27,20 +27,22 @@ routes = web.RouteTableDef()
 _M = TypeVar("_M", bound=pydantic.BaseModel)
 
 
-def _parse(model: type[_M], body: object) -> _M:
+async def _running_request(request: web.Request, model: type[_M]) -> tuple[str, _M]:
+    """The body as ``model`` (400), then status ``running`` (412); the node's connstr."""
+    node = request.app[responses.NODE]
     try:
-        return model.model_validate(body)
+        body = model.model_validate(await responses.read_json(request))
     except pydantic.ValidationError as e:
         raise responses.ApiError(400, spec_mod.format_validation_error(e)) from None
+    responses.require_running(node.state)
+    return node.connstr(), body
 
 
 @routes.post("/grants")
 async def grants(request: web.Request) -> web.Response:
-    node = request.app[responses.NODE]
-    req = _parse(api_models.GrantsRequest, await responses.read_json(request))
-    responses.require_running(node.state)
+    connstr, req = await _running_request(request, api_models.GrantsRequest)
     await ondemand.grant_schema_privileges(
-        node.connstr(),
+        connstr,
         database=req.database,
         schema=req.schema_name,
         role=req.role,
@@ -54,11 +56,9 @@ async def grants(request: web.Request) -> web.Response:
 
 @routes.post("/extensions")
 async def extensions(request: web.Request) -> web.Response:
-    node = request.app[responses.NODE]
-    req = _parse(api_models.ExtensionRequest, await responses.read_json(request))
-    responses.require_running(node.state)
+    connstr, req = await _running_request(request, api_models.ExtensionRequest)
     await ondemand.install_extension(
-        node.connstr(), database=req.database, extension=req.extension, version=req.version
+        connstr, database=req.database, extension=req.extension, version=req.version
     )
     answer = api_models.ExtensionInstallResponse(extension=req.extension, version=req.version)
     return responses.model_response(answer, status=201)

@@ -35,6 +35,7 @@ class Params:
     external_http_host: str = "127.0.0.1"
     allow_unauthenticated: bool = False
     internal_full_api: bool = True
+    failed_exit_delay: float = 30.0
     build_tag: str = "test-build"
 
 
