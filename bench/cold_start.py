@@ -45,15 +45,18 @@ from typing import Any
 
 from compute_ctl.compute import pgconf
 from compute_ctl.compute import spec as spec_mod
-from tests import pgserver
-from tests.core import helpers, process
+from tests import pgserver, support
+from tests.support import compute_process as process
+from tests.support import specs
 
 SUPERUSER = "cloud_admin"
 
 
 def _spec(port: int, roles: int) -> dict[str, Any]:
     names = [f"app_role_{i}" for i in range(roles)]
-    return helpers.spec_json(port=port, roles=names, databases=[("appdb", names[0])])
+    return specs.local_spec(
+        port=port, roles=names, databases=[("appdb", names[0])], password="bench password"
+    )
 
 
 def _baseline_sql(spec: spec_mod.ComputeSpec) -> str:
@@ -174,7 +177,7 @@ def _bytecode_env(enabled: bool) -> Iterator[Mapping[str, str]]:
         subprocess.run(
             [sys.executable, "-c", warm],
             env={**os.environ, **env},
-            cwd=helpers.REPO,
+            cwd=support.REPO,
             check=True,
         )
         yield env

@@ -29,9 +29,9 @@ import requests
 
 from bench import http_servers
 from tests import pgserver
-from tests.http import jwts, realcompute
+from tests.support import compute_process, jwts, specs
 
-COMPUTE_ID = realcompute.COMPUTE_ID
+COMPUTE_ID = compute_process.COMPUTE_ID
 
 
 async def bench_status(
@@ -133,14 +133,12 @@ async def bench_memory(*, tgt: http_servers.Target, token: str, checkpoints: Seq
 
 def bench_configure(*, rounds: int) -> None:
     print(f"\n== one-setting change applied, {rounds} rounds each")
-    with realcompute.compute_ctl(allow_unauthenticated=True) as compute:
+    with compute_process.running_compute(allow_unauthenticated=True) as compute:
         configure_ms: list[float] = []
         psql_ms: list[float] = []
         for i in range(rounds):
             value = f"{4 + i % 2}MB"
-            spec = realcompute.local_spec(
-                port=compute.pg_port, settings=[("work_mem", value, "string")]
-            )
+            spec = specs.local_spec(port=compute.pg_port, settings=[("work_mem", value, "string")])
             started = time.perf_counter()
             response = requests.post(
                 f"{compute.internal}/configure",

@@ -26,12 +26,12 @@ import requests
 from aiohttp import web
 
 from tests import pgserver
-from tests.http import realcompute
+from tests.support import compute_process
 
 __all__ = ["COMPUTE_ID", "Target", "bare_server", "cpu_seconds", "load", "percentile", "target"]
 
 REPO = Path(__file__).resolve().parent.parent
-COMPUTE_ID = realcompute.COMPUTE_ID
+COMPUTE_ID = compute_process.COMPUTE_ID
 
 
 # --- servers (run as subprocesses of the bench) --------------------------------------
@@ -73,7 +73,7 @@ def serve_double(*, external_port: int, internal_port: int, jwk: dict[str, Any])
     """The real HTTP layer over the node test double (no postgres needed for /status)."""
     from compute_ctl.compute import spec as spec_mod
     from compute_ctl.compute.http import server
-    from tests.http import nodedouble
+    from tests.support import nodedouble
 
     async def main() -> None:
         node = nodedouble.NodeDouble(
@@ -165,7 +165,7 @@ class Target:
 @contextlib.contextmanager
 def target(jwk: dict[str, Any], *, force_double: bool) -> Iterator[Target]:
     if not force_double:
-        with realcompute.compute_ctl(jwks=[jwk]) as compute:
+        with compute_process.running_compute(jwks=[jwk]) as compute:
             yield Target(
                 internal=compute.internal,
                 external=compute.external,

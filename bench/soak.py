@@ -44,7 +44,7 @@ from typing import Any
 import aiohttp
 
 from compute_ctl.compute import spec as spec_mod
-from tests.http import realcompute
+from tests.support import compute_process, specs
 
 _SCRAM = (
     "SCRAM-SHA-256$4096:Y29tcHV0ZS1jdGwtZGVtbw==$CaOC+hJ3k1xAWyQF05CfkNt2kFf6eIoV1oIhsTdhGI4="
@@ -65,7 +65,7 @@ class Answer:
 
 @dataclasses.dataclass
 class Soak:
-    compute: realcompute.ComputeProcess
+    compute: compute_process.ComputeProcess
     deadline: float
     answers: list[Answer] = dataclasses.field(default_factory=list)
     faults: list[tuple[str, float, float]] = dataclasses.field(default_factory=list)
@@ -111,7 +111,7 @@ class Soak:
     def next_spec(self) -> tuple[bytes, str]:
         self.counter += 1
         n = self.counter
-        spec = realcompute.local_spec(
+        spec = specs.local_spec(
             port=self.compute.pg_port, settings=[("work_mem", f"{1024 + n}kB", "string")]
         )
         spec["cluster"]["roles"] = [
@@ -154,7 +154,7 @@ async def _body_flood(soak: Soak, session: aiohttp.ClientSession) -> None:
         await asyncio.sleep(0.5)
 
 
-def _postmaster_pid(compute: realcompute.ComputeProcess) -> int | None:
+def _postmaster_pid(compute: compute_process.ComputeProcess) -> int | None:
     with contextlib.suppress(OSError, ValueError, IndexError):
         return int((compute.base / "pgdata" / "postmaster.pid").read_text().split()[0])
     return None
@@ -300,7 +300,7 @@ def _report(soak: Soak, final: dict[str, Any], rss: list[float], grace: float) -
 
 
 async def _run(args: argparse.Namespace) -> int:
-    with realcompute.compute_ctl(allow_unauthenticated=True) as compute:
+    with compute_process.running_compute(allow_unauthenticated=True) as compute:
         print(f"compute_ctl pid {compute.proc.pid}, PGDATA {compute.base / 'pgdata'}")
         soak = Soak(compute=compute, deadline=time.monotonic() + args.seconds)
         rss: list[float] = []

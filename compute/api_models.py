@@ -36,6 +36,7 @@ __all__ = [
     "ExtensionRequest",
     "GrantsRequest",
     "GrantsResponse",
+    "MigrationsStatus",
     "PlannedOperation",
     "Privilege",
     "TerminateResponse",
@@ -73,6 +74,17 @@ class _Body(pydantic.BaseModel):
     )
 
 
+class MigrationsStatus(_Body):
+    """Where the start-time migrations are: ``applied`` of ``latest`` are in the cluster;
+    ``failed_id`` failed (retried at the next start)."""
+
+    state: Literal["running", "done", "failed"]
+    applied: int | None = None
+    latest: int | None = None
+    failed_id: int | None = None
+    error: str | None = None
+
+
 class ComputeStatusResponse(_Body):
     """``GET /status``: Neon's ``ComputeStatusResponse`` fields, then ours."""
 
@@ -92,6 +104,11 @@ class ComputeStatusResponse(_Body):
         default=None,
         description="Beyond Neon: why the desired spec is not applied yet; it is retried "
         "meanwhile, and the compute keeps running on its last applied spec.",
+    )
+    migrations: MigrationsStatus | None = pydantic.Field(
+        default=None,
+        description="Beyond Neon: the start-time database migrations (null until a Primary "
+        "start with catalog updates runs them; Neon runs them unobserved)",
     )
 
     @property

@@ -30,7 +30,16 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from compute_ctl.compute import errors, failpoints, liveness, logformat, params, pgdata, pgtools
+from compute_ctl.compute import (
+    errors,
+    failpoints,
+    liveness,
+    logformat,
+    neonflags,
+    params,
+    pgdata,
+    pgtools,
+)
 
 if TYPE_CHECKING:
     from compute_ctl.compute import admission
@@ -66,15 +75,22 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         default=env.get("POSTGRES_PATH", "postgres"),
         help="postgres binary; its siblings are used too (env POSTGRES_PATH)",
     )
-    p.add_argument("-r", "--remote-ext-base-url", help="extension gateway base URL")
+    p.add_argument("-r", "--remote-ext-base-url", help="no effect here (Neon's extension gateway)")
     p.add_argument("--external-http-host", default="0.0.0.0")
     p.add_argument("--external-http-port", type=int, default=3080)
     p.add_argument("--internal-http-port", type=int, default=3081, help="bound to 127.0.0.1")
     p.add_argument("--privileged-role-name", default="neon_superuser")
-    p.add_argument("--resize-swap-on-bind", action="store_true")
-    p.add_argument("--set-disk-quota-for-fs", metavar="MOUNTPOINT")
-    p.add_argument("--installed-extensions-collection-interval", type=int, default=3600)
-    p.add_argument("--dev", action="store_true", help="do not kill pgbouncer/local_proxy")
+    p.add_argument("--resize-swap-on-bind", action="store_true", help="no effect (NeonVM only)")
+    p.add_argument("--set-disk-quota-for-fs", metavar="MOUNTPOINT", help="no effect (NeonVM only)")
+    p.add_argument(
+        "--installed-extensions-collection-interval",
+        type=int,
+        default=3600,
+        help="seconds between installed-extensions reports when the spec's "
+        "suspend_timeout_seconds is -1 or 0",
+    )
+    p.add_argument("--dev", action="store_true", help="no effect (no pgbouncer/local_proxy)")
+    neonflags.add_hadron_flags(p)
     p.add_argument("--cgroup", default="neon-postgres", help="cgroup for postgres (AUTOSCALING)")
     p.add_argument("--cgroup-root", type=Path, default=Path("/sys/fs/cgroup"))
     p.add_argument("--filecache-connstr", default=params.DEFAULT_FILECACHE_CONNSTR)
@@ -132,6 +148,11 @@ def _ext_base_url(raw: str | None) -> str | None:
 
 
 def params_from_args(ns: argparse.Namespace, environ: Mapping[str, str]) -> params.Params:
+    if ns.http_port is not None:  # Hadron's single-port flag
+        ns.external_http_port, ns.internal_http_port = ns.http_port, ns.http_port + 1
+    if ns.installed_extensions_collection_interval < 1:
+        raise errors.ConfigError("--installed-extensions-collection-interval must be positive")
+    neonflags.warn_ineffective(ns)
     for flag in ("external_http_port", "internal_http_port"):
         if not 0 <= getattr(ns, flag) < 65536:
             raise errors.ConfigError(f"--{flag.replace('_', '-')} must be a port number")
@@ -186,8 +207,13 @@ def load_config_file(path: Path, *, rules: admission.Rules) -> admission.Admitte
     return admission.admit_config(raw, rules=rules, where=f"config file {path}")
 
 
-async def _load_config(p: params.Params, environ: Mapping[str, str]) -> admission.AdmittedConfig:
-    """The config file or the control plane's reply, admitted (the CLI's two entrances)."""
+async def _load_config(
+    p: params.Params, environ: Mapping[str, str], cplane_requests: list[str]
+) -> admission.AdmittedConfig:
+    """The config file or the control plane's reply, admitted (the CLI's two entrances).
+
+    ``cplane_requests`` collects each control-plane attempt's status for the node's
+    ``compute_ctl_cplane_requests_total`` (the node and its metrics do not exist yet)."""
     from compute_ctl.compute import admission
 
     rules = admission.Rules.for_params(p)
@@ -200,6 +226,7 @@ async def _load_config(p: params.Params, environ: Mapping[str, str]) -> admissio
         uri=p.control_plane_uri,
         compute_id=p.compute_id,
         token=environ.get("NEON_CONTROL_PLANE_TOKEN"),
+        record=cplane_requests.append,
     )
     return admission.admit_config(config, rules=rules, where="control plane reply")
 
@@ -305,8 +332,9 @@ async def _amain(ns: argparse.Namespace, environ: Mapping[str, str]) -> int:
 async def _run(p: params.Params, environ: Mapping[str, str]) -> int:
     tools, fps = _check_local(p)
     warm = await _speculative_prewarm(p, tools)
+    cplane_requests: list[str] = []  # fetched before the node's metrics exist
     try:
-        config = await _load_config(p, environ)
+        config = await _load_config(p, environ, cplane_requests)
         _check_ports(p)
     except BaseException:
         if warm is not None:
@@ -321,6 +349,8 @@ async def _run(p: params.Params, environ: Mapping[str, str]) -> int:
     from compute_ctl.compute.http import server
 
     node = node_mod.ComputeNode(p, config=config, failpoints=fps, tools=tools, prewarm=warm)
+    for status in cplane_requests:
+        node.metrics.cplane_request(rpc="GetConfig", http_status=status)
     _install_signals(node)
     run = asyncio.create_task(node.run())
     try:

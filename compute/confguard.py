@@ -39,6 +39,15 @@ class ConfGuard:
         self._metrics = metrics
         self._definitions = catalog_settings.GucCache()
 
+    async def warm(self, *, connstr: str, server: int) -> None:
+        """Read the definitions now, so that ``check_values`` does not wait on I/O later
+        (``/configure`` checks ``If-Match`` and stores the spec without a pause between)."""
+        try:
+            async with asyncio.timeout(_DEFINITIONS_TIMEOUT_S):
+                await self._definitions.rows(connstr=connstr, key=server)
+        except (TimeoutError, errors.ComputeError) as e:
+            logger.warning("setting definitions not read now: %s", e)
+
     async def check_values(self, spec: spec_mod.ComputeSpec, *, connstr: str, server: int) -> None:
         """Raise ``ConfigError`` for a value PostgreSQL would refuse.
 

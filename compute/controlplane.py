@@ -10,9 +10,11 @@ failure raises ``errors.ConfigError``, whose text never includes the token.
 from __future__ import annotations
 
 import asyncio
+import http
 import json
 import logging
 import urllib.parse
+from collections.abc import Callable
 from typing import Any
 
 import pydantic
@@ -38,11 +40,22 @@ class _Retry(Exception):
     pass
 
 
-async def _attempt(session: Any, url: str, headers: dict[str, str]) -> dict[str, Any]:
+def status_text(code: int) -> str:
+    """An HTTP status as Neon's metric label prints it (Rust ``http``'s Display): ``200 OK``."""
+    try:
+        return f"{code} {http.HTTPStatus(code).phrase}"
+    except ValueError:
+        return str(code)
+
+
+async def _attempt(
+    session: Any, url: str, headers: dict[str, str], record: Callable[[str], None]
+) -> dict[str, Any]:
     import aiohttp  # only the -p path pays for aiohttp's client
 
     try:
         async with session.get(url, headers=headers) as response:
+            record(status_text(response.status))
             body = await response.text()
             if response.status in _RETRYABLE_STATUS:
                 raise _Retry(f"HTTP {response.status}")
@@ -51,6 +64,7 @@ async def _attempt(session: Any, url: str, headers: dict[str, str]) -> dict[str,
                     f"control plane answered HTTP {response.status} for {url}: {body[:300]}"
                 )
     except (aiohttp.ClientError, TimeoutError) as e:
+        record("unknown")
         raise _Retry(f"{type(e).__name__}: {e}") from e
     try:
         reply = json.loads(body)
@@ -79,9 +93,17 @@ def _parse(reply: dict[str, Any]) -> spec_mod.ComputeConfig:
 
 
 async def fetch_config(
-    *, uri: str, compute_id: str, token: str | None, timeout: float = 10.0
+    *,
+    uri: str,
+    compute_id: str,
+    token: str | None,
+    timeout: float = 10.0,
+    record: Callable[[str], None] = lambda status: None,
 ) -> spec_mod.ComputeConfig:
-    """The compute's ``ComputeConfig`` from the control plane (``spec`` None when empty)."""
+    """The compute's ``ComputeConfig`` from the control plane (``spec`` None when empty).
+
+    ``record`` gets each attempt's outcome for ``compute_ctl_cplane_requests_total``:
+    ``"200 OK"``-style, or ``unknown`` when no answer came."""
     import aiohttp
 
     url = spec_url(uri, compute_id)
@@ -90,7 +112,7 @@ async def fetch_config(
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session:
         for attempt in range(1, ATTEMPTS + 1):
             try:
-                reply = await _attempt(session, url, headers)
+                reply = await _attempt(session, url, headers, record)
             except _Retry as e:
                 last = str(e)
                 logger.warning("control plane attempt %d/%d failed: %s", attempt, ATTEMPTS, last)

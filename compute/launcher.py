@@ -37,6 +37,7 @@ from compute_ctl.compute import (
     pgtools,
     postgres,
     safefs,
+    startconf,
     state,
 )
 from compute_ctl.compute import spec as spec_mod
@@ -75,6 +76,12 @@ class Launcher(Protocol):
 
     def write_conf(self, admitted: admission.Admitted) -> None:
         """Rewrite ``postgresql.conf`` for ``admitted`` (before a reload)."""
+
+    def write_temp_override(self, text: str) -> None:
+        """Write the file ``postgresql.conf`` includes last ("" truncates it)."""
+
+    def append_conf_line(self, line: str) -> None:
+        """Append ``line`` to ``postgresql.conf`` unless it is there (Neon's line-in-file)."""
 
     async def lsn_before_stop(self, spec: spec_mod.ComputeSpec) -> str | None:
         """Before postgres stops: what only a running postgres can tell (a replica's
@@ -123,6 +130,12 @@ class LocalLauncher:
         return pgconf.render_hba(
             superuser=self._local.user, loopback=self.params.trust_superuser_on_loopback
         )
+
+    def write_temp_override(self, text: str) -> None:
+        startconf.write_override(pgdata=self.pgdata, text=text, user=self.tools.user)
+
+    def append_conf_line(self, line: str) -> None:
+        startconf.line_in_file(self.pgdata / "postgresql.conf", line)
 
     # --- preparing PGDATA --------------------------------------------------------
 

@@ -32,6 +32,7 @@ import dataclasses
 import time
 from collections.abc import Iterable, Iterator
 
+import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -39,6 +40,10 @@ from prometheus_client.registry import Collector
 from compute_ctl.compute import state as state_mod
 
 __all__ = ["OUTCOMES", "Metrics", "ReconcileRecord"]
+
+# Neon exports no ``*_created`` series; prometheus-client adds one per counter and
+# histogram unless told not to (a process-wide switch; compute_ctl has no other registry).
+prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
 
 OUTCOMES = ("applied", "noop", "failed", "cancelled")
 """Reconcile outcomes: changes made; nothing to do; an error; interrupted."""
@@ -120,9 +125,52 @@ class Metrics:
             "Cumulative duration of Postgres downtime in ms",
             registry=self.registry,
         )
+        self._neon_families()
         self._init_started: float | None = None
         state.listeners.append(self._on_transition)
         self._state = state
+
+    def _neon_families(self) -> None:
+        """Neon's families (``compute_tools/src/metrics.rs``), same names, types, labels."""
+        self.installed_extensions = Gauge(
+            "compute_installed_extensions",
+            "Number of databases where the version of extension is installed",
+            ["extension_name", "version", "owned_by_superuser"],
+            registry=self.registry,
+        )
+        self.cplane_requests = Counter(
+            "compute_ctl_cplane_requests",
+            "Total number of control plane requests made by compute_ctl by status",
+            ["rpc", "http_status"],
+            registry=self.registry,
+        )
+        self.db_migration_failed = Counter(
+            "compute_ctl_db_migration_failed",
+            "Total number of failed database migrations",
+            ["migration_id"],
+            registry=self.registry,
+        )
+        self.audit_log_dir_size = Gauge(
+            "compute_audit_log_dir_size",
+            "Size of audit log directory in bytes",
+            registry=self.registry,
+        )
+
+    # --- Neon's recording calls -----------------------------------------------
+
+    def migration_failed(self, migration_id: int) -> None:
+        self.db_migration_failed.labels(migration_id=str(migration_id)).inc()
+
+    def cplane_request(self, *, rpc: str, http_status: str) -> None:
+        """``http_status`` as Neon prints it (``"200 OK"``), or ``unknown``."""
+        self.cplane_requests.labels(rpc=rpc, http_status=http_status).inc()
+
+    def set_installed_extensions(self, counts: Iterable[tuple[tuple[str, str, str], int]]) -> None:
+        """``((extname, version, owned_by_superuser), n_databases)``; never reset (Neon)."""
+        for (name, version, owned), n in counts:
+            self.installed_extensions.labels(
+                extension_name=name, version=version, owned_by_superuser=owned
+            ).set(n)
 
     # --- startup (automatic, from state transitions) ------------------------
 

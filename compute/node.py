@@ -28,11 +28,13 @@ import contextlib
 import logging
 import os
 import time
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, Literal
 
 from compute_ctl.compute import (
     admission,
     applier,
+    audit,
     autoscaling,
     confguard,
     errors,
@@ -43,7 +45,9 @@ from compute_ctl.compute import (
     params,
     pgtools,
     postgres,
+    startconf,
 )
+from compute_ctl.compute import installed_extensions as extensions_mod
 from compute_ctl.compute import launcher as launcher_mod
 from compute_ctl.compute import spec as spec_mod
 from compute_ctl.compute import state as state_mod
@@ -158,6 +162,8 @@ class ComputeNode:
         self._vm_monitor: vm_monitor.VmMonitor | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._conf = confguard.ConfGuard(metrics=self.metrics)
+        # Seconds between installed-extensions reports (the spec changes it).
+        self._extensions_interval = params.installed_extensions_collection_interval
 
     # --- inputs ----------------------------------------------------------------
 
@@ -346,11 +352,9 @@ class ComputeNode:
         await self.failpoints.hit("before-apply")
         started = time.monotonic()
         if _applies_catalog(admitted):
-            await self.catalog.apply_spec(
-                connstr=self.connstr(),
-                admitted=admitted,
-                concurrency=applier.start_concurrency(spec),
-            )
+            await self._configure_as_primary(admitted)
+        if spec.mode.kind == "Primary":
+            self._spawn(extensions_mod.report(connstr=self.connstr(), metrics=self.metrics))
         config_ms = state_mod.monotonic_ms(started)
         await self.failpoints.hit("after-apply")
         self._vm_monitor = await autoscaling.start_vm_monitor(self.params, spec)
@@ -363,6 +367,81 @@ class ComputeNode:
             if s.status is S.INIT:  # else a termination arrived meanwhile: supervise handles it
                 s.set_status(S.RUNNING)
         logger.info("compute running: %s", self.state.timings.as_dict())
+        if audit.is_compliance(spec.audit_log_level):
+            self._spawn(audit.watch_log_dir(pgdata=self.params.pgdata, metrics=self.metrics))
+        self._spawn(
+            extensions_mod.run_periodically(
+                connstr=self.connstr(),
+                metrics=self.metrics,
+                interval=lambda: self._extensions_interval,
+            )
+        )
+
+    # --- Neon's Primary start steps (parity: startconf, audit, migrations) ---------
+
+    async def _apply_catalog(
+        self, admitted: admission.Admitted, *, concurrency: int, deadline: float | None = None
+    ) -> None:
+        """Neon's ``apply_spec_sql``: the catalog, then the audit phases."""
+        spec = admitted.spec
+        await self.catalog.apply_spec(
+            connstr=self.connstr(), admitted=admitted, concurrency=concurrency, deadline=deadline
+        )
+        await audit.apply_sql(connstr=self.connstr(), level=spec.audit_log_level)
+
+    async def _configure_as_primary(self, admitted: admission.Admitted) -> None:
+        """The apply under the temporary override, the migrations (in the background, as
+        Neon), then the subscribers line and a reload. Failpoint ``temp-override-active``
+        holds the start with the override in place."""
+        assert self.postmaster is not None
+        self._update_extensions_interval(admitted.spec)
+        async with startconf.temp_override(
+            write=self.launcher.write_temp_override, reload=self.postmaster.reload
+        ):
+            await self.failpoints.hit("temp-override-active")
+            await self._apply_catalog(
+                admitted, concurrency=applier.start_concurrency(admitted.spec)
+            )
+        self._spawn(self._run_migrations())
+        self.launcher.append_conf_line(startconf.SUBSCRIBERS_LINE)
+        await self.postmaster.reload()
+
+    def _update_extensions_interval(self, spec: spec_mod.ComputeSpec) -> None:
+        """Neon: a Primary start's apply and every reconfigure take it from the spec."""
+        self._extensions_interval = extensions_mod.interval_from_spec(
+            spec, default=self.params.installed_extensions_collection_interval
+        )
+
+    async def _run_migrations(self) -> None:
+        from compute_ctl.compute.migrations import runner
+
+        async with self.state.lock() as s:
+            s.set_migrations(state_mod.MigrationsProgress(state="running"))
+        try:
+            outcome = await runner.run(
+                connstr=self.connstr(),
+                privileged_role=self.params.privileged_role_name,
+                metrics=self.metrics,
+                failpoints=self.failpoints,
+            )
+            progress = state_mod.MigrationsProgress(
+                state="failed" if outcome.failed_id is not None else "done",
+                applied=outcome.applied,
+                latest=outcome.latest,
+                failed_id=outcome.failed_id,
+                error=outcome.error,
+            )
+        except Exception as e:
+            logger.error("Failed to run migrations: %s", e)
+            progress = state_mod.MigrationsProgress(state="failed", error=str(e))
+        async with self.state.lock() as s:
+            s.set_migrations(progress)
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """A background task of this compute, cancelled when it ends."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _failed_start(self, failure: BaseException) -> int:
         logger.error("compute start failed: %s", failure, exc_info=failure)
@@ -411,6 +490,8 @@ class ComputeNode:
 
     async def _cleanup(self) -> None:
         self._finished = True
+        for task in list(self._background):
+            task.cancel()
         await self.launcher.discard_prewarm()
         await self._stop_vm_monitor()
         if self.postmaster is not None:
@@ -428,6 +509,8 @@ class ComputeNode:
     # --- the configurator --------------------------------------------------------
 
     async def _configurator(self) -> None:
+        if self.postmaster is not None:
+            await self._conf.warm(connstr=self.connstr(), server=self.postmaster.pid)
         failures = 0  # consecutive failed attempts at the desired spec
         while True:
             async with self.state.lock() as s:
@@ -517,6 +600,7 @@ class ComputeNode:
     ) -> list[str]:
         """Neon's ``reconfigure``: rewrite postgresql.conf and reload before any SQL."""
         assert self.postmaster is not None
+        self._update_extensions_interval(admitted.spec)
         self.launcher.write_conf(admitted)
         async with asyncio.timeout(max(deadline - time.monotonic(), 0.1)):
             report = await self._inspect_conf(admitted.spec)
@@ -528,12 +612,13 @@ class ComputeNode:
         await self.failpoints.hit("before-apply")
         phases.now = "catalog"
         if _applies_catalog(admitted):
-            await self.catalog.apply_spec(
-                connstr=self.connstr(),
-                admitted=admitted,
-                concurrency=admitted.spec.reconfigure_concurrency,
-                deadline=deadline,
-            )
+            async with startconf.temp_override(
+                write=self.launcher.write_temp_override, reload=self.postmaster.reload
+            ):
+                await self._apply_catalog(
+                    admitted, concurrency=admitted.spec.reconfigure_concurrency, deadline=deadline
+                )
+            await self.postmaster.reload(timeout=max(deadline - time.monotonic(), 0.1))
         await self.failpoints.hit("after-apply")
         pending = await self.catalog.pending_restart(connstr=self.connstr())
         if pending:

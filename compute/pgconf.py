@@ -13,8 +13,13 @@
     # Managed by compute_ctl: begin
     cluster.settings, one ``name = value`` per line
     # Managed by compute_ctl: end
-    neon.extension_server_port, neon.disable_logical_replication_subscribers (Neon storage only)
-    include_if_exists = 'compute_ctl_temp_override.conf'      (always last)
+    the audit block (``audit.conf_lines``; none when audit is Disabled)
+    neon.extension_server_port (Neon storage only)
+    neon.disable_logical_replication_subscribers=true|false (every mode, as Neon; an
+        inert placeholder on vanilla PostgreSQL)
+    log_destination='stderr,syslog' (when ``logs_export_host`` is set)
+    include_if_exists = 'compute_ctl_temp_override.conf'      (last as written; after a
+        Primary start ``startconf.enable_subscribers`` may append one line after it)
 
 Later lines win in postgresql.conf, so ``cluster.settings`` override anything above them.
 
@@ -38,7 +43,7 @@ import dataclasses
 import re
 from collections.abc import Iterable, Sequence
 
-from compute_ctl.compute import errors
+from compute_ctl.compute import audit, errors
 from compute_ctl.compute import spec as spec_mod
 
 __all__ = [
@@ -118,13 +123,13 @@ def spec_sets(spec: spec_mod.ComputeSpec, name: str) -> bool:
 
 
 def _mode_lines(spec: spec_mod.ComputeSpec, *, neon_storage: bool) -> Iterable[str]:
+    if neon_storage:
+        yield f"neon.compute_mode={spec.mode.type_name}"
     if spec.mode.kind == "Static":
         yield "hot_standby=on"
         yield f"recovery_target_lsn={escape_conf_value(spec.mode.lsn or '0/0')}"
     elif spec.mode.kind == "Replica":
         yield "hot_standby=on"
-    if neon_storage:
-        yield f"neon.compute_mode={spec.mode.type_name}"
 
 
 def render_postgresql_conf(spec: spec_mod.ComputeSpec, context: ConfContext) -> str:
@@ -147,10 +152,13 @@ def render_postgresql_conf(spec: spec_mod.ComputeSpec, context: ConfContext) -> 
     lines.append(MANAGED_BEGIN)
     lines.extend(render_option(option) for option in spec.cluster.settings or [])
     lines.append(MANAGED_END)
+    lines.extend(audit.conf_lines(spec))
     if neon_storage:
         lines.append(f"neon.extension_server_port={context.internal_port}")
-        flag = "true" if spec.drop_subscriptions_before_start else "false"
-        lines.append(f"neon.disable_logical_replication_subscribers={flag}")
+    flag = "true" if spec.drop_subscriptions_before_start else "false"
+    lines.append(f"neon.disable_logical_replication_subscribers={flag}")
+    if spec.logs_export_host:
+        lines.append("log_destination='stderr,syslog'")
     lines.append(f"include_if_exists = {escape_conf_value(OVERRIDE_FILE)}")
     return "\n".join(lines) + "\n"
 

@@ -48,6 +48,7 @@ __all__ = [
     "ComputeState",
     "ComputeStatus",
     "IllegalTransition",
+    "MigrationsProgress",
     "Timings",
 ]
 
@@ -105,6 +106,24 @@ class IllegalTransition(RuntimeError):
         self.new = new
 
 
+@dataclasses.dataclass(frozen=True)
+class MigrationsProgress:
+    """Beyond Neon: where the start-time migrations are (``/status`` field ``migrations``).
+
+    ``state`` is ``running``, ``done`` or ``failed``; ``applied`` of ``latest`` migrations
+    are in the cluster; ``failed_id`` names the migration that failed (retried at the
+    next start)."""
+
+    state: str
+    applied: int | None = None
+    latest: int | None = None
+    failed_id: int | None = None
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        return dataclasses.asdict(self)
+
+
 @dataclasses.dataclass
 class Timings:
     """Startup timings under Neon's ``/metrics.json`` names (milliseconds unless named)."""
@@ -155,6 +174,8 @@ class ComputeState:
         self.last_active: datetime.datetime | None = None
         self.timings = Timings()
         self.terminate_lsn: str | None = None
+        # None until a Primary start with catalog updates runs them (never on reconfigure).
+        self.migrations: MigrationsProgress | None = None
         self.transitions: list[tuple[ComputeStatus, ComputeStatus]] = []
         self.listeners: list[Callable[[ComputeStatus, ComputeStatus], None]] = []
 
@@ -236,6 +257,11 @@ class ComputeState:
             self.desired_hash = self.applied_hash
             self.applied_generation = generation
             self.pending_error = None
+        self._cond.notify_all()
+
+    def set_migrations(self, progress: MigrationsProgress) -> None:
+        self._require_lock()
+        self.migrations = progress
         self._cond.notify_all()
 
     def touch_active(self, when: datetime.datetime) -> None:

@@ -25,8 +25,9 @@ be reached cannot be terminated either).
 (``metadata.name=NAME``) and a client-side ``when`` filter (for API servers that ignore
 selectors), in one namespace, standalone (no peering), with cluster scanning disabled, so
 a namespaced Role (get/list/watch/patch on computespecs and computespecs/status,
-create/patch on events) is all it needs. kopf keeps its progress and last-handled spec
-in annotations under the group's prefix, never in ``.status``.
+create/patch on events) is all it needs. kopf keeps its progress and a hash of the
+last-handled spec (``diffbase``) in annotations under the group's prefix, never in
+``.status``.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ import kopf
 
 from compute_ctl.operator import client as client_mod
 from compute_ctl.operator import config as config_mod
-from compute_ctl.operator import reconcile, resource, status
+from compute_ctl.operator import diffbase, reconcile, resource, status
 
 __all__ = ["build_registry", "build_settings"]
 
@@ -61,7 +62,8 @@ def build_settings(cfg: config_mod.OperatorConfig) -> kopf.OperatorSettings:
     settings.posting.reporting_instance = cfg.compute_id or cfg.name
     settings.persistence.finalizer = resource.FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=resource.GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+    # A hash of the last handled spec, not a copy of it (it holds password verifiers).
+    settings.persistence.diffbase_storage = diffbase.HashedDiffBaseStorage(
         prefix=resource.GROUP, key="last-handled-spec"
     )
     # A tuple key: the string 'group/plural' silently matches nothing in kopf 1.45.

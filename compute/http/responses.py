@@ -144,6 +144,9 @@ def status_body(state: state_mod.ComputeState) -> api_models.ComputeStatusRespon
         pending_restart=list(state.pending_restart),
         mode=desired.mode.type_name if desired else None,
         pending_error=state.pending_error,
+        migrations=(
+            api_models.MigrationsStatus(**state.migrations.as_dict()) if state.migrations else None
+        ),
     )
 
 
@@ -167,6 +170,7 @@ class StatusCache:
             state.last_active,
             tuple(state.pending_restart),
             state.pending_error,
+            state.migrations,
         )
         if key != self._key:
             self._body = status_body(state).model_dump_json().encode()

@@ -52,6 +52,7 @@ class AttachLauncher:
         self.pid = pid
         self.handle: AttachedPostgres | None = None
         self.conf = ""
+        self.override = ""
 
     async def prepare(self, admitted: admission.Admitted) -> None:
         self.write_conf(admitted)
@@ -63,6 +64,13 @@ class AttachLauncher:
 
     def write_conf(self, admitted: admission.Admitted) -> None:
         self.conf = admitted.conf
+
+    def write_temp_override(self, text: str) -> None:
+        self.override = text
+
+    def append_conf_line(self, line: str) -> None:
+        if line not in self.conf.split("\n"):
+            self.conf += "\n" + line
 
     async def lsn_before_stop(self, spec: spec_mod.ComputeSpec) -> str | None:
         return None

@@ -13,7 +13,7 @@ import pytest
 
 from tests import pgserver
 from tests.core import helpers
-from tests.core.process import ComputeProcess
+from tests.support.compute_process import ComputeProcess
 
 
 @pytest.fixture

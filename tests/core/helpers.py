@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import os
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
@@ -15,29 +13,17 @@ from compute_ctl.compute import node as node_mod
 from compute_ctl.compute import params as params_mod
 from compute_ctl.compute import spec as spec_mod
 from compute_ctl.compute import state
-from tests import pgserver
+from tests import pgserver, support
+from tests.support import compute_process, specs
 
-SUPERUSER = "cloud_admin"
+SUPERUSER = support.SUPERUSER
 ROLE_PASSWORD = "s3cret pass'word"
-REPO = Path(__file__).resolve().parent.parent.parent
-
-
-@functools.cache
-def scram(password: str, *, salt: bytes = b"core-tests-salt!") -> str:
-    """A SCRAM-SHA-256 verifier, as the control plane sends them."""
-    import base64
-    import hashlib
-    import hmac
-
-    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, 4096)
-    client_key = hmac.new(salted, b"Client Key", "sha256").digest()
-    server_key = hmac.new(salted, b"Server Key", "sha256").digest()
-    stored = hashlib.sha256(client_key).digest()
-
-    def b64(raw: bytes) -> str:
-        return base64.b64encode(raw).decode()
-
-    return f"SCRAM-SHA-256$4096:{b64(salt)}${b64(stored)}:{b64(server_key)}"
+REPO = support.REPO
+scram = specs.scram
+# Process inspection lives with the compute process; core's tests reach it from here too.
+wait_until_sync = compute_process.wait_until_sync
+alive = compute_process.alive
+processes_in = compute_process.processes_in
 
 
 def spec_json(
@@ -47,23 +33,10 @@ def spec_json(
     databases: Sequence[tuple[str, str]] = (("appdb", "app_owner"),),
     settings: Sequence[tuple[str, str, str]] = (),
 ) -> dict[str, Any]:
-    verifier = scram(ROLE_PASSWORD)
-    return {
-        "format_version": 1.0,
-        "suspend_timeout_seconds": -1,
-        "cluster": {
-            "roles": [{"name": r, "encrypted_password": verifier} for r in roles],
-            "databases": [{"name": d, "owner": o} for d, o in databases],
-            "settings": [
-                {"name": "port", "value": str(port), "vartype": "integer"},
-                {"name": "listen_addresses", "value": "127.0.0.1", "vartype": "string"},
-                {"name": "fsync", "value": "off", "vartype": "bool"},
-                {"name": "shared_buffers", "value": "16MB", "vartype": "string"},
-                {"name": "max_connections", "value": "40", "vartype": "integer"},
-                *({"name": n, "value": v, "vartype": t} for n, v, t in settings),
-            ],
-        },
-    }
+    """``specs.local_spec`` with core's owner role and database (password ROLE_PASSWORD)."""
+    return specs.local_spec(
+        port=port, roles=roles, databases=databases, settings=settings, password=ROLE_PASSWORD
+    )
 
 
 def make_spec(*, port: int, **kwargs: Any) -> spec_mod.ComputeSpec:
@@ -100,42 +73,6 @@ async def wait_until(
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out waiting for {what}")
         await asyncio.sleep(0.005)
-
-
-def wait_until_sync(
-    predicate: Callable[[], bool], *, timeout: float = 10.0, what: str = "condition"
-) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        time.sleep(0.01)
-
-
-def alive(pid: int) -> bool:
-    """Whether ``pid`` is a live process (a zombie counts as dead)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return fields[0] != "Z"
-
-
-def processes_in(pgdata: Path) -> list[int]:
-    """Live processes whose working directory is ``pgdata`` (every postgres process chdirs
-    into its data directory)."""
-    target = str(pgdata.resolve())
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            if os.readlink(f"/proc/{entry}/cwd") == target and alive(int(entry)):
-                found.append(int(entry))
-        except OSError:
-            continue
-    return found
 
 
 @contextlib.asynccontextmanager

@@ -230,7 +230,7 @@ def test_untraversable_parent_is_refused(scratch: Path, capsys: pytest.CaptureFi
 
 @pytest.mark.parametrize("raw", ["{not json", json.dumps({"spec": {"format_version": 1.0}})])
 def test_process_exits_2_before_touching_pgdata(scratch: Path, pgdata: Path, raw: str) -> None:
-    from tests.core import process
+    from tests.support import compute_process as process
 
     result = subprocess.run(
         [*process.compute_ctl_argv(), *_argv(pgdata, _config(scratch, raw))],
@@ -319,7 +319,7 @@ async def test_control_plane_spec_is_admitted_before_pgdata_is_touched(
     """``-p``: the fetched spec goes through the same admission as a config file."""
     import asyncio
 
-    from tests.core import process
+    from tests.support import compute_process as process
 
     family = next(f for f in invalid_specs.FAMILIES if f.id == "owner-not-a-role")
     spec = invalid_specs.invalid(helpers.spec_json(port=GOOD_PORT), family)

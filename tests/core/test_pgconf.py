@@ -66,7 +66,10 @@ def test_order_verbatim_first_managed_block_then_override_last() -> None:
     begin, end = lines.index(pgconf.MANAGED_BEGIN), lines.index(pgconf.MANAGED_END)
     assert lines[begin + 1 : end] == ["shared_buffers = '2MB'"]  # later line wins
     assert lines[-1] == "include_if_exists = 'compute_ctl_temp_override.conf'"
-    assert not any(line.startswith("neon.") for line in lines)  # local mode
+    # Local mode: of Neon's lines only the (inert) subscribers flag, as Neon writes it.
+    assert [line for line in lines if line.startswith("neon.")] == [
+        "neon.disable_logical_replication_subscribers=false"
+    ]
 
 
 def test_local_lines_only_when_the_spec_is_silent() -> None:

@@ -13,8 +13,9 @@ import pytest
 from psycopg.conninfo import make_conninfo
 
 from tests import pgserver
-from tests.core import helpers, process
-from tests.core.process import ComputeProcess
+from tests.core import helpers
+from tests.support import compute_process as process
+from tests.support.compute_process import ComputeProcess
 
 pytestmark = pytest.mark.postgres
 
@@ -61,8 +62,7 @@ def test_start_from_empty_then_configure_and_terminate(
     code, body = proc.request("POST", "/configure", {"spec": {"cluster": {}}})
     assert code == 400
     assert "spec" in body["error"]
-    assert proc.status() is not None
-    assert proc.status()["status"] == "empty"  # type: ignore[index]
+    assert proc.status()["status"] == "empty"
 
     code, body = proc.request("POST", "/configure", {"spec": helpers.spec_json(port=port)})
     assert (code, body["status"]) == (200, "running")

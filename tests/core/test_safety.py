@@ -17,8 +17,9 @@ from psycopg.conninfo import make_conninfo
 
 from compute_ctl.compute import pgtools
 from tests import pgserver
-from tests.core import helpers, process
-from tests.core.process import ComputeProcess
+from tests.core import helpers
+from tests.support import compute_process as process
+from tests.support.compute_process import ComputeProcess
 
 pytestmark = pytest.mark.postgres
 

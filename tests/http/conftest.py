@@ -12,7 +12,7 @@ import pytest
 
 from compute_ctl.compute.http import server
 from tests import pgserver
-from tests.http import nodedouble
+from tests.support import nodedouble
 
 
 @dataclasses.dataclass

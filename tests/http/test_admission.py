@@ -17,12 +17,13 @@ import requests
 
 from tests import invalid_specs
 from tests.http import realcompute
+from tests.support import compute_process, specs
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def compute() -> Iterator[realcompute.ComputeProcess]:
+def compute() -> Iterator[compute_process.ComputeProcess]:
     with realcompute.compute_ctl(allow_unauthenticated=True) as running:
         yield running
 
@@ -36,7 +37,7 @@ class Snapshot:
     databases: list[tuple[Any, ...]]
 
 
-def _snapshot(compute: realcompute.ComputeProcess) -> Snapshot:
+def _snapshot(compute: compute_process.ComputeProcess) -> Snapshot:
     status = compute.status()
     for volatile in ("last_active",):
         status.pop(volatile, None)
@@ -58,7 +59,7 @@ def _snapshot(compute: realcompute.ComputeProcess) -> Snapshot:
 
 
 def _post(
-    compute: realcompute.ComputeProcess, spec: dict[str, Any], **kwargs: Any
+    compute: compute_process.ComputeProcess, spec: dict[str, Any], **kwargs: Any
 ) -> requests.Response:
     return requests.post(
         f"{compute.external}/configure",
@@ -70,11 +71,11 @@ def _post(
 
 @pytest.mark.parametrize("family", invalid_specs.FAMILIES, ids=lambda f: f.id)
 def test_invalid_family_is_400_and_changes_nothing(
-    compute: realcompute.ComputeProcess, family: invalid_specs.Family
+    compute: compute_process.ComputeProcess, family: invalid_specs.Family
 ) -> None:
     before = _snapshot(compute)
     assert before.status["status"] == "running"
-    bad = invalid_specs.invalid(realcompute.local_spec(port=compute.pg_port), family)
+    bad = invalid_specs.invalid(specs.local_spec(port=compute.pg_port), family)
     etag = requests.get(f"{compute.internal}/status", timeout=10).headers["ETag"]
     for variant in (
         {},
@@ -88,9 +89,9 @@ def test_invalid_family_is_400_and_changes_nothing(
     assert _snapshot(compute) == before
 
 
-def test_a_valid_spec_is_still_accepted(compute: realcompute.ComputeProcess) -> None:
+def test_a_valid_spec_is_still_accepted(compute: compute_process.ComputeProcess) -> None:
     before = _snapshot(compute)
-    spec = realcompute.local_spec(port=compute.pg_port, settings=[("work_mem", "5MB", "string")])
+    spec = specs.local_spec(port=compute.pg_port, settings=[("work_mem", "5MB", "string")])
     spec["cluster"]["roles"] = [{"name": "admitted_app"}]
     spec["cluster"]["databases"] = [{"name": "admitted_db", "owner": "admitted_app"}]
     response = _post(compute, spec)

@@ -11,8 +11,8 @@ import pytest
 from joserfc.jwk import OKPKey, RSAKey
 
 from compute_ctl.compute import spec as spec_mod
-from tests.http import jwts
 from tests.http.conftest import Api, ApiFactory
+from tests.support import jwts
 
 COMPUTE_ID = "compute-under-test"
 

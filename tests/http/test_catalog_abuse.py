@@ -18,8 +18,8 @@ from psycopg import sql
 
 from compute_ctl.compute.catalog import ondemand
 from tests import pgserver
-from tests.http import nodedouble
 from tests.http.conftest import Api, serve_double
+from tests.support import nodedouble
 
 pytestmark = pytest.mark.postgres
 

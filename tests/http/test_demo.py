@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import pgserver
-from tests.http import realcompute
+from tests import pgserver, support
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -47,7 +46,7 @@ def _listening_addresses(port: int) -> set[str]:
 def test_demo_binds_its_external_api_to_loopback() -> None:
     base = pgserver.scratch_dir("demo-")
     try:
-        spec = json.loads((realcompute.REPO / "examples" / "config.json").read_text())
+        spec = json.loads((support.REPO / "examples" / "config.json").read_text())
         pg_port = pgserver.free_port()
         for setting in spec["spec"]["cluster"]["settings"]:
             if setting["name"] == "port":
@@ -64,7 +63,7 @@ def test_demo_binds_its_external_api_to_loopback() -> None:
         }
         with open(base / "demo.log", "wb") as log:
             proc = subprocess.Popen(
-                [str(realcompute.REPO / "scripts" / "demo")],
+                [str(support.REPO / "scripts" / "demo")],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,

@@ -24,7 +24,8 @@ from hypothesis import strategies as st
 from schemathesis import GenerationMode
 
 from compute_ctl.compute.http import openapi
-from tests.http import jwts, realcompute
+from tests.http import realcompute
+from tests.support import compute_process, jwts, specs
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -37,7 +38,7 @@ _AUTH = {"Authorization": "Bearer " + jwts.token(_KEY, {"compute_id": realcomput
 
 
 @pytest.fixture(scope="module")
-def served() -> Iterator[realcompute.ComputeProcess]:
+def served() -> Iterator[compute_process.ComputeProcess]:
     """A real compute_ctl process."""
     with realcompute.compute_ctl(jwks=[jwts.public_jwk(_KEY)]) as compute:
         yield compute
@@ -82,7 +83,7 @@ def _would_terminate(case: Any) -> bool:
 
 @schema.parametrize()
 @hypothesis.settings(deadline=None, suppress_health_check=list(hypothesis.HealthCheck))
-def test_api_survives_fuzzing(case: Any, served: realcompute.ComputeProcess) -> None:
+def test_api_survives_fuzzing(case: Any, served: compute_process.ComputeProcess) -> None:
     if _would_terminate(case):
         return
     if case.path == "/configure":
@@ -195,7 +196,7 @@ def _connlimit(value: int) -> dict[str, Any]:
 
 @st.composite
 def _invalid_spec(draw: st.DrawFn, *, port: int) -> dict[str, Any]:
-    spec = realcompute.local_spec(port=port)
+    spec = specs.local_spec(port=port)
     extra = draw(st.lists(_NAME, max_size=3, unique=True))
     spec["cluster"]["roles"].extend(_role(n) for n in extra)
     for flaw in draw(st.lists(_flaw(), min_size=1, max_size=3)):
@@ -203,14 +204,14 @@ def _invalid_spec(draw: st.DrawFn, *, port: int) -> dict[str, Any]:
     return spec
 
 
-def _state(compute: realcompute.ComputeProcess) -> tuple[Any, ...]:
+def _state(compute: compute_process.ComputeProcess) -> tuple[Any, ...]:
     with psycopg.connect(compute.dsn, connect_timeout=10) as conn:
         load_time = conn.execute("SELECT pg_conf_load_time()").fetchone()
     conf = (compute.base / "pgdata" / "postgresql.conf").read_bytes()
     return (_snapshot(compute.internal), conf, load_time)
 
 
-def test_semantically_invalid_specs_are_refused(served: realcompute.ComputeProcess) -> None:
+def test_semantically_invalid_specs_are_refused(served: compute_process.ComputeProcess) -> None:
     before = _state(served)
 
     @hypothesis.given(spec=_invalid_spec(port=served.pg_port))

@@ -23,6 +23,7 @@ import pytest
 
 from compute_ctl.compute.http import bodies, connections
 from tests.http import realcompute
+from tests.support import compute_process, specs
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -33,7 +34,7 @@ _SCRAM = (
 
 
 @pytest.fixture(scope="module")
-def compute() -> Iterator[realcompute.ComputeProcess]:
+def compute() -> Iterator[compute_process.ComputeProcess]:
     with realcompute.compute_ctl(allow_unauthenticated=True) as running:
         yield running
 
@@ -49,8 +50,8 @@ def _rss_mb(pid: int, field: str = "VmRSS") -> float:
     raise AssertionError("no VmRSS")
 
 
-def _log(compute: realcompute.ComputeProcess) -> bytes:
-    return (compute.base / "compute_ctl.log").read_bytes()
+def _log(compute: compute_process.ComputeProcess) -> bytes:
+    return compute.log_path.read_bytes()
 
 
 async def _get(url: str, *, timeout: float = 10.0) -> tuple[int, float]:
@@ -94,7 +95,7 @@ async def _raw(port: int, data: bytes, *, timeout: float = 10.0) -> bytes:
 
 
 async def test_half_sent_requests_cannot_exhaust_descriptors(
-    compute: realcompute.ComputeProcess,
+    compute: compute_process.ComputeProcess,
 ) -> None:
     pid = compute.proc.pid
     before = _fds(pid)
@@ -117,7 +118,7 @@ async def test_half_sent_requests_cannot_exhaust_descriptors(
 
 
 async def test_a_half_sent_request_is_dropped_after_the_header_time(
-    compute: realcompute.ComputeProcess,
+    compute: compute_process.ComputeProcess,
 ) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", compute.internal_port)
     try:
@@ -132,7 +133,7 @@ async def test_a_half_sent_request_is_dropped_after_the_header_time(
 
 
 async def test_a_flood_of_bad_requests_logs_a_bounded_number_of_lines(
-    compute: realcompute.ComputeProcess,
+    compute: compute_process.ComputeProcess,
 ) -> None:
     before = _log(compute)
     garbage = b"GET / HTTP/1.1\r\nHost: x\r\nno colon in this header\r\n\r\n"
@@ -147,7 +148,7 @@ async def test_a_flood_of_bad_requests_logs_a_bounded_number_of_lines(
 
 
 async def test_an_oversized_token_never_reaches_the_log(
-    compute: realcompute.ComputeProcess,
+    compute: compute_process.ComputeProcess,
 ) -> None:
     token = "SeCrEtToKeN" * 900  # about 10 KB, over aiohttp's 8 KB header field limit
     request = (
@@ -160,7 +161,7 @@ async def test_an_oversized_token_never_reaches_the_log(
 
 
 async def test_control_characters_in_a_path_are_escaped_in_the_log(
-    compute: realcompute.ComputeProcess,
+    compute: compute_process.ComputeProcess,
 ) -> None:
     status, _ = await _get(f"{compute.external}/nowhere%0dFORGED%0aline")
     assert status == 404
@@ -173,8 +174,8 @@ async def test_control_characters_in_a_path_are_escaped_in_the_log(
 # --- 19: cross-site requests ------------------------------------------------------------
 
 
-def _spec(compute: realcompute.ComputeProcess) -> dict[str, Any]:
-    return {"spec": realcompute.local_spec(port=compute.pg_port)}
+def _spec(compute: compute_process.ComputeProcess) -> dict[str, Any]:
+    return {"spec": specs.local_spec(port=compute.pg_port)}
 
 
 @pytest.mark.parametrize(
@@ -196,7 +197,7 @@ def _spec(compute: realcompute.ComputeProcess) -> dict[str, Any]:
     ],
 )
 async def test_browser_requests_cannot_configure(
-    compute: realcompute.ComputeProcess, headers: dict[str, str]
+    compute: compute_process.ComputeProcess, headers: dict[str, str]
 ) -> None:
     body = json.dumps(_spec(compute)).encode()
     async with (
@@ -213,7 +214,7 @@ async def test_browser_requests_cannot_configure(
 
 
 async def test_internal_port_answers_only_its_own_host_name(
-    compute: realcompute.ComputeProcess,
+    compute: compute_process.ComputeProcess,
 ) -> None:
     port = compute.internal_port
     async with aiohttp.ClientSession() as session:
@@ -244,7 +245,7 @@ def _big_body(size: int) -> bytes:
     return json.dumps({"spec": spec}).encode()
 
 
-async def _dry_run(compute: realcompute.ComputeProcess, body: bytes) -> int:
+async def _dry_run(compute: compute_process.ComputeProcess, body: bytes) -> int:
     async with (
         aiohttp.ClientSession() as session,
         session.post(
@@ -256,12 +257,12 @@ async def _dry_run(compute: realcompute.ComputeProcess, body: bytes) -> int:
         return r.status
 
 
-async def test_a_body_over_the_cap_is_refused(compute: realcompute.ComputeProcess) -> None:
+async def test_a_body_over_the_cap_is_refused(compute: compute_process.ComputeProcess) -> None:
     assert await _dry_run(compute, _big_body(bodies.MAX_BODY_BYTES + 1024)) == 413
 
 
 async def test_big_bodies_leave_healthz_responsive_and_memory_bounded(
-    compute: realcompute.ComputeProcess,
+    compute: compute_process.ComputeProcess,
 ) -> None:
     pid = compute.proc.pid
     rss_before = _rss_mb(pid)

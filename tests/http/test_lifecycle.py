@@ -10,8 +10,8 @@ import pytest
 
 from compute_ctl.compute import spec as spec_mod
 from compute_ctl.compute import state as state_mod
-from tests.http import nodedouble
 from tests.http.conftest import Api
+from tests.support import nodedouble
 
 _MD5 = "0123456789abcdef0123456789abcdef"
 S = state_mod.ComputeStatus
@@ -50,10 +50,12 @@ async def test_status_document(api: Api) -> None:
         "pending_restart",
         "mode",
         "pending_error",
+        "migrations",
     ]
     assert body["status"] == "empty"
     assert body["last_active"] is None
     assert body["mode"] is None
+    assert body["migrations"] is None  # none ran yet
     assert datetime.datetime.fromisoformat(body["start_time"]).tzinfo is not None
     assert body["start_time"].endswith("Z")
 

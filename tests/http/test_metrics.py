@@ -7,8 +7,8 @@ from prometheus_client import parser
 
 from compute_ctl.compute import metrics as metrics_mod
 from compute_ctl.compute import state as state_mod
-from tests.http import nodedouble
 from tests.http.conftest import Api
+from tests.support import nodedouble
 
 S = state_mod.ComputeStatus
 

@@ -17,7 +17,7 @@ from compute_ctl.compute import monitor
 from compute_ctl.compute import spec as spec_mod
 from compute_ctl.compute import state as state_mod
 from tests import pgserver
-from tests.http import nodedouble
+from tests.support import nodedouble
 
 pytestmark = pytest.mark.postgres
 

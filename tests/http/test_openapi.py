@@ -9,7 +9,7 @@ from aiohttp import web
 from compute_ctl.compute import metrics as metrics_mod
 from compute_ctl.compute.http import app as app_mod
 from compute_ctl.compute.http import openapi
-from tests.http import nodedouble
+from tests.support import nodedouble
 
 METHODS = {"get", "post", "put", "patch", "delete"}
 

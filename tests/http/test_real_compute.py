@@ -14,7 +14,8 @@ import pytest
 import requests
 from joserfc.jwk import OKPKey
 
-from tests.http import jwts, realcompute
+from tests.http import realcompute
+from tests.support import compute_process, jwts, specs
 
 pytestmark = [
     pytest.mark.postgres,
@@ -25,7 +26,7 @@ _KEY: OKPKey = jwts.ed25519()
 
 
 @pytest.fixture(scope="module")
-def compute() -> Iterator[realcompute.ComputeProcess]:
+def compute() -> Iterator[compute_process.ComputeProcess]:
     with realcompute.compute_ctl(jwks=[jwts.public_jwk(_KEY)]) as running:
         yield running
 
@@ -35,7 +36,7 @@ def _auth(**claims: Any) -> dict[str, str]:
     return {"Authorization": f"Bearer {jwts.token(_KEY, claims)}"}
 
 
-async def test_external_port_enforces_jwt(compute: realcompute.ComputeProcess) -> None:
+async def test_external_port_enforces_jwt(compute: compute_process.ComputeProcess) -> None:
     async with aiohttp.ClientSession() as session:
         async with session.get(f"{compute.external}/status") as r:
             assert r.status == 400
@@ -51,8 +52,8 @@ async def test_external_port_enforces_jwt(compute: realcompute.ComputeProcess) -
     assert 'compute_ctl_up{build_tag="latest",status="running"} 1.0' in text
 
 
-async def test_configure_applies_one_setting(compute: realcompute.ComputeProcess) -> None:
-    spec = realcompute.local_spec(port=compute.pg_port, settings=[("work_mem", "7MB", "string")])
+async def test_configure_applies_one_setting(compute: compute_process.ComputeProcess) -> None:
+    spec = specs.local_spec(port=compute.pg_port, settings=[("work_mem", "7MB", "string")])
     async with aiohttp.ClientSession() as session:
         async with session.get(f"{compute.internal}/status") as r:
             etag = r.headers["ETag"]
@@ -77,10 +78,10 @@ async def test_configure_applies_one_setting(compute: realcompute.ComputeProcess
     assert row == ("7MB",)
 
 
-async def test_node_feeds_metrics_and_activity(compute: realcompute.ComputeProcess) -> None:
+async def test_node_feeds_metrics_and_activity(compute: compute_process.ComputeProcess) -> None:
     """The node hands its registry to the server, times each reconcile, and runs the
     activity monitor: a client session moves ``last_active`` forward."""
-    spec = realcompute.local_spec(port=compute.pg_port, settings=[("work_mem", "9MB", "string")])
+    spec = specs.local_spec(port=compute.pg_port, settings=[("work_mem", "9MB", "string")])
     async with aiohttp.ClientSession(headers=_auth()) as session:
         async with session.post(f"{compute.external}/configure", json={"spec": spec}) as r:
             assert r.status == 200, await r.text()
@@ -107,7 +108,7 @@ async def test_node_feeds_metrics_and_activity(compute: realcompute.ComputeProce
     assert after != before
 
 
-async def test_catalog_reads(compute: realcompute.ComputeProcess) -> None:
+async def test_catalog_reads(compute: compute_process.ComputeProcess) -> None:
     async with aiohttp.ClientSession(headers=_auth()) as session:
         async with session.get(f"{compute.external}/dbs_and_roles") as r:
             assert r.status == 200

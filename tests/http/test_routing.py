@@ -10,8 +10,8 @@ import pytest
 from compute_ctl.compute import errors
 from compute_ctl.compute.http import server
 from tests import pgserver
-from tests.http import nodedouble
 from tests.http.conftest import Api, ApiFactory
+from tests.support import nodedouble
 
 pytestmark = pytest.mark.postgres
 

@@ -51,7 +51,9 @@ async def database_schema(request: web.Request) -> web.StreamResponse:
         gone=lambda: request.transport is None or request.transport.is_closing(),
     ) as dump:
         chunk = await dump.read()  # a dump that fails before any output is an error answer
-        response = responses.stream_response(request, content_type="text/plain; charset=utf-8")
+        # Neon's content type, although the body is pg_dump's SQL text, not JSON: clients
+        # written against Neon may check it.
+        response = responses.stream_response(request, content_type="application/json")
         await response.prepare(request)
         try:
             while chunk:

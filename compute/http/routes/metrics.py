@@ -21,7 +21,8 @@ async def get_metrics(request: web.Request) -> web.Response:
     registry = request.app[responses.METRICS].registry
     body = exposition.generate_latest(registry)
     response = web.Response(body=body)
-    response.headers["Content-Type"] = exposition.CONTENT_TYPE_LATEST
+    # Neon's exposition format (0.0.4); newer prometheus-client versions default to 1.0.0.
+    response.headers["Content-Type"] = exposition.CONTENT_TYPE_PLAIN_0_0_4
     return response
 
 

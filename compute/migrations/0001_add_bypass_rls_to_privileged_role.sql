@@ -1,0 +1,2 @@
+-- The privileged role may bypass row-level security (Neon migration 1).
+ALTER ROLE {privileged_role_name} BYPASSRLS;

@@ -1,0 +1,3 @@
+-- SKIP
+-- Neon skips this migration: it only bumps the id. It would have granted ALL on future
+-- tables in schema public to the privileged role; the grants code does that now.

@@ -1,0 +1,2 @@
+-- SKIP
+-- Neon skips this migration: as 0005 WITH GRANT OPTION (moved into the grants code).

@@ -1,0 +1,2 @@
+-- SKIP
+-- Neon skips this migration: as 0006 WITH GRANT OPTION.

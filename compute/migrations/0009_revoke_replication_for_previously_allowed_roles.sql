@@ -1,0 +1,2 @@
+-- SKIP
+-- Neon skips this migration: it would have removed REPLICATION from every role that had it.
