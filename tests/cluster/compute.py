@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-import psycopg
 import yaml
 
 from tests import pgserver
@@ -24,6 +23,7 @@ from tests.cluster.cluster import Cluster, Namespace, Ports
 __all__ = ["INSTALL_BOUND", "Compute", "cluster_values", "installed", "spec"]
 
 CHART = Path(__file__).resolve().parents[2] / "charts" / "compute-ctl"
+PGDATA = "/var/lib/postgresql/data/pgdata"  # the chart's --pgdata: also the socket directory
 
 
 def spec(
@@ -113,16 +113,31 @@ class Compute:
         generation: int = self.ns.cspec(self.name)["metadata"]["generation"]
         return generation
 
-    def connect(
-        self, dbname: str = "postgres", user: str = pgserver.SUPERUSER
-    ) -> psycopg.Connection[Any]:
-        return psycopg.connect(
-            host="127.0.0.1", port=self.ports.postgres, user=user, dbname=dbname, connect_timeout=5
+    def query(self, sql: str, dbname: str = "postgres") -> list[tuple[str, ...]]:
+        """Rows of ``sql`` as the superuser, over the pod's private unix socket (the only
+        place pg_hba.conf trusts it): ``kubectl exec`` of psql in the compute_ctl container."""
+        out = self.ns.kubectl(
+            "exec",
+            self.pod,
+            "-c",
+            "compute-ctl",
+            "--",
+            "psql",
+            "-h",
+            PGDATA,
+            "-p",
+            str(self.ports.postgres),
+            "-U",
+            pgserver.SUPERUSER,
+            "-d",
+            dbname,
+            "-AtXq",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            sql,
         )
-
-    def query(self, sql: str, dbname: str = "postgres") -> list[tuple[Any, ...]]:
-        with self.connect(dbname) as conn:
-            return list(conn.execute(sql.encode()).fetchall())
+        return [tuple(line.split("|")) for line in out.splitlines() if line]
 
 
 INSTALL_BOUND = 120.0  # helm install to Ready=True here: pod start, initdb, the first push

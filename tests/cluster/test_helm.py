@@ -24,8 +24,8 @@ def test_a_helm_install_ready_printer_columns_and_events(shared: Compute) -> Non
     assert columns["OBSERVED"] == str(compute.generation())
 
     # The role and database are live in postgres, reached on the pod's (host) port.
-    assert compute.query("SELECT 1 FROM pg_roles WHERE rolname = 'app'") == [(1,)]
-    assert compute.query("SELECT 1 FROM pg_database WHERE datname = 'app'") == [(1,)]
+    assert compute.query("SELECT 1 FROM pg_roles WHERE rolname = 'app'") == [("1",)]
+    assert compute.query("SELECT 1 FROM pg_database WHERE datname = 'app'") == [("1",)]
 
     # The Events show the transition to Ready, posted once.
     reasons = [e["reason"] for e in kube.events(compute.name)]
@@ -48,8 +48,8 @@ def test_d_apply_changes_observed_generation_and_restart_required(shared: Comput
     assert generation == start + 1
     kube.wait_ready(compute.name, generation=generation, timeout=60)
     assert compute.query("SHOW work_mem") == [("7MB",)]
-    assert compute.query("SELECT 1 FROM pg_roles WHERE rolname = 'reader'") == [(1,)]
-    assert compute.query("SELECT 1 FROM pg_database WHERE datname = 'shop'") == [(1,)]
+    assert compute.query("SELECT 1 FROM pg_roles WHERE rolname = 'reader'") == [("1",)]
+    assert compute.query("SELECT 1 FROM pg_database WHERE datname = 'shop'") == [("1",)]
 
     # A restart-only setting: applied to the config, RestartRequired=True until a restart.
     restart = spec(
@@ -89,4 +89,4 @@ def test_i_helm_upgrade_rolls_the_pod_and_reconciles_again(shared: Compute) -> N
         c for c in kube.pod(compute.pod)["spec"]["containers"] if c["name"] == "operator"
     )
     assert "--log-level=INFO" in operator["args"]
-    assert compute.query("SELECT 1 FROM pg_roles WHERE rolname = 'after_upgrade'") == [(1,)]
+    assert compute.query("SELECT 1 FROM pg_roles WHERE rolname = 'after_upgrade'") == [("1",)]

@@ -1,5 +1,8 @@
 """docs/quickstart.md, run block by block on the one-node cluster: the page cannot go stale.
 
+It runs last (file order): the page's teardown deletes the CRD, and with it every
+ComputeSpec of the cluster, the session's shared compute's included.
+
 Every ```sh block of the page runs, in order, in one bash (-euo pipefail), with the page's
 variables set for this cluster: the image loaded with ``ctr`` into the node's containerd,
 and the chart values this cluster needs (hostNetwork with free loopback ports, the API

@@ -73,7 +73,7 @@ def test_g_postgres_killed_in_the_pod_compute_ctl_exits_and_recovers(shared: Com
     last = kube.container_status(compute.pod, "compute-ctl")["lastState"]["terminated"]
     assert last["exitCode"] != 0, last  # compute_ctl exited with postgres's failure
     kube.wait_ready(compute.name, timeout=RECOVERY_BOUND)
-    assert compute.query("SELECT 1 FROM pg_roles WHERE rolname = 'app'") == [(1,)]
+    assert compute.query("SELECT 1 FROM pg_roles WHERE rolname = 'app'") == [("1",)]
 
 
 def test_f_operator_killed_restarts_without_duplicate_events(shared: Compute) -> None:
