@@ -39,10 +39,6 @@ async def _rows(dsn: str, query: str, params: Any = None) -> list[tuple[Any, ...
         return await cur.fetchall() if cur.description else []
 
 
-def _superuser_dsn(port: int, dbname: str = "postgres") -> str:
-    return f"postgresql://{helpers.SUPERUSER}@127.0.0.1:{port}/{dbname}"
-
-
 @contextlib.asynccontextmanager
 async def _started(scratch: Path, level: str) -> AsyncIterator[tuple[node.ComputeNode, int]]:
     port = pgserver.free_port()
@@ -64,6 +60,7 @@ async def test_base_audits_ddl_into_the_server_log(
 ) -> None:
     caplog.set_level(logging.INFO, logger="compute_ctl.compute.postgres")
     async with _started(scratch, "Base") as (n, port):
+        dsn = n.connstr()  # the superuser, over the socket pg_hba.conf trusts
         conf = (scratch / "pgdata" / "postgresql.conf").read_text().splitlines()
         start = conf.index("# Managed by compute_ctl base audit settings: start")
         assert conf[start : start + 5] == [
@@ -74,7 +71,6 @@ async def test_base_audits_ddl_into_the_server_log(
             "# Managed by compute_ctl base audit settings: end",
         ]
         assert conf.index("# Managed by compute_ctl: end") < start
-        dsn = _superuser_dsn(port)
         assert await _rows(dsn, "SHOW shared_preload_libraries") == [
             ("pg_stat_statements,pgaudit",)
         ]
@@ -102,7 +98,8 @@ async def test_base_audits_ddl_into_the_server_log(
 @needs_pgaudit
 async def test_full_writes_audit_files_with_parameters(scratch: Path) -> None:
     pgdata = scratch / "pgdata"
-    async with _started(scratch, "Full") as (_n, port):
+    async with _started(scratch, "Full") as (n, port):
+        dsn = n.connstr()
         conf = (pgdata / "postgresql.conf").read_text()
         assert (
             "# Managed by compute_ctl compliance audit settings: begin\n"
@@ -113,7 +110,6 @@ async def test_full_writes_audit_files_with_parameters(scratch: Path) -> None:
             "shared_preload_libraries='pg_stat_statements,pgaudit,pgauditlogtofile'\n"
             "# Managed by compute_ctl compliance audit settings: end\n"
         ) in conf
-        dsn = _superuser_dsn(port)
         assert await _rows(
             dsn, "SELECT extname FROM pg_extension WHERE extname ~ 'audit' ORDER BY 1"
         ) == [("pgaudit",), ("pgauditlogtofile",)]

@@ -22,16 +22,16 @@ pytestmark = pytest.mark.postgres
 S = state.ComputeStatus
 
 
-async def _rows(port: int, query: str, params: Any = None) -> list[tuple[Any, ...]]:
-    dsn = f"postgresql://{helpers.SUPERUSER}@127.0.0.1:{port}/postgres"
+async def _rows(dsn: str, query: str, params: Any = None) -> list[tuple[Any, ...]]:
+    # As the superuser: over the socket (n.connstr()), the only place pg_hba.conf trusts it.
     async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
         cur = await conn.execute(query, params)
         return await cur.fetchall()
 
 
-async def _file_settings(port: int, name: str) -> list[tuple[str, str, bool]]:
+async def _file_settings(dsn: str, name: str) -> list[tuple[str, str, bool]]:
     rows = await _rows(
-        port,
+        dsn,
         "SELECT pg_catalog.regexp_replace(sourcefile, '.*/', ''), setting, applied "
         "FROM pg_catalog.pg_file_settings WHERE name = %s ORDER BY seqno",
         [name],
@@ -39,17 +39,17 @@ async def _file_settings(port: int, name: str) -> list[tuple[str, str, bool]]:
     return [(str(f), str(v), bool(a)) for f, v, a in rows]
 
 
-async def _setting(port: int, name: str) -> str | None:
-    rows = await _rows(port, "SELECT pg_catalog.current_setting(%s, true)", [name])
+async def _setting(dsn: str, name: str) -> str | None:
+    rows = await _rows(dsn, "SELECT pg_catalog.current_setting(%s, true)", [name])
     return None if rows[0][0] is None else str(rows[0][0])
 
 
-async def _wait_setting(port: int, name: str, value: str | None) -> None:
+async def _wait_setting(dsn: str, name: str, value: str | None) -> None:
     # A reload is asynchronous: new sessions see it once the postmaster has processed it.
     last: list[str | None] = []
 
     async def check() -> bool:
-        last[:] = [await _setting(port, name)]
+        last[:] = [await _setting(dsn, name)]
         return last[0] == value
 
     end = time.monotonic() + 30.0
@@ -73,13 +73,14 @@ async def test_primary_start_conf_steps_in_neons_order(scratch: Path) -> None:
         failpoints=fps,
     )
     override = pgdata / "compute_ctl_temp_override.conf"
+    dsn = n.connstr()
     async with helpers.run_node(n, until=None):
         # 1. Postgres is up, nothing applied: the override file is empty, the spec says
         #    subscribers are disabled (the last line before the include).
         await helpers.wait_until(lambda: "before-apply" in fps.waiting, timeout=60)
         assert override.read_text() == ""
-        assert await _file_settings(port, "neon.max_cluster_size") == []
-        assert await _file_settings(port, "neon.disable_logical_replication_subscribers") == [
+        assert await _file_settings(dsn, "neon.max_cluster_size") == []
+        assert await _file_settings(dsn, "neon.disable_logical_replication_subscribers") == [
             ("postgresql.conf", "true", True)
         ]
         fps.set("before-apply", "off")
@@ -87,10 +88,10 @@ async def test_primary_start_conf_steps_in_neons_order(scratch: Path) -> None:
         # 2. While applying: the override is written and reloaded.
         await helpers.wait_until(lambda: "temp-override-active" in fps.waiting, timeout=30)
         assert override.read_text() == "neon.max_cluster_size=-1"
-        assert await _file_settings(port, "neon.max_cluster_size") == [
+        assert await _file_settings(dsn, "neon.max_cluster_size") == [
             ("compute_ctl_temp_override.conf", "-1", True)
         ]
-        await _wait_setting(port, "neon.max_cluster_size", "-1")
+        await _wait_setting(dsn, "neon.max_cluster_size", "-1")
         fps.set("temp-override-active", "off")
 
         # 3. After: the override is truncated (not deleted), reloaded away, and the
@@ -98,8 +99,8 @@ async def test_primary_start_conf_steps_in_neons_order(scratch: Path) -> None:
         await helpers.wait_until(lambda: "after-apply" in fps.waiting, timeout=30)
         assert override.exists()
         assert override.stat().st_size == 0
-        assert await _file_settings(port, "neon.max_cluster_size") == []
-        assert await _file_settings(port, "neon.disable_logical_replication_subscribers") == [
+        assert await _file_settings(dsn, "neon.max_cluster_size") == []
+        assert await _file_settings(dsn, "neon.disable_logical_replication_subscribers") == [
             ("postgresql.conf", "true", False),
             ("postgresql.conf", "false", True),
         ]
@@ -107,7 +108,7 @@ async def test_primary_start_conf_steps_in_neons_order(scratch: Path) -> None:
         assert conf.endswith(
             "include_if_exists = 'compute_ctl_temp_override.conf'\n\n" + startconf.SUBSCRIBERS_LINE
         )
-        await _wait_setting(port, "neon.disable_logical_replication_subscribers", "false")
+        await _wait_setting(dsn, "neon.disable_logical_replication_subscribers", "false")
         fps.set("after-apply", "off")
         await n.state.wait_for(lambda s: s.status is S.RUNNING, timeout=30)
 
@@ -117,7 +118,7 @@ async def test_primary_start_conf_steps_in_neons_order(scratch: Path) -> None:
         )
         assert n.state.migrations == state.MigrationsProgress(state="done", applied=12, latest=12)
         assert await _rows(
-            port, "SELECT rolbypassrls FROM pg_roles WHERE rolname = 'neon_superuser'"
+            dsn, "SELECT rolbypassrls FROM pg_roles WHERE rolname = 'neon_superuser'"
         ) == [(True,)]
         # The migrations' grants are no drift: re-planning the applied spec finds nothing.
         assert n._desired is not None
@@ -132,7 +133,7 @@ async def test_primary_start_conf_steps_in_neons_order(scratch: Path) -> None:
         )
         await helpers.wait_until(lambda: "after-apply" in fps.waiting, timeout=30)
         assert override.stat().st_size == 0
-        assert await _file_settings(port, "neon.disable_logical_replication_subscribers") == [
+        assert await _file_settings(dsn, "neon.disable_logical_replication_subscribers") == [
             ("postgresql.conf", "false", True)
         ]
         fps.set("after-apply", "off")
@@ -149,6 +150,7 @@ async def test_a_failed_migration_shows_in_status_and_metrics(scratch: Path) -> 
         config=spec_mod.ComputeConfig.model_validate({"spec": helpers.spec_json(port=port)}),
         failpoints=fps,
     )
+    dsn = n.connstr()
     async with helpers.run_node(n):
         await n.state.wait_for(
             lambda s: s.migrations is not None and s.migrations.state != "running", timeout=30
@@ -158,7 +160,7 @@ async def test_a_failed_migration_shows_in_status_and_metrics(scratch: Path) -> 
         assert (progress.state, progress.applied, progress.failed_id) == ("failed", 4, 5)
         # The compute keeps running (Neon: only logged); the id stays at the last commit.
         assert n.state.status is S.RUNNING
-        assert await _rows(port, "SELECT id FROM neon_migration.migration_id") == [(4,)]
+        assert await _rows(dsn, "SELECT id FROM neon_migration.migration_id") == [(4,)]
         value = n.metrics.registry.get_sample_value(
             "compute_ctl_db_migration_failed_total", {"migration_id": "5"}
         )
