@@ -152,13 +152,12 @@ def params_from_args(ns: argparse.Namespace, environ: Mapping[str, str]) -> para
         ns.external_http_port, ns.internal_http_port = ns.http_port, ns.http_port + 1
     if ns.installed_extensions_collection_interval < 1:
         raise errors.ConfigError("--installed-extensions-collection-interval must be positive")
-    neonflags.warn_ineffective(ns)
     for flag in ("external_http_port", "internal_http_port"):
         if not 0 <= getattr(ns, flag) < 65536:
             raise errors.ConfigError(f"--{flag.replace('_', '-')} must be a port number")
     if ns.external_http_port and ns.external_http_port == ns.internal_http_port:
         raise errors.ConfigError("--external-http-port and --internal-http-port must differ")
-    return params.Params(
+    result = params.Params(
         pgdata=Path(os.path.abspath(ns.pgdata)),
         connstr=ns.connstr,
         compute_id=ns.compute_id,
@@ -190,6 +189,8 @@ def params_from_args(ns: argparse.Namespace, environ: Mapping[str, str]) -> para
         failed_exit_delay=ns.failed_exit_delay,
         trust_superuser_on_loopback=ns.trust_superuser_on_loopback,
     )
+    neonflags.warn_ineffective(ns)  # only once every flag is known to be valid
+    return result
 
 
 def load_config_file(path: Path, *, rules: admission.Rules) -> admission.AdmittedConfig:

@@ -226,6 +226,13 @@ async def test_resync_restores_drift(scratch: Path) -> None:
     n = _node(scratch / "pgdata", port, spec=helpers.make_spec(port=port), resync_interval=0.1)
     async with helpers.run_node(n):
         admin = n.connstr()
+        # The start's background migrations alter roles too: let them finish first, or
+        # DROP ROLE may meet "tuple concurrently updated".
+        await helpers.wait_until(
+            lambda: n.state.migrations is None or n.state.migrations.state != "running",
+            timeout=30,
+            what="the start's migrations",
+        )
         async with await psycopg.AsyncConnection.connect(admin, autocommit=True) as conn:
             await conn.execute("DROP DATABASE appdb")
             await conn.execute("DROP ROLE app_owner")
