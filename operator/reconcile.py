@@ -22,7 +22,7 @@ status and the events the change deserves (``Outcome``). What it does in between
 An invalid spec never reaches the compute: the resource's spec goes through the same
 admission as ``/configure`` (``compute.admission``, with what the operator knows of the
 compute: ``admission.Rules``), and ``InvalidSpec`` ends the reconcile before any call but
-``GET /status`` (``Reconciled=False``, reason ``InvalidSpec``, a Warning event).
+``GET /status`` (``Reconciled=False``, reason ``Invalid``, a Warning event).
 
 Failures are returned as ``Outcome.error`` (``RetryLater`` or ``GiveUp``) *with* the
 status to write; ``handlers.py`` maps them to kopf's errors.

@@ -11,7 +11,7 @@ keeps its status).
 Conditions (Kubernetes ``metav1.Condition`` shape):
 - ``Ready``: postgres serves: the compute started once and is running or reconfiguring.
 - ``Reconciled``: the compute runs exactly the resource's spec (desired = applied = ours);
-  the reason says why not (``InvalidSpec``, ``Rejected``, ``Conflict``, ``Applying``...).
+  the reason says why not (``Invalid``, ``Rejected``, ``Conflict``, ``Applying``...).
 - ``RestartRequired``: settings changed that only a restart applies (``pending_restart``).
 - ``Degraded``: the compute reports ``failed``, or its configuration failed, or it runs
   on its last applied spec while retrying the desired one (``pending_error``:
@@ -67,7 +67,7 @@ class Reason(enum.StrEnum):
     NOT_STARTED = "NotStarted"
     RECONCILED = "Reconciled"
     APPLYING = "Applying"
-    INVALID_SPEC = "InvalidSpec"
+    INVALID_SPEC = "Invalid"
     REJECTED = "Rejected"
     CONFLICT = "Conflict"
     BUSY = "Busy"

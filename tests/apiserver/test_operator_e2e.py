@@ -146,13 +146,13 @@ def test_invalid_spec_leaves_the_compute_untouched(pod: pod_.Pod) -> None:
     def refused() -> dict[str, Any] | None:
         status = pod.status()
         cond = pod.condition(status, "Reconciled")
-        ok = status.get("observedGeneration") == 2 and cond.get("reason") == "InvalidSpec"
+        ok = status.get("observedGeneration") == 2 and cond.get("reason") == "Invalid"
         return status if ok else None
 
-    status = pod.wait(refused, what="Reconciled=False/InvalidSpec", timeout=30)
+    status = pod.wait(refused, what="Reconciled=False/Invalid", timeout=30)
     assert "tenant_id" in status["lastError"]
     assert pod.condition(status, "Ready")["status"] == "True"  # still serving the old spec
-    assert pod.wait(lambda: pod.events("InvalidSpec"), what="an InvalidSpec event")
+    assert pod.wait(lambda: pod.events("Invalid"), what="an Invalid event")
     after = pod.compute.status()
     assert after["desired_generation"] == before["desired_generation"]
     assert after["applied_spec_hash"] == before["applied_spec_hash"]

@@ -141,7 +141,7 @@ async def test_restart_only_settings_are_reported(
 async def test_invalid_spec_is_reported_and_the_compute_is_untouched(
     api: Api, compute: Compute, sidecar: Operator
 ) -> None:
-    """Every invalid family: ``Reconciled=False/InvalidSpec`` naming the object, a Warning
+    """Every invalid family: ``Reconciled=False/Invalid`` naming the object, a Warning
     Event, and no ``/configure`` reaches compute_ctl (its desired spec stays as it was)."""
     await apply_and_wait(api, compute)
     before = await compute.status(api.session)
@@ -158,14 +158,14 @@ async def test_invalid_spec_is_reported_and_the_compute_is_untouched(
             st = obj.get("status") or {}
             return (
                 st.get("observedGeneration") == generation
-                and condition(obj, "Reconciled").get("reason") == "InvalidSpec"
+                and condition(obj, "Reconciled").get("reason") == "Invalid"
             )
 
-        obj = await api.wait_for(refused, what=f"Reconciled=False InvalidSpec ({family.id})")
+        obj = await api.wait_for(refused, what=f"Reconciled=False Invalid ({family.id})")
         assert family.needle in condition(obj, "Reconciled")["message"], family.id
         assert family.needle in obj["status"]["lastError"], family.id
         assert condition(obj, "Ready")["status"] == "True"  # still serving the previous spec
-        event = await api.wait_for_event("InvalidSpec", contains=family.needle)
+        event = await api.wait_for_event("Invalid", contains=family.needle)
         assert event["type"] == "Warning"
     assert len(refused_by_schema) < len(invalid_specs.FAMILIES) // 2, refused_by_schema
     after = await compute.status(api.session)

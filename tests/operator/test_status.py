@@ -101,7 +101,7 @@ def test_invalid_spec_is_reported_without_a_hash() -> None:
     problem = status.Problem(R.INVALID_SPEC, "spec.computeSpec: cluster: Field required")
     st = render(status.Facts(generation=4, want=None, observation=running(), problem=problem))
     reconciled = cond(st, status.ConditionType.RECONCILED)
-    assert (reconciled.status, reconciled.reason) == ("False", "InvalidSpec")
+    assert (reconciled.status, reconciled.reason) == ("False", "Invalid")
     assert st.spec_hash is None
     assert st.observed_generation == 4
     assert cond(st, status.ConditionType.READY).status == "True"  # the compute still serves
@@ -226,7 +226,7 @@ def test_refusals_are_warned_about_once_per_message() -> None:
         )
 
     bad = invalid("cluster: Field required", up)
-    assert reasons(events.transitions(up, bad)) == [("Warning", "InvalidSpec")]
+    assert reasons(events.transitions(up, bad)) == [("Warning", "Invalid")]
     assert events.transitions(bad, invalid("cluster: Field required", bad)) == []
     worse = invalid("format_version: not a number", bad)
-    assert reasons(events.transitions(bad, worse)) == [("Warning", "InvalidSpec")]
+    assert reasons(events.transitions(bad, worse)) == [("Warning", "Invalid")]
