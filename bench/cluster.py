@@ -154,6 +154,9 @@ def main() -> None:
     results = run(args)
     for key, value in results.items():
         print(f"{key:22} {value:8.2f}")
+    for q in ("p50", "p99"):  # the operator path against the direct API, same run
+        ratio = results[f"patch_{q}_s"] / results[f"configure_{q}_s"]
+        print(f"{'patch/configure_' + q:22} {ratio:8.2f}x")
 
 
 if __name__ == "__main__":
