@@ -7,9 +7,10 @@ the one-line reason from ``toolchain``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -140,21 +141,36 @@ def operator_account(
         client.close()
 
 
+PodFactory = Callable[..., contextlib.AbstractContextManager[pod_.Pod]]
+
+
 @pytest.fixture
-def pod(
+def start_pod(
     admin: Any,
     control_plane: controlplane.ControlPlane,
     resources: resources_.Resources,
     operator_account: Account,
-) -> Iterator[pod_.Pod]:
+) -> PodFactory:
+    """``pod_.running_pod`` bound to this test's cluster, namespace and the operator's
+    shipped ServiceAccount; keyword arguments (``resync_interval``, ``spec``, ``key_file``,
+    ``compute_env``...) pass through."""
+
+    def start(**overrides: Any) -> contextlib.AbstractContextManager[pod_.Pod]:
+        return pod_.running_pod(
+            admin=admin,
+            plane=control_plane,
+            resources=resources,
+            kubeconfig=operator_account.kubeconfig,
+            account=f"system:serviceaccount:{operator_account.namespace}:{operator_account.name}",
+            **overrides,
+        )
+
+    return start
+
+
+@pytest.fixture
+def pod(start_pod: PodFactory) -> Iterator[pod_.Pod]:
     """compute_ctl (real PostgreSQL) + its ComputeSpec + the operator as the shipped
     ServiceAccount; the operator's periodic reconcile runs every second."""
-    with pod_.running_pod(
-        admin=admin,
-        plane=control_plane,
-        resources=resources,
-        kubeconfig=operator_account.kubeconfig,
-        account=f"system:serviceaccount:{operator_account.namespace}:{operator_account.name}",
-        resync_interval=1.0,
-    ) as running:
+    with start_pod(resync_interval=1.0) as running:
         yield running

@@ -7,25 +7,18 @@ The periodic resync is a minute here: only the operator's quick check of ``GET /
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import pytest
 
 from tests.apiserver import conftest
-from tests.apiserver import pod as pod_
 
 pytestmark = pytest.mark.apiserver
 
 
 def test_a_restarted_compute_gets_its_spec_again_at_once(
-    admin: Any, control_plane: Any, resources: Any, operator_account: conftest.Account
+    start_pod: conftest.PodFactory,
 ) -> None:
-    with pod_.running_pod(
-        admin=admin,
-        plane=control_plane,
-        resources=resources,
-        kubeconfig=operator_account.kubeconfig,
-        account=f"system:serviceaccount:{operator_account.namespace}:{operator_account.name}",
+    with start_pod(
         resync_interval=60.0,
     ) as pod:
         pod.wait_reconciled(1)
@@ -38,9 +31,9 @@ def test_a_restarted_compute_gets_its_spec_again_at_once(
         def spec_received() -> bool:
             return int(pod.compute.status()["desired_generation"]) >= 1
 
-        pod.wait(spec_received, what="the spec pushed again", timeout=20)
+        pod.wait(spec_received, what="the spec pushed again", timeout=30)
         elapsed = time.monotonic() - listening
         # About a second (the check interval), far from the 60 s resync; generous for a
-        # loaded 2-core machine.
-        assert elapsed < 8, elapsed
+        # loaded 2-core machine (one full-tier run under load missed an 8 s bound).
+        assert elapsed < 20, elapsed
         pod.wait_reconciled(1)

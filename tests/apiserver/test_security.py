@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from tests.apiserver import conftest
 from tests.apiserver import pod as pod_
 from tests.operator import keys as keys_mod
 
@@ -71,14 +72,9 @@ def test_the_external_api_refuses_the_operators_calls_without_its_key(pod: pod_.
 
 
 def test_an_operator_without_the_key_cannot_configure(
-    admin: Any, control_plane: Any, resources: Any, operator_account: Any
+    start_pod: conftest.PodFactory,
 ) -> None:
-    with pod_.running_pod(
-        admin=admin,
-        plane=control_plane,
-        resources=resources,
-        kubeconfig=operator_account.kubeconfig,
-        account=f"system:serviceaccount:{operator_account.namespace}:{operator_account.name}",
+    with start_pod(
         resync_interval=1.0,
         key_file=False,
     ) as pod:
@@ -93,7 +89,7 @@ def test_an_operator_without_the_key_cannot_configure(
 
 
 def test_kopfs_last_handled_record_holds_no_verifier(
-    admin: Any, control_plane: Any, resources: Any, operator_account: Any
+    start_pod: conftest.PodFactory,
 ) -> None:
     """kopf's last-handled-spec annotation is a hash, not a copy of the spec (whose role
     verifiers are password-equivalent); changes are still noticed."""
@@ -105,12 +101,7 @@ def test_kopfs_last_handled_record_holds_no_verifier(
         spec["cluster"]["roles"][0]["encrypted_password"] = verifier
         return spec
 
-    with pod_.running_pod(
-        admin=admin,
-        plane=control_plane,
-        resources=resources,
-        kubeconfig=operator_account.kubeconfig,
-        account=f"system:serviceaccount:{operator_account.namespace}:{operator_account.name}",
+    with start_pod(
         resync_interval=1.0,
         spec=with_password,
     ) as pod:

@@ -8,12 +8,10 @@ running.
 from __future__ import annotations
 
 import os
-from typing import Any
 
 import pytest
 
 from tests.apiserver import conftest
-from tests.apiserver import pod as pod_
 
 pytestmark = pytest.mark.apiserver
 
@@ -27,17 +25,9 @@ def _alive(pid: int) -> bool:
 
 
 def test_deleting_a_starting_compute_waits_and_terminates_it(
-    admin: Any,
-    control_plane: Any,
-    resources: Any,
-    operator_account: conftest.Account,
+    start_pod: conftest.PodFactory,
 ) -> None:
-    with pod_.running_pod(
-        admin=admin,
-        plane=control_plane,
-        resources=resources,
-        kubeconfig=operator_account.kubeconfig,
-        account=f"system:serviceaccount:{operator_account.namespace}:{operator_account.name}",
+    with start_pod(
         resync_interval=1.0,
         compute_env={"FAILPOINTS": "before-apply=pause"},
     ) as pod:
