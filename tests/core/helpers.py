@@ -75,6 +75,18 @@ async def wait_until(
         await asyncio.sleep(0.005)
 
 
+async def show(n: node_mod.ComputeNode, name: str) -> str:
+    """A setting's value in effect, read as the superuser (over the socket, the only
+    place pg_hba.conf trusts it)."""
+    import psycopg
+
+    async with await psycopg.AsyncConnection.connect(n.connstr()) as conn:
+        cur = await conn.execute("select current_setting(%s)", [name])
+        row = await cur.fetchone()
+    assert row is not None
+    return str(row[0])
+
+
 @contextlib.asynccontextmanager
 async def run_node(
     node: node_mod.ComputeNode, *, until: state.ComputeStatus | None = state.ComputeStatus.RUNNING

@@ -40,15 +40,6 @@ def _node(
     )
 
 
-async def _show(n: node.ComputeNode, name: str) -> str:
-    # As the superuser: over the socket, the only place pg_hba.conf trusts it.
-    async with await psycopg.AsyncConnection.connect(n.connstr()) as conn:
-        cur = await conn.execute("select current_setting(%s)", [name])
-        row = await cur.fetchone()
-    assert row is not None
-    return str(row[0])
-
-
 async def test_empty_then_configure_then_reconfigure(
     scratch: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -83,7 +74,7 @@ async def test_empty_then_configure_then_reconfigure(
             port=port, roles=["app_owner", "late"], settings=[("work_mem", "7MB", "string")]
         )
         await n.configure(spec_mod.ComputeConfig(spec=second))
-        assert await _show(n, "work_mem") == "7MB"
+        assert await helpers.show(n, "work_mem") == "7MB"
         async with await psycopg.AsyncConnection.connect(
             helpers.role_dsn(port, role="late", dbname="postgres")
         ):

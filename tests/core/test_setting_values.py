@@ -51,14 +51,6 @@ def _port(n: node.ComputeNode) -> int:
     return n.params.local.port
 
 
-async def _show(n: node.ComputeNode, name: str) -> str:
-    async with await psycopg.AsyncConnection.connect(n.connstr()) as conn:
-        cur = await conn.execute("select current_setting(%s)", [name])
-        row = await cur.fetchone()
-    assert row is not None
-    return str(row[0])
-
-
 async def _refused(n: node.ComputeNode, name: str, value: str, vartype: str) -> str:
     conf = n.params.pgdata / "postgresql.conf"
     before = conf.read_bytes()
@@ -103,11 +95,11 @@ async def test_a_value_refused_by_a_check_hook_restores_the_conf(
     # Passes type checks (a string), but log_destination's check hook refuses it.
     message = await _refused(compute, "log_destination", "bogus", "string")
     assert "refuses" in message
-    assert await _show(compute, "log_destination") == "stderr"
+    assert await helpers.show(compute, "log_destination") == "stderr"
     # A valid spec is still accepted.
     body = helpers.spec_json(port=_port(compute), settings=[("work_mem", "3MB", "string")])
     await compute.configure(helpers.config(body))
-    assert await _show(compute, "work_mem") == "3MB"
+    assert await helpers.show(compute, "work_mem") == "3MB"
 
 
 async def test_alter_system_cannot_override_a_managed_setting(compute: node.ComputeNode) -> None:
@@ -117,7 +109,7 @@ async def test_alter_system_cannot_override_a_managed_setting(compute: node.Comp
         await conn.execute("select pg_reload_conf()")
     body = helpers.spec_json(port=_port(compute), settings=[("work_mem", "4MB", "string")])
     await compute.configure(helpers.config(body))
-    assert await _show(compute, "work_mem") == "4MB"
+    assert await helpers.show(compute, "work_mem") == "4MB"
     assert "work_mem" not in auto.read_text()
     repaired = compute.metrics.setting_overrides_repaired._value.get()
     assert repaired >= 1
@@ -129,7 +121,7 @@ async def test_alter_system_cannot_override_a_managed_setting(compute: node.Comp
     shown: list[str] = []
 
     async def reset() -> bool:
-        shown.append(await _show(compute, "work_mem"))
+        shown.append(await helpers.show(compute, "work_mem"))
         return shown[-1] == "4MB" and "work_mem" not in auto.read_text()
 
     for _ in range(200):
