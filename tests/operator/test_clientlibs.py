@@ -22,26 +22,23 @@ print(json.dumps({"loaded": loaded, "registry": type(kopf.OperatorRegistry()).__
 """
 
 
-def test_kopf_runs_without_the_client_libraries() -> None:
+def _python(code: str) -> bytes:
+    """Standard output of ``code`` in a fresh interpreter (a process's imports are global)."""
     out = subprocess.run(
-        [sys.executable, "-c", _PROBE],
+        [sys.executable, "-c", code],
         env=procs.python_env(),
         capture_output=True,
         check=True,
         timeout=60,
     )
-    report = json.loads(out.stdout)
+    return out.stdout
+
+
+def test_kopf_runs_without_the_client_libraries() -> None:
+    report = json.loads(_python(_PROBE))
     assert report == {"loaded": [], "registry": "OperatorRegistry"}
 
 
 def test_without_skipping_kopf_would_load_kubernetes() -> None:
     """The rule bites: kubernetes is installed, and kopf imports it when allowed to."""
-    probe = "import sys, kopf; print('kubernetes' in sys.modules)"
-    out = subprocess.run(
-        [sys.executable, "-c", probe],
-        env=procs.python_env(),
-        capture_output=True,
-        check=True,
-        timeout=60,
-    )
-    assert out.stdout.strip() == b"True"
+    assert _python("import sys, kopf; print('kubernetes' in sys.modules)").strip() == b"True"
