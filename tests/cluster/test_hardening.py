@@ -7,10 +7,12 @@ and the mark must then go.
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from tests.cluster.cluster import Namespace, wait_for
-from tests.cluster.compute import INSTALL_BOUND, Compute, installed, spec
+from tests.cluster.compute import INSTALL_BOUND, TEARDOWN_BOUND, Compute, installed, spec
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
 
@@ -72,8 +74,10 @@ def test_b_helm_uninstall_terminates_and_leaves_nothing(kube: Namespace) -> None
     """A plain ``helm uninstall``: the chart's pre-delete hook deletes the resource first,
     while the operator still has its pod, token and Role (issue 13 defect 2)."""
     compute = installed(kube, "b")
+    started = time.monotonic()
     out = kube.helm("uninstall", compute.release, "--wait", "--timeout=120s", timeout=150)
     assert "uninstalled" in out
+    assert time.monotonic() - started < TEARDOWN_BOUND
     terminated = [e for e in kube.events(compute.name) if e["reason"] == "Terminated"]
     assert len(terminated) == 1, kube.events(compute.name)
     assert "terminated" in terminated[0]["message"]
@@ -92,7 +96,9 @@ def test_b_helm_uninstall_right_after_install(kube: Namespace) -> None:
         return bool(obj.get("metadata", {}).get("finalizers"))
 
     wait_for(taken, what="the operator's finalizer on the resource", timeout=INSTALL_BOUND)
+    started = time.monotonic()
     kube.helm("uninstall", compute.release, "--wait", "--timeout=120s", timeout=150)
+    assert time.monotonic() - started < TEARDOWN_BOUND
     reasons = [e["reason"] for e in kube.events(compute.name)]
     assert "Terminated" in reasons, reasons
     assert "TerminateFailed" not in reasons, reasons
