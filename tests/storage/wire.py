@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import secrets
 import struct
+from collections.abc import Sequence
 from typing import Literal
 
 __all__ = ["Session", "WireServer", "message"]
@@ -47,8 +48,12 @@ class Session:
         )
         self.send(b"T", struct.pack("!h", len(names)) + fields)
 
-    def data_row(self, values: list[str]) -> None:
-        cols = b"".join(struct.pack("!i", len(v.encode())) + v.encode() for v in values)
+    def data_row(self, values: Sequence[str | None]) -> None:
+        """One row; ``None`` is SQL NULL."""
+        cols = b"".join(
+            struct.pack("!i", -1) if v is None else struct.pack("!i", len(v.encode())) + v.encode()
+            for v in values
+        )
         self.send(b"D", struct.pack("!h", len(values)) + cols)
 
     def command_complete(self, tag: str) -> None:
