@@ -55,6 +55,7 @@ from compute_ctl.compute.catalog import settings as catalog_settings
 
 if TYPE_CHECKING:
     from compute_ctl.compute import vm_monitor
+    from compute_ctl.compute.storage import leases
 
 __all__ = ["ComputeNode"]
 
@@ -161,6 +162,7 @@ class ComputeNode:
         self.metrics = metrics.Metrics(build_tag=params.build_tag, state=self.state)
         self._vm_monitor: vm_monitor.VmMonitor | None = None
         self._background: set[asyncio.Task[None]] = set()
+        self.lease: leases.LeaseKeeper | None = None  # a Static compute's LSN lease task
         self._conf = confguard.ConfGuard(metrics=self.metrics)
         # Seconds between installed-extensions reports (the spec changes it).
         self._extensions_interval = params.installed_extensions_collection_interval
@@ -297,6 +299,7 @@ class ComputeNode:
 
     async def _start_and_supervise(self, admitted: admission.Admitted, generation: int) -> int:
         spec = admitted.spec
+        self._start_lease(spec)
         startup = asyncio.create_task(self._start_compute(admitted, generation))
         stop = asyncio.create_task(self.state.wait_for(lambda s: s.status.terminating))
         tasks: list[asyncio.Task[Any]] = [startup, stop]
@@ -436,6 +439,17 @@ class ComputeNode:
             progress = state_mod.MigrationsProgress(state="failed", error=str(e))
         async with self.state.lock() as s:
             s.set_migrations(progress)
+
+    def _start_lease(self, spec: spec_mod.ComputeSpec) -> None:
+        """Neon: a Static compute leases its LSN from the pageservers, from before postgres
+        starts until the compute ends (``storage.leases``; loaded only when needed)."""
+        if spec.mode.kind != "Static":
+            return
+        from compute_ctl.compute.storage import leases
+
+        if leases.wants_lease(spec):
+            self.lease = leases.LeaseKeeper(state=self.state)
+            self._spawn(self.lease.run())
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """A background task of this compute, cancelled when it ends."""

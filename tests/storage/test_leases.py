@@ -13,6 +13,7 @@ import contextlib
 import itertools
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,7 +21,9 @@ import pytest
 from compute_ctl.compute import spec as spec_mod
 from compute_ctl.compute import state as state_mod
 from compute_ctl.compute.storage import leases
+from tests import pgserver
 from tests.storage import doubles
+from tests.storage import test_node_storage as node_storage
 
 TENANT = "9e4a1c0d5b7f42a8b3c6d2e1f0a9b8c7"
 TIMELINE = "1f2e3d4c5b6a47988766554433221100"
@@ -214,3 +217,29 @@ def test_only_static_computes_on_neon_storage_want_a_lease() -> None:
     assert not leases.wants_lease(
         static_spec(pageserver_connstring="postgresql://ps", mode="Replica")
     )
+
+
+async def test_a_static_compute_leases_its_lsn_while_it_runs(
+    pgdata: Path, pgdata_archive: bytes
+) -> None:
+    """The node starts the task for a Static spec; /configure with a new pageserver
+    moves the lease there."""
+    port = pgserver.free_port()
+    async with servers(2, archive=pgdata_archive) as (ps, moved):
+        spec = node_storage.spec_for(
+            port,
+            tenant_id=TENANT,
+            timeline_id=TIMELINE,
+            pageserver_connstring=ps.url,
+            storage_auth_token=TOKEN,
+            mode={"Static": "FF/0"},
+        )
+        node = node_storage.make_node(pgdata=pgdata, port=port, spec=spec)
+        async with node_storage.running(node):
+            assert node.lease is not None
+            await until(lambda: node.lease is not None and node.lease.rounds >= 1)
+            assert ps.lease_calls[0].query == f"lease lsn {TENANT} {TIMELINE} FF/0 "
+            assert ps.calls[0].lsn == "FF/0"
+            moved_spec = spec.model_copy(update={"pageserver_connstring": moved.url})
+            await node.configure(spec_mod.ComputeConfig(spec=moved_spec))
+            await until(lambda: len(moved.lease_calls) >= 1, timeout=10)
