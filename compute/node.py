@@ -29,7 +29,7 @@ import logging
 import os
 import time
 from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from compute_ctl.compute import (
     admission,
@@ -49,6 +49,7 @@ from compute_ctl.compute import (
 )
 from compute_ctl.compute import installed_extensions as extensions_mod
 from compute_ctl.compute import launcher as launcher_mod
+from compute_ctl.compute import promote as promote_mod
 from compute_ctl.compute import spec as spec_mod
 from compute_ctl.compute import state as state_mod
 from compute_ctl.compute.catalog import settings as catalog_settings
@@ -62,6 +63,7 @@ __all__ = ["ComputeNode"]
 logger = logging.getLogger(__name__)
 
 S = state_mod.ComputeStatus
+T = TypeVar("T")
 _TERMINABLE = frozenset({S.EMPTY, S.RUNNING, S.FAILED, S.CONFIGURATION_PENDING, S.CONFIGURATION})
 _TERMINATE_TARGET = {
     "fast": S.TERMINATION_PENDING_FAST,
@@ -161,7 +163,8 @@ class ComputeNode:
         self._finished = False
         self.metrics = metrics.Metrics(build_tag=params.build_tag, state=self.state)
         self._vm_monitor: vm_monitor.VmMonitor | None = None
-        self._background: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[Any]] = set()
+        self._promotion = promote_mod.Promotion(spawn=self._spawn_task)
         self.lease: leases.LeaseKeeper | None = None  # a Static compute's LSN lease task
         self._conf = confguard.ConfGuard(metrics=self.metrics)
         # Seconds between installed-extensions reports (the spec changes it).
@@ -242,6 +245,43 @@ class ComputeNode:
         task = asyncio.get_running_loop().create_task(stop())
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    async def promote(
+        self, admitted: admission.Admitted, *, wal_flush_lsn: str
+    ) -> promote_mod.Outcome:
+        """Neon's ``/promote`` (``compute.promote``): join the running or completed
+        promotion, or start one. Not running: ``StatusError``; not a replica: failed."""
+        if admitted.spec.mode.kind != "Primary":
+            raise errors.ConfigError(
+                f'spec.mode: a promoted compute is a primary (got "{admitted.spec.mode.kind}")'
+            )
+        if not self._promotion.started:
+            async with self.state.lock() as s:
+                status, applied = s.status, self._applied
+            if status is not S.RUNNING or applied is None or self.postmaster is None:
+                raise errors.StatusError(f"invalid compute status: {status.kebab}")
+            if applied.spec.mode.kind != "Replica":
+                mode = applied.spec.mode.type_name
+                return promote_mod.Outcome.failed(f'compute mode "{mode}" is not replica')
+        return await self._promotion.join(lambda: self._promote(admitted, wal_flush_lsn))
+
+    async def _promote(
+        self, admitted: admission.Admitted, wal_flush_lsn: str
+    ) -> promote_mod.Outcome:
+        async def reconfigure() -> None:
+            # Through /configure's path: the configurator is the one writer of the catalog.
+            await self.state.wait_for(
+                lambda s: s.status not in (S.CONFIGURATION_PENDING, S.CONFIGURATION)
+            )
+            config = admission.AdmittedConfig(spec=admitted, compute_ctl_config=self.state.config)
+            await self.configure(config)
+
+        return await promote_mod.promote(
+            connstr=self.connstr(),
+            admitted=admitted,
+            wal_flush_lsn=wal_flush_lsn,
+            reconfigure=reconfigure,
+        )
 
     async def plan(self, admitted: admission.Admitted) -> applier.PlanLike:
         """The catalog plan an admitted spec would run now (dry run; changes nothing)."""
@@ -453,9 +493,13 @@ class ComputeNode:
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """A background task of this compute, cancelled when it ends."""
+        self._spawn_task(work)
+
+    def _spawn_task(self, work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
         task = asyncio.get_running_loop().create_task(work)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        return task
 
     async def _failed_start(self, failure: BaseException) -> int:
         logger.error("compute start failed: %s", failure, exc_info=failure)
@@ -473,6 +517,8 @@ class ComputeNode:
 
     async def _shutdown(self, spec: spec_mod.ComputeSpec) -> int:
         """A termination was requested: stop postgres (escalating on request), finish."""
+        if self._applied is not None:  # a promoted replica stops as the primary it is now
+            spec = self._applied.spec
         code = 0
         replayed: str | None = None
         if self.postmaster is not None:

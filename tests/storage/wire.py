@@ -14,7 +14,7 @@ import hashlib
 import secrets
 import struct
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, Self
 
 __all__ = ["Session", "WireServer", "message"]
 
@@ -88,7 +88,7 @@ class WireServer:
         self._handlers: set[asyncio.Task[None]] = set()
         self.port = 0
 
-    async def __aenter__(self) -> WireServer:
+    async def __aenter__(self) -> Self:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
