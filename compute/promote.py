@@ -169,7 +169,11 @@ class Promotion:
         task = self._task
         if task is None:
             return False
-        return not task.done() or (not task.cancelled() and task.result().status == "completed")
+        if not task.done():
+            return True
+        if task.cancelled() or task.exception() is not None:
+            return False
+        return task.result().status == "completed"
 
     async def join(self, start: Callable[[], Awaitable[Outcome]]) -> Outcome:
         """The running or completed promotion's outcome; else start one with ``start``."""

@@ -201,7 +201,6 @@ def test_promote_of_a_primary(neon: NeonClient, compute: compute_process.Compute
     assert r.status_code == 500, r.text
     assert r.json() == {"status": "failed", "error": 'compute mode "primary" is not replica'}
     _is_error(neon.ext("POST", "/promote", json={"spec": body["spec"]}), 400)
-    _is_error(neon.int("POST", "/promote", json=body), 404)  # not an internal route
 
 
 def test_configure_then_terminate(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -199,3 +199,32 @@ async def test_a_compute_that_is_not_running_answers_412(pgdata: Path) -> None:
     async with api(node) as (http, base):  # never started: status empty
         code, answer = await post_promote(http, base, promote_body(spec, "0/1"))
     assert (code, answer) == (412, {"error": "invalid compute status: empty"})
+
+
+async def test_one_flight_for_all_callers_and_a_retry_after_a_failure() -> None:
+    tasks: list[asyncio.Task[promote_mod.Outcome]] = []
+
+    def spawn(work: Coroutine[Any, Any, promote_mod.Outcome]) -> asyncio.Task[promote_mod.Outcome]:
+        tasks.append(asyncio.create_task(work))
+        return tasks[-1]
+
+    began, release = asyncio.Event(), asyncio.Event()
+    outcomes = [promote_mod.Outcome.failed("didn't catch up"), promote_mod.Outcome("completed")]
+
+    async def start() -> promote_mod.Outcome:
+        began.set()
+        await release.wait()
+        return outcomes.pop(0)
+
+    promotion = promote_mod.Promotion(spawn=spawn)
+    callers = [asyncio.create_task(promotion.join(start)) for _ in range(3)]
+    await began.wait()  # the flight runs after the three callers have joined it
+    assert promotion.started
+    release.set()
+    failed = await asyncio.gather(*callers)
+    assert {o.status for o in failed} == {"failed"}
+    assert len(tasks) == 1  # one flight for the three callers
+    assert not promotion.started  # a failure is not kept: the next call tries again
+    assert (await promotion.join(start)).status == "completed"
+    assert (await promotion.join(start)).status == "completed"  # kept for good
+    assert len(tasks) == 2
