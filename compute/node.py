@@ -487,8 +487,8 @@ class ComputeNode:
             return
         from compute_ctl.compute.storage import leases
 
-        if leases.wants_lease(spec):
-            self.lease = leases.LeaseKeeper(state=self.state)
+        if leases.wants_lease(spec) and spec.mode.lsn is not None:
+            self.lease = leases.LeaseKeeper(state=self.state, lsn=spec.mode.lsn)
             self._spawn(self.lease.run())
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
