@@ -54,14 +54,16 @@ SELECT CASE WHEN b.reldatabase = 0 THEN NULL ELSE d.datname END,
 # Each (tablespace, relfilenode, fork) of the list: its relation now, and its size in blocks.
 _RESOLVE = """
 SELECT t.i, r.oid, pg_catalog.pg_relation_size(r.oid, t.fork) / %(block_size)s
-  FROM pg_catalog.unnest(%(tbs)s::oid[], %(node)s::oid[], %(fork)s::text[])
+  FROM ROWS FROM (pg_catalog.unnest(%(tbs)s::oid[]), pg_catalog.unnest(%(node)s::oid[]),
+                 pg_catalog.unnest(%(fork)s::text[]))
        WITH ORDINALITY AS t(tbs, node, fork, i)
-  LEFT JOIN LATERAL (SELECT pg_catalog.pg_filenode_relation(t.tbs, t.node) AS oid) AS r
+  LEFT JOIN LATERAL (SELECT pg_catalog.pg_filenode_relation(t.tbs, t.node)::oid AS oid) AS r
        ON true
 """
 _PREWARM = """
 SELECT pg_catalog.sum({fn}(r.rel, 'buffer', r.fork, r.first, r.last))
-  FROM pg_catalog.unnest(%(rel)s::oid[], %(fork)s::text[], %(first)s::int8[], %(last)s::int8[])
+  FROM ROWS FROM (pg_catalog.unnest(%(rel)s::oid[]), pg_catalog.unnest(%(fork)s::text[]),
+                 pg_catalog.unnest(%(first)s::int8[]), pg_catalog.unnest(%(last)s::int8[]))
        AS r(rel, fork, first, last)
 """
 _EXTENSION_SCHEMA = """
