@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any
 
 import psycopg
@@ -58,8 +58,17 @@ class Busy(Exception):
     """The operation is already running (HTTP 429)."""
 
 
-def _ms(started: float) -> int:
-    return int((time.monotonic() - started) * 1000)
+class _Steps:
+    """Milliseconds per step, under the names of the state's fields."""
+
+    def __init__(self) -> None:
+        self.ms: dict[str, int] = {}
+
+    @contextlib.contextmanager
+    def timed(self, name: str) -> Iterator[None]:
+        started = time.monotonic()
+        yield
+        self.ms[name] = int((time.monotonic() - started) * 1000)
 
 
 def describe(e: BaseException) -> str:
@@ -214,18 +223,16 @@ class Lfc:
         async with self._session() as (conn, backend):
             if backend.name == "neon":
                 self._detached.set()
-            started = time.monotonic()
-            data = await storage.download(where)
-            download_ms = _ms(started)
+            steps = _Steps()
+            with steps.timed("state_download_time_ms"):
+                data = await storage.download(where)
             if data is None:
                 logger.info("prewarm skipped: the endpoint storage has no state")
                 return PrewarmState(status="skipped")
-            started = time.monotonic()
-            state = await asyncio.to_thread(decompress, data)
-            uncompress_ms = _ms(started)
-            started = time.monotonic()
-            counts = await backend.restore(conn, state)
-            prewarm_ms = _ms(started)
+            with steps.timed("uncompress_time_ms"):
+                state = await asyncio.to_thread(decompress, data)
+            with steps.timed("prewarm_time_ms"):
+                counts = await backend.restore(conn, state)
         logger.info(
             "prewarm (%s) completed: %d of %d pages loaded",
             backend.name,
@@ -237,9 +244,7 @@ class Lfc:
             total=counts.total,
             prewarmed=counts.prewarmed,
             skipped=counts.skipped,
-            state_download_time_ms=download_ms,
-            uncompress_time_ms=uncompress_ms,
-            prewarm_time_ms=prewarm_ms,
+            **steps.ms,
         )
 
     async def _run_offload(self) -> None:
@@ -256,22 +261,16 @@ class Lfc:
 
     async def _offload_steps(self) -> OffloadState:
         where = storage.target(self._spec())
-        started = time.monotonic()
-        async with self._session() as (conn, backend):
-            state = await backend.save(conn)
-        query_ms = _ms(started)
+        steps = _Steps()
+        with steps.timed("state_query_time_ms"):
+            async with self._session() as (conn, backend):
+                state = await backend.save(conn)
         if state is None:
             logger.info("offload skipped: no cache state")
             return OffloadState(status="skipped")
-        started = time.monotonic()
-        data = await asyncio.to_thread(compress, state)
-        compress_ms = _ms(started)
-        started = time.monotonic()
-        await storage.upload(where, data)
+        with steps.timed("compress_time_ms"):
+            data = await asyncio.to_thread(compress, state)
+        with steps.timed("state_upload_time_ms"):
+            await storage.upload(where, data)
         logger.info("offload (%s) completed: %d bytes", backend.name, len(data))
-        return OffloadState(
-            status="completed",
-            state_query_time_ms=query_ms,
-            compress_time_ms=compress_ms,
-            state_upload_time_ms=_ms(started),
-        )
+        return OffloadState(status="completed", **steps.ms)

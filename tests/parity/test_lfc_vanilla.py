@@ -83,10 +83,14 @@ async def test_a_restarted_vanilla_compute_is_warm_when_running() -> None:
                 await lfcsupport.rows(appdb, CREATE_TABLE)
                 await lfcsupport.rows(appdb, "SELECT count(*) FROM public.warm")
                 relation = await _relation(appdb)
+                # A table cached and offloaded, then dropped: its blocks are skipped.
+                await lfcsupport.rows(appdb, CREATE_TABLE.replace("warm", "gone", 1))
+                await lfcsupport.rows(appdb, "SELECT count(*) FROM public.gone")
                 assert await api.call("POST", "/lfc/offload") == (202, "")
                 done = await api.wait_state("offload", ["completed", "failed", "skipped"])
                 assert done["status"] == "completed", done
                 before = await _cached(first.connstr(), relation)
+                await lfcsupport.rows(appdb, "DROP TABLE public.gone")
             offloaded = _offloaded(storage, relation[1])
             assert len(offloaded) > 200, len(offloaded)  # the table was cached, ~300 blocks
             assert offloaded <= before
@@ -117,6 +121,7 @@ async def test_a_restarted_vanilla_compute_is_warm_when_running() -> None:
         assert code == 200
         assert state["status"] == "completed", state
         assert state["prewarmed"] >= len(offloaded) * THRESHOLD
+        assert state["skipped"] >= 250, state  # the dropped table's ~300 blocks
         assert warm >= THRESHOLD, warm
     finally:
         shutil.rmtree(base, ignore_errors=True)
