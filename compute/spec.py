@@ -234,14 +234,6 @@ class ComputeSpec(_Model):
             raise ValueError("must be 32 lower-case hex digits")
         return value
 
-    @pydantic.field_validator("offload_lfc_interval_seconds")
-    @classmethod
-    def _positive_or_null(cls, value: int | None) -> int | None:
-        # Neon's NonZeroU64: 0 (and anything below) fails deserialisation.
-        if value is not None and value < 1:
-            raise ValueError("must be a positive number of seconds, or null")
-        return value
-
     @pydantic.field_validator("reconfigure_concurrency")
     @classmethod
     def _positive(cls, value: int) -> int:

@@ -6,10 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import pydantic
 import pytest
 
-from compute_ctl.compute import api_models
+from compute_ctl.compute import admission, api_models, errors
 from compute_ctl.compute import spec as spec_mod
 from compute_ctl.compute.lfc import backends, controller, neon, storage, vanilla
 
@@ -81,9 +80,11 @@ def test_missing_pieces_in_neons_order(fields: dict[str, Any], error: str) -> No
 
 @pytest.mark.parametrize("value", [0, -5])
 def test_offload_interval_must_be_positive(value: int) -> None:
-    with pytest.raises(pydantic.ValidationError, match="offload_lfc_interval_seconds"):
-        _spec(offload_lfc_interval_seconds=value)
-    assert _spec(offload_lfc_interval_seconds=None).offload_lfc_interval_seconds is None
+    raw = _spec().model_dump(mode="json") | {"offload_lfc_interval_seconds": value}
+    with pytest.raises(errors.AdmissionError, match="offload_lfc_interval_seconds"):
+        admission.admit_spec(raw, rules=admission.Rules())
+    raw["offload_lfc_interval_seconds"] = 1
+    admission.admit_spec(raw, rules=admission.Rules())
 
 
 def test_state_bodies_are_neons() -> None:
