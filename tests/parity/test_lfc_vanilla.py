@@ -125,3 +125,44 @@ async def test_a_restarted_vanilla_compute_is_warm_when_running() -> None:
         assert warm >= THRESHOLD, warm
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+async def test_a_new_replica_is_warm_when_running() -> None:
+    """Two stateless replicas of one vanilla primary (each a fresh ``pg_basebackup``): the
+    second, with ``autoprewarm``, holds what the first cached and offloaded. A standby
+    cannot create extensions: they come from the primary (``docs/lfc.md``)."""
+    base = pgserver.scratch_dir("lfc-replica-")
+    port = pgserver.free_port()
+    try:
+        # A standby needs max_connections at least the primary's (the spec's 40).
+        with pgserver.running(extra_conf="max_connections = 40") as primary:
+            for statement in (
+                "CREATE EXTENSION pg_buffercache",
+                "CREATE EXTENSION pg_prewarm",
+                CREATE_TABLE,
+            ):
+                await lfcsupport.rows(primary.dsn(), statement)
+            async with endpoint_storage.serving() as storage:
+                raw = lfcsupport.spec(port=port, storage=storage)
+                raw.update(mode="Replica", primary_connstring=primary.dsn())
+                raw["cluster"].update(roles=[], databases=[])
+                first = lfcsupport.make_node(base / "first", port=port, raw_spec=raw)
+                async with lfcsupport.running(first) as api:
+                    await lfcsupport.rows(first.connstr(), "SELECT count(*) FROM public.warm")
+                    relation = await _relation(first.connstr())
+                    assert await api.call("POST", "/lfc/offload") == (202, "")
+                    done = await api.wait_state("offload", ["completed", "failed", "skipped"])
+                    assert done["status"] == "completed", done
+                offloaded = _offloaded(storage, relation[1])
+                assert len(offloaded) > 200, len(offloaded)
+
+                raw_auto = {**raw, "autoprewarm": True}
+                second = lfcsupport.make_node(base / "second", port=port, raw_spec=raw_auto)
+                async with lfcsupport.running(second) as api:
+                    warm = _fraction(await _cached(second.connstr(), relation), offloaded)
+                    _, state = await api.call("GET", "/lfc/prewarm")
+        print(f"replica: {len(offloaded)} blocks offloaded, at running {warm:.2f}; {state}")
+        assert state["status"] == "completed", state
+        assert warm >= THRESHOLD, warm
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
