@@ -146,7 +146,11 @@ class Lfc:
 
     async def autoprewarm(self, *, wait: float = AUTOPREWARM_WAIT_S) -> None:
         """Start a prewarm; wait for it unless it restores Neon's LFC, at most ``wait``."""
-        task = self.start_prewarm()
+        try:
+            task = self.start_prewarm()
+        except Busy:  # a POST /lfc/prewarm came first (the API is up during the start)
+            assert self._prewarm is not None
+            task = self._prewarm
         detached = asyncio.ensure_future(self._detached.wait())
         try:
             await asyncio.wait({task, detached}, timeout=wait, return_when=asyncio.FIRST_COMPLETED)

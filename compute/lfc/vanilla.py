@@ -1,10 +1,11 @@
 """The vanilla backend (beyond Neon): the blocks in ``shared_buffers``, saved and reloaded.
 
 Saving reads ``pg_buffercache`` in the maintenance database: every valid buffer's
-database, tablespace, relfilenode, fork and block. Restoring connects to each database
-of the list, maps each (tablespace, relfilenode) back to a relation with
-``pg_filenode_relation`` and loads the blocks with ``pg_prewarm(..., 'buffer', fork,
-first, last)``, one call per run of consecutive blocks. Relfilenodes survive a restart
+database, tablespace, relfilenode, fork and block (template databases left out: an
+extension created there would be copied into every new database). Restoring connects
+to each database of the list, maps each (tablespace, relfilenode) back to a relation
+with ``pg_filenode_relation`` and loads the blocks with ``pg_prewarm(..., 'buffer',
+fork, first, last)``, one call per run of consecutive blocks. Relfilenodes survive a restart
 and a physical copy (``pg_basebackup``, a standby), so the list fits the same PGDATA, a
 copy of it, or a replica of it; a relation rewritten since (``VACUUM FULL``, ``TRUNCATE``)
 or dropped has a new or no relfilenode, and its blocks count as skipped, as do blocks
@@ -48,7 +49,7 @@ SELECT CASE WHEN b.reldatabase = 0 THEN NULL ELSE d.datname END,
   FROM {view} AS b
   LEFT JOIN pg_catalog.pg_database AS d ON d.oid OPERATOR(pg_catalog.=) b.reldatabase
  WHERE b.relfilenode IS NOT NULL
-   AND (b.reldatabase = 0 OR d.datallowconn)
+   AND (b.reldatabase = 0 OR (d.datallowconn AND NOT d.datistemplate))
  ORDER BY 1 NULLS FIRST, 2, 3, 4, 5
 """
 # Each (tablespace, relfilenode, fork) of the list: its relation now, and its size in blocks.
