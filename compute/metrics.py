@@ -16,6 +16,8 @@ recording calls the rest of compute_ctl makes:
   found overridden by ``ALTER SYSTEM`` and reset.
 - ``compute_pg_current_downtime_ms`` and ``compute_pg_downtime_ms_total``: recorded by
   the activity monitor through ``report_up()`` / ``report_down()`` (Neon's names).
+- ``compute_ctl_lfc_{prewarms,prewarm_errors,offloads,offload_errors}_total``: counted
+  by ``compute.lfc.controller``.
 
 It must not do I/O, and it must not import the node or the HTTP layer (both import it).
 
@@ -153,6 +155,27 @@ class Metrics:
         self.audit_log_dir_size = Gauge(
             "compute_audit_log_dir_size",
             "Size of audit log directory in bytes",
+            registry=self.registry,
+        )
+        # Cache prewarm and offload (``compute.lfc``); periodic offloads count too.
+        self.lfc_prewarms = Counter(
+            "compute_ctl_lfc_prewarms",
+            "Total number of LFC prewarms requested",
+            registry=self.registry,
+        )
+        self.lfc_prewarm_errors = Counter(
+            "compute_ctl_lfc_prewarm_errors",
+            "Total number of LFC prewarm errors",
+            registry=self.registry,
+        )
+        self.lfc_offloads = Counter(
+            "compute_ctl_lfc_offloads",
+            "Total number of LFC offloads requested",
+            registry=self.registry,
+        )
+        self.lfc_offload_errors = Counter(
+            "compute_ctl_lfc_offload_errors",
+            "Total number of LFC offload errors",
             registry=self.registry,
         )
 

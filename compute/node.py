@@ -53,6 +53,7 @@ from compute_ctl.compute import promote as promote_mod
 from compute_ctl.compute import spec as spec_mod
 from compute_ctl.compute import state as state_mod
 from compute_ctl.compute.catalog import settings as catalog_settings
+from compute_ctl.compute.lfc import controller as lfc_mod
 
 if TYPE_CHECKING:
     from compute_ctl.compute import vm_monitor
@@ -169,6 +170,11 @@ class ComputeNode:
         self._conf = confguard.ConfGuard(metrics=self.metrics)
         # Seconds between installed-extensions reports (the spec changes it).
         self._extensions_interval = params.installed_extensions_collection_interval
+        self.lfc = lfc_mod.Lfc(
+            spec=lambda: self.state.applied or self.state.desired,
+            connstr=self.connstr,
+            metrics=self.metrics,
+        )
 
     # --- inputs ----------------------------------------------------------------
 
@@ -401,6 +407,8 @@ class ComputeNode:
         config_ms = state_mod.monotonic_ms(started)
         await self.failpoints.hit("after-apply")
         self._vm_monitor = await autoscaling.start_vm_monitor(self.params, spec)
+        if spec.autoprewarm:  # vanilla: warm before running (docs/lfc.md)
+            await self.lfc.autoprewarm()
         async with self.state.lock() as s:
             s.timings.start_postgres_ms = start_postgres_ms
             s.timings.config_ms = config_ms
@@ -412,6 +420,7 @@ class ComputeNode:
         logger.info("compute running: %s", self.state.timings.as_dict())
         if audit.is_compliance(spec.audit_log_level):
             self._spawn(audit.watch_log_dir(pgdata=self.params.pgdata, metrics=self.metrics))
+        self._spawn(self.lfc.run_periodic_offload(self._offload_interval))
         self._spawn(
             extensions_mod.run_periodically(
                 connstr=self.connstr(),
@@ -419,6 +428,10 @@ class ComputeNode:
                 interval=lambda: self._extensions_interval,
             )
         )
+
+    def _offload_interval(self) -> int | None:
+        """``offload_lfc_interval_seconds`` of the applied spec (a reconfigure changes it)."""
+        return self.state.applied.offload_lfc_interval_seconds if self.state.applied else None
 
     # --- Neon's Primary start steps (parity: startconf, audit, migrations) ---------
 
@@ -553,6 +566,7 @@ class ComputeNode:
         for task in list(self._background):
             task.cancel()
         await self.launcher.discard_prewarm()
+        await self.lfc.close()
         await self._stop_vm_monitor()
         if self.postmaster is not None:
             with contextlib.suppress(Exception):
