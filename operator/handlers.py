@@ -99,6 +99,22 @@ def _in_cluster() -> kopf.ConnectionInfo | None:
     )
 
 
+def login(cfg: config_mod.OperatorConfig, **kwargs: Any) -> kopf.ConnectionInfo | None:
+    """The API server and credentials, for kopf and for reading Secrets (``kubesecrets``)."""
+    if cfg.server is None:
+        # In a pod, the ServiceAccount token; elsewhere, $KUBECONFIG (kopf's own login).
+        # No client library needed (login_via_client needs `kubernetes`: 126 MB in the image).
+        info: kopf.ConnectionInfo | None = _in_cluster() or kopf.login_with_kubeconfig(**kwargs)
+        return info
+    token = cfg.token_file.read_text().strip() if cfg.token_file else None
+    return kopf.ConnectionInfo(
+        server=cfg.server,
+        insecure=cfg.insecure,
+        token=token,
+        default_namespace=cfg.namespace,
+    )
+
+
 def build_registry(
     cfg: config_mod.OperatorConfig, reconciler: reconcile.Reconciler
 ) -> kopf.OperatorRegistry:
@@ -108,19 +124,8 @@ def build_registry(
         return name == cfg.name and namespace == cfg.namespace
 
     @kopf.on.login(registry=registry)
-    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-        if cfg.server is None:
-            # In a pod, the ServiceAccount token; elsewhere, $KUBECONFIG (kopf's own login).
-            # No client library needed (login_via_client needs `kubernetes`: 126 MB in the image).
-            info: kopf.ConnectionInfo | None = _in_cluster() or kopf.login_with_kubeconfig(**kwargs)
-            return info
-        token = cfg.token_file.read_text().strip() if cfg.token_file else None
-        return kopf.ConnectionInfo(
-            server=cfg.server,
-            insecure=cfg.insecure,
-            token=token,
-            default_namespace=cfg.namespace,
-        )
+    def on_login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        return login(cfg, **kwargs)
 
     @kopf.on.resume(*_RESOURCE, when=mine, id="reconcile", registry=registry)
     @kopf.on.create(*_RESOURCE, when=mine, id="reconcile", registry=registry)

@@ -79,6 +79,8 @@ class Reason(enum.StrEnum):
     NO_PENDING_RESTART = "NoPendingRestart"
     HEALTHY = "Healthy"
     APPLY_RETRYING = "ApplyRetrying"
+    SECRET_MISSING = "SecretMissing"  # noqa: S105 (a reason, not a secret)
+    SECRET_UNREADABLE = "SecretUnreadable"  # noqa: S105
 
 
 class _Camel(pydantic.BaseModel):
