@@ -58,7 +58,7 @@ class Resources:
     ) -> dict[str, Any]:
         """A resource whose ComputeSpec is ``spec`` (default: ``minimal_spec()``), with
         ``spec.credentials`` (Secret references) if given."""
-        body = {
+        body: dict[str, Any] = {
             "apiVersion": f"{self.group}/{self.version}",
             "kind": self.kind,
             "metadata": {"name": name},
