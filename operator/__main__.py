@@ -8,6 +8,7 @@ compute_ctl, which is another process.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sys
 from collections.abc import Sequence
@@ -32,7 +33,7 @@ async def run(cfg: config.OperatorConfig) -> None:
         client.ComputeClient(
             cfg.compute_url, configure_timeout=cfg.configure_timeout, auth=auth
         ) as compute,
-        secrets,
+        contextlib.aclosing(secrets),
     ):
         rules = admission.Rules(
             privileged_role=cfg.privileged_role,

@@ -19,7 +19,6 @@ import logging
 import ssl
 import urllib.parse
 from collections.abc import Callable
-from types import TracebackType
 from typing import Protocol
 
 import aiohttp
@@ -43,7 +42,7 @@ class Connection(Protocol):
 
 
 class SecretReader:
-    """Reads Secrets of one namespace. Use as an async context manager."""
+    """Reads Secrets of one namespace; ``aclose()`` when done (``contextlib.aclosing``)."""
 
     def __init__(
         self,
@@ -59,16 +58,9 @@ class SecretReader:
         self._session: aiohttp.ClientSession | None = None
         self._lock = asyncio.Lock()
 
-    async def __aenter__(self) -> SecretReader:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self._close()
+    async def aclose(self) -> None:
+        async with self._lock:
+            await self._close()
 
     async def _close(self) -> None:
         if self._session is not None:

@@ -37,9 +37,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import pydantic
-import pydantic.alias_generators
 
-from compute_ctl.operator import scram
+from compute_ctl.operator import scram, status
 
 __all__ = [
     "FIELD",
@@ -58,13 +57,8 @@ FIELD = "credentials"
 _MD5 = re.compile(r"md5[0-9a-f]{32}")
 
 
-class _Camel(pydantic.BaseModel):
-    model_config = pydantic.ConfigDict(
-        alias_generator=pydantic.alias_generators.to_camel,
-        populate_by_name=True,
-        extra="forbid",
-        frozen=True,
-    )
+class _Camel(status.CamelModel):
+    model_config = pydantic.ConfigDict(extra="forbid")  # a typo is an error, not ignored
 
 
 class SecretKeySelector(_Camel):
