@@ -36,6 +36,12 @@ def test_flags_win_over_environment() -> None:
     )
 
 
+def test_secret_interval_defaults_to_ten_seconds() -> None:
+    base = ["--name", "c", "-n", "ns"]
+    assert config.parse(base, {}).secret_interval == 10.0
+    assert config.parse([*base, "--secret-interval", "2"], {}).secret_interval == 2
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -44,12 +50,6 @@ def test_flags_win_over_environment() -> None:
         (["--name", "c", "-n", "ns", "--secret-interval", "-1"], "must be positive"),
     ],
 )
-def test_secret_interval_defaults_to_ten_seconds() -> None:
-    base = ["--name", "c", "-n", "ns"]
-    assert config.parse(base, {}).secret_interval == 10.0
-    assert config.parse([*base, "--secret-interval", "2"], {}).secret_interval == 2
-
-
 def test_bad_configuration_is_a_clear_error(argv: list[str], message: str) -> None:
     with pytest.raises(config.ConfigError, match=message):
         config.parse(argv, {})
