@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from compute import local_proxy
+from compute_ctl.compute import local_proxy
 
 HOLDER = r"""
 import fcntl, os, signal, sys, time
