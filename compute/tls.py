@@ -89,9 +89,9 @@ def _read(path: str, what: str) -> bytes:
         with open(path, "rb") as f:
             data = f.read(_MAX_FILE + 1)
     except OSError as e:
-        raise TlsError(f"tls {what} {path}: {e.strerror or e}") from e
+        raise TlsError(f"compute_ctl_config.tls.{what} {path}: {e.strerror or e}") from e
     if len(data) > _MAX_FILE:
-        raise TlsError(f"tls {what} {path}: larger than {_MAX_FILE} bytes")
+        raise TlsError(f"compute_ctl_config.tls.{what} {path}: larger than {_MAX_FILE} bytes")
     return data
 
 
@@ -110,11 +110,11 @@ def check_pair(cert: bytes, key: bytes, tls: spec_mod.TlsConfig) -> None:
         try:
             context.load_cert_chain(cert_tmp, key_tmp, password=_no_passphrase)
         except TlsError as e:
-            raise TlsError(f"tls key_path {tls.key_path} {e}") from None
+            raise TlsError(f"compute_ctl_config.tls.key_path {tls.key_path} {e}") from None
         except ssl.SSLError as e:
             raise TlsError(
-                f"tls key_path {tls.key_path} is not a private key matching the first "
-                f"certificate of cert_path {tls.cert_path} (OpenSSL: {e.reason or e})"
+                f"compute_ctl_config.tls.key_path {tls.key_path} is not a private key matching "
+                f"the first certificate of cert_path {tls.cert_path} (OpenSSL: {e.reason or e})"
             ) from None
 
 
@@ -134,7 +134,9 @@ async def _wait_readable(tls: spec_mod.TlsConfig, *, wait: float) -> None:
         if not missing:
             return
         if time.monotonic() >= deadline:
-            raise TlsError(f"tls: {', '.join(missing)} not readable after {wait:g} s")
+            raise TlsError(
+                f"compute_ctl_config.tls: {', '.join(missing)} not readable after {wait:g} s"
+            )
         await asyncio.sleep(_WAIT_STEP_S)
 
 
