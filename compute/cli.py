@@ -90,7 +90,7 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         "suspend_timeout_seconds is -1 or 0",
     )
     p.add_argument(
-        "--dev", action="store_true", help="do not stop pgbouncer/local_proxy at termination"
+        "--dev", action="store_true", help="a signal does not stop pgbouncer/local_proxy"
     )
     p.add_argument(
         "--pgbouncer-ini",

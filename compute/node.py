@@ -164,6 +164,7 @@ class ComputeNode:
         # pgbouncer, local_proxy and the TLS cert watch (docs/pgbouncer-tls.md).
         self._sidecars = sidecars.Sidecars(params)
         self._tls_watch: tls.Watch | None = None
+        self._stopped_by_signal = False  # Neon: --dev spares the sidecars then only
         if self.state.config.tls is not None:
             self._tls_watch = tls.Watch(
                 self.state.config.tls,
@@ -242,6 +243,7 @@ class ComputeNode:
 
     def request_stop(self, mode: Literal["fast", "immediate"]) -> None:
         """From a signal handler: terminate from any live status (fast, or escalate)."""
+        self._stopped_by_signal = True
 
         async def stop() -> None:
             async with self.state.lock() as s:
@@ -480,7 +482,7 @@ class ComputeNode:
         """A termination was requested: stop postgres (escalating on request), finish."""
         code = 0
         replayed: str | None = None
-        if not self.params.dev:  # Neon's forward_termination_signal
+        if not (self._stopped_by_signal and self.params.dev):  # forward_termination_signal
             self._sidecars.terminate()
         if self.postmaster is not None:
             try:  # a vanilla replica's final LSN is what it replayed: read it while up

@@ -218,3 +218,16 @@ def test_admission_refuses_settings_that_would_inject_ini_lines(
     raw["pgbouncer_settings"] = settings
     with pytest.raises(errors.AdmissionError, match=message):
         admission.admit_spec(spec_mod.ComputeSpec.model_validate(raw), rules=admission.Rules())
+
+
+def test_tls_adds_neons_client_tls_keys_after_the_specs() -> None:
+    spec = helpers.make_spec(port=5432)
+    spec.pgbouncer_settings = {"pool_mode": "session"}
+    config = spec_mod.TlsConfig(key_path="/k.pem", cert_path="/c.pem")
+    assert list(pgbouncer.tune_settings(spec, config).items()) == [
+        ("pool_mode", "session"),
+        ("client_tls_cert_file", "/c.pem"),
+        ("client_tls_key_file", "/k.pem"),
+        ("client_tls_sslmode", "allow"),
+    ]
+    assert pgbouncer.tune_settings(spec, None) == {"pool_mode": "session"}

@@ -18,6 +18,7 @@ import ssl
 import struct
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -151,6 +152,20 @@ class Tls:
     first: x509.Certificate
 
 
+def _tls_node(pgdata: Path, pair: Pair, **params: Any) -> tuple[node.ComputeNode, int]:
+    """A compute with the tls_experimental feature and ``pair`` as its TLS config."""
+    port = pgserver.free_port()
+    raw = helpers.spec_json(port=port)
+    raw["features"] = ["tls_experimental"]
+    n = node.ComputeNode(
+        helpers.make_params(pgdata=pgdata, port=port, **params),
+        config=spec_mod.ComputeConfig.model_validate(
+            {"spec": raw, "compute_ctl_config": {"tls": pair.config.model_dump()}}
+        ),
+    )
+    return n, port
+
+
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def compute(module_scratch: Path) -> AsyncIterator[Tls]:
     source = module_scratch / "secret"
@@ -160,15 +175,7 @@ async def compute(module_scratch: Path) -> AsyncIterator[Tls]:
     first = pair.put(ec.generate_private_key(ec.SECP256R1()))
     ca_file = module_scratch / "ca.pem"
     ca_file.write_bytes(ca.cert.public_bytes(serialization.Encoding.PEM))
-    port = pgserver.free_port()
-    raw = helpers.spec_json(port=port)
-    raw["features"] = ["tls_experimental"]
-    n = node.ComputeNode(
-        helpers.make_params(pgdata=module_scratch / "pgdata", port=port, tls_poll_interval=0.2),
-        config=spec_mod.ComputeConfig.model_validate(
-            {"spec": raw, "compute_ctl_config": {"tls": pair.config.model_dump()}}
-        ),
-    )
+    n, port = _tls_node(module_scratch / "pgdata", pair, tls_poll_interval=0.2)
     async with helpers.run_node(n):
         yield Tls(node=n, port=port, pair=pair, ca_file=ca_file, first=first)
 
@@ -184,14 +191,10 @@ def _verify_full(t: Tls) -> str:
 @in_module_loop
 async def test_verify_full_client_and_the_copies(compute: Tls) -> None:
     pgdata = compute.node.params.pgdata
-    conf = (pgdata / "postgresql.conf").read_text().splitlines()
-    at = conf.index("ssl = on")
-    assert conf[at : at + 4] == [
-        "ssl = on",
-        "ssl_cert_file = 'server.crt'",
-        "ssl_key_file = 'server.key'",
-        "lc_messages='C.UTF-8'",
-    ]
+    # Neon's place: after the storage lines, before the locale lines.
+    assert (
+        "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\nlc_messages="
+    ) in (pgdata / "postgresql.conf").read_text()
     key = (pgdata / "server.key").stat()
     assert key.st_mode & 0o777 == 0o600
     assert key.st_uid == pwd.getpwnam("postgres").pw_uid
@@ -264,15 +267,7 @@ async def test_a_start_with_an_unusable_key_fails_clearly(scratch: Path) -> None
     pair = Pair(directory=scratch, ca=Ca.make())
     pair.put(ec.generate_private_key(ec.SECP256R1()))
     _write(scratch / "tls.key", _key_pem(ec.generate_private_key(ec.SECP256R1())))
-    port = pgserver.free_port()
-    raw = helpers.spec_json(port=port)
-    raw["features"] = ["tls_experimental"]
-    n = node.ComputeNode(
-        helpers.make_params(pgdata=scratch / "pgdata", port=port),
-        config=spec_mod.ComputeConfig.model_validate(
-            {"spec": raw, "compute_ctl_config": {"tls": pair.config.model_dump()}}
-        ),
-    )
+    n, _ = _tls_node(scratch / "pgdata", pair)
     async with helpers.run_node(n, until=S.FAILED):
         assert "compute_ctl_config.tls.key_path" in (n.state.error or "")
         assert "not a private key matching" in (n.state.error or "")
