@@ -1,7 +1,8 @@
 """TLS for postgres from ``compute_ctl_config.tls`` with real certificates (``cryptography``)
 and real TLS clients: psycopg with ``sslmode=verify-full``, and Python's ``ssl`` speaking
 PostgreSQL's SSLRequest to read the certificate the server serves. Rotation (new files in
-place) is served to new connections after a reload, with the same postmaster; a bad
+place) is served to new connections after a reload, with the same postmaster, and by
+Debian's pgbouncer, which gets Neon's client_tls_* keys; a bad
 rotation keeps the previous certificate and says why; a key compute_ctl cannot use is a
 clear, immediate error."""
 
@@ -32,6 +33,7 @@ from compute_ctl.compute import node, pgtools, state, tls
 from compute_ctl.compute import spec as spec_mod
 from tests import pgserver
 from tests.core import helpers
+from tests.parity import test_sidecars
 
 pytestmark = pytest.mark.postgres
 in_module_loop = pytest.mark.asyncio(loop_scope="module")
@@ -100,10 +102,11 @@ def _key_pem(key: PrivateKey, password: bytes | None = None) -> bytes:
 
 
 def _write(path: Path, data: bytes) -> None:
-    """Replace ``path`` atomically (root-only, as a mounted Secret would be to postgres)."""
+    """Replace ``path`` atomically, 0600 (pgbouncer, as the postgres OS user, reads it)."""
     tmp = path.with_name(path.name + ".new")
     tmp.write_bytes(data)
     tmp.chmod(0o600)
+    os.chown(tmp, pwd.getpwnam("postgres").pw_uid, -1)
     tmp.replace(path)
 
 
@@ -126,7 +129,8 @@ class Pair:
 
 
 def _served_serial(port: int, ca: Path) -> int:
-    """The serial of the certificate postgres presents, checked against ``ca``."""
+    """The serial of the certificate postgres (or pgbouncer) presents, checked against
+    ``ca``: PostgreSQL's SSLRequest, then a TLS handshake verifying the name."""
     context = ssl.create_default_context(cafile=str(ca))
     with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
         raw.sendall(_SSL_REQUEST)
@@ -150,13 +154,17 @@ class Tls:
     pair: Pair
     ca_file: Path
     first: x509.Certificate
+    bouncer: test_sidecars.Pgbouncer
 
 
-def _tls_node(pgdata: Path, pair: Pair, **params: Any) -> tuple[node.ComputeNode, int]:
+def _tls_node(
+    pgdata: Path, pair: Pair, *, pgbouncer_settings: dict[str, str] | None = None, **params: Any
+) -> tuple[node.ComputeNode, int]:
     """A compute with the tls_experimental feature and ``pair`` as its TLS config."""
     port = pgserver.free_port()
     raw = helpers.spec_json(port=port)
     raw["features"] = ["tls_experimental"]
+    raw["pgbouncer_settings"] = pgbouncer_settings
     n = node.ComputeNode(
         helpers.make_params(pgdata=pgdata, port=port, **params),
         config=spec_mod.ComputeConfig.model_validate(
@@ -170,14 +178,30 @@ def _tls_node(pgdata: Path, pair: Pair, **params: Any) -> tuple[node.ComputeNode
 async def compute(module_scratch: Path) -> AsyncIterator[Tls]:
     source = module_scratch / "secret"
     source.mkdir(mode=0o700)
+    os.chown(source, pwd.getpwnam("postgres").pw_uid, -1)  # pgbouncer reads the originals
     ca = Ca.make()
     pair = Pair(directory=source, ca=ca)
     first = pair.put(ec.generate_private_key(ec.SECP256R1()))
     ca_file = module_scratch / "ca.pem"
     ca_file.write_bytes(ca.cert.public_bytes(serialization.Encoding.PEM))
-    n, port = _tls_node(module_scratch / "pgdata", pair, tls_poll_interval=0.2)
-    async with helpers.run_node(n):
-        yield Tls(node=n, port=port, pair=pair, ca_file=ca_file, first=first)
+    bouncer_dir = module_scratch / "bouncer"
+    bouncer_dir.mkdir()
+    os.chown(bouncer_dir, pwd.getpwnam("postgres").pw_uid, -1)
+    bouncer = test_sidecars.Pgbouncer(bouncer_dir, pg_port=5432)
+    n, port = _tls_node(
+        module_scratch / "pgdata",
+        pair,
+        pgbouncer_settings={},
+        tls_poll_interval=0.2,
+        pgbouncer_ini=bouncer.ini,
+        pgbouncer_connstr=bouncer.conninfo,
+    )
+    try:
+        async with helpers.run_node(n):
+            yield Tls(node=n, port=port, pair=pair, ca_file=ca_file, first=first, bouncer=bouncer)
+    finally:
+        bouncer.proc.kill()
+        bouncer.proc.wait(timeout=20)
 
 
 def _settled(s: state.ComputeState) -> bool:
@@ -206,6 +230,16 @@ async def test_verify_full_client_and_the_copies(compute: Tls) -> None:
 
 
 @in_module_loop
+async def test_pgbouncer_gets_neons_client_tls_keys(compute: Tls) -> None:
+    await compute.bouncer.wait_config(
+        client_tls_sslmode="allow",
+        client_tls_cert_file=compute.pair.config.cert_path,
+        client_tls_key_file=compute.pair.config.key_path,
+    )
+    assert _served_serial(compute.bouncer.port, compute.ca_file) == compute.first.serial_number
+
+
+@in_module_loop
 async def test_rotation_is_served_without_a_restart(compute: Tls) -> None:
     assert compute.node.postmaster is not None
     postmaster = compute.node.postmaster.pid
@@ -217,6 +251,8 @@ async def test_rotation_is_served_without_a_restart(compute: Tls) -> None:
         assert await cur.fetchone() == (True,)
     assert compute.node.postmaster.pid == postmaster
     await compute.node.state.wait_for(_settled, timeout=30)
+    # The same reconfigure re-tuned pgbouncer: its RELOAD loads the new files too.
+    await _wait_served(compute.bouncer.port, compute.ca_file, new.serial_number)
 
 
 @in_module_loop
