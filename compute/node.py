@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import time
@@ -45,7 +46,9 @@ from compute_ctl.compute import (
     params,
     pgtools,
     postgres,
+    sidecars,
     startconf,
+    tls,
 )
 from compute_ctl.compute import installed_extensions as extensions_mod
 from compute_ctl.compute import launcher as launcher_mod
@@ -160,6 +163,18 @@ class ComputeNode:
         self._applied: admission.Admitted | None = None
         if config is not None:
             self.state.config = config.compute_ctl_config
+            if config.compute_ctl_config.tls is not None:
+                self.rules = dataclasses.replace(self.rules, tls=True)
+        # pgbouncer, local_proxy and the TLS cert watch (docs/pgbouncer-tls.md).
+        self._sidecars = sidecars.Sidecars(params)
+        self._tls_watch: tls.Watch | None = None
+        self._stopped_by_signal = False  # Neon: --dev spares the sidecars then only
+        if self.state.config.tls is not None:
+            self._tls_watch = tls.Watch(
+                self.state.config.tls,
+                interval=params.tls_poll_interval,
+                on_change=self._reconfigure_same_spec,
+            )
         self._spec_received = time.monotonic()
         self._finished = False
         self.metrics = metrics.Metrics(build_tag=params.build_tag, state=self.state)
@@ -239,6 +254,7 @@ class ComputeNode:
 
     def request_stop(self, mode: Literal["fast", "immediate"]) -> None:
         """From a signal handler: terminate from any live status (fast, or escalate)."""
+        self._stopped_by_signal = True
 
         async def stop() -> None:
             async with self.state.lock() as s:
@@ -387,7 +403,9 @@ class ComputeNode:
         """Neon's ``start_compute``: PGDATA, postgres, the catalog apply; then running."""
         spec = admitted.spec
         started = time.monotonic()
+        self._spawn(self._sidecars.configure(spec, tls=self._tls(spec)))
         await self.launcher.prepare(admitted)
+        await self._install_tls(spec)
         logger.info("PGDATA ready in %d ms", state_mod.monotonic_ms(started))
         await self.failpoints.hit("before-start-postgres")
         started, spawned_at = time.monotonic(), time.time()
@@ -418,6 +436,8 @@ class ComputeNode:
             if s.status is S.INIT:  # else a termination arrived meanwhile: supervise handles it
                 s.set_status(S.RUNNING)
         logger.info("compute running: %s", self.state.timings.as_dict())
+        if self._tls_watch is not None:
+            self._spawn(self._tls_watch.run())
         if audit.is_compliance(spec.audit_log_level):
             self._spawn(audit.watch_log_dir(pgdata=self.params.pgdata, metrics=self.metrics))
         self._spawn(self.lfc.run_periodic_offload(self._offload_interval))
@@ -458,6 +478,7 @@ class ComputeNode:
             await self._apply_catalog(
                 admitted, concurrency=applier.start_concurrency(admitted.spec)
             )
+        await self._sidecars.local_proxy_now(admitted.spec, tls=self._tls(admitted.spec))
         self._spawn(self._run_migrations())
         self.launcher.append_conf_line(startconf.SUBSCRIBERS_LINE)
         await self.postmaster.reload()
@@ -534,6 +555,8 @@ class ComputeNode:
             spec = self._applied.spec
         code = 0
         replayed: str | None = None
+        if not (self._stopped_by_signal and self.params.dev):  # forward_termination_signal
+            self._sidecars.terminate()
         if self.postmaster is not None:
             try:  # a vanilla replica's final LSN is what it replayed: read it while up
                 replayed = await self.launcher.lsn_before_stop(spec)
@@ -675,6 +698,10 @@ class ComputeNode:
         """Neon's ``reconfigure``: rewrite postgresql.conf and reload before any SQL."""
         assert self.postmaster is not None
         self._update_extensions_interval(admitted.spec)
+        self._spawn(self._sidecars.configure(admitted.spec, tls=self._tls(admitted.spec)))
+        phases.now = "tls"
+        await self._install_tls(admitted.spec)
+        phases.now = "postgresql.conf"
         self.launcher.write_conf(admitted)
         async with asyncio.timeout(max(deadline - time.monotonic(), 0.1)):
             report = await self._inspect_conf(admitted.spec)
@@ -717,6 +744,33 @@ class ComputeNode:
             await self.postmaster.reload(timeout=_RESTORE_RELOAD_S)
         except Exception as e:
             logger.warning("the applied spec's postgresql.conf is back, reload pending: %s", e)
+
+    # --- TLS (tls.py) -------------------------------------------------------------
+
+    def _tls(self, spec: spec_mod.ComputeSpec) -> spec_mod.TlsConfig | None:
+        return tls.in_effect(spec, self.state.config.tls)
+
+    async def _install_tls(self, spec: spec_mod.ComputeSpec) -> None:
+        """Neon copies the key and cert at every postgresql.conf write; so do we."""
+        config = self._tls(spec)
+        if config is None:
+            return
+        installed = await tls.install(config, pgdata=self.params.pgdata, user=self.tools.user)
+        if self._tls_watch is not None:
+            self._tls_watch.seen = installed
+
+    async def _reconfigure_same_spec(self) -> None:
+        """The cert changed: reconfigure with the desired spec once the configurator is
+        not mid-attempt (one that is pending copies the new files anyway)."""
+        while True:
+            await self.state.wait_for(lambda s: s.status is not S.CONFIGURATION)
+            async with self.state.lock() as s:
+                if s.status is S.CONFIGURATION:
+                    continue
+                if s.status is S.RUNNING and self._desired is not None:
+                    self._set_desired(s, self._desired)
+                    s.set_status(S.CONFIGURATION_PENDING)
+                return
 
     # --- settings as postgres sees them (beyond Neon) -----------------------------
 
