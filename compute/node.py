@@ -55,6 +55,7 @@ from compute_ctl.compute import launcher as launcher_mod
 from compute_ctl.compute import promote as promote_mod
 from compute_ctl.compute import spec as spec_mod
 from compute_ctl.compute import state as state_mod
+from compute_ctl.compute.catalog import db as catalog_db
 from compute_ctl.compute.catalog import settings as catalog_settings
 from compute_ctl.compute.lfc import controller as lfc_mod
 
@@ -116,10 +117,19 @@ def _retry_delay(failures: int) -> float:
 
 
 class _Phase:
-    """Where an attempt is, for the error that names it."""
+    """Where an attempt is, for the error that names it, and how long each phase took."""
 
     def __init__(self, now: str) -> None:
         self.now = now
+        self.seconds: dict[str, float] = {}
+        self._step = now
+        self._since = time.monotonic()
+
+    def enter(self, phase: str, *, step: str | None = None) -> None:
+        """``phase`` names errors; ``step`` (default: the phase) is what is timed."""
+        now = time.monotonic()
+        self.seconds[self._step] = self.seconds.get(self._step, 0.0) + now - self._since
+        self.now, self._step, self._since = phase, step or phase, now
 
 
 def _applies_catalog(admitted: admission.Admitted) -> bool:
@@ -691,11 +701,29 @@ class ComputeNode:
             raise
         except Exception as e:
             raise errors.ComputeError(f"{phases.now}: {e}") from e
+        finally:
+            phases.enter("")
+            for phase, seconds in phases.seconds.items():
+                self.metrics.observe_reconfigure_phase(phase, seconds)
 
     async def _reconfigure(
         self, admitted: admission.Admitted, *, deadline: float, phases: _Phase
     ) -> list[str]:
-        """Neon's ``reconfigure``: rewrite postgresql.conf and reload before any SQL."""
+        """Neon's ``reconfigure``: rewrite postgresql.conf and reload before any SQL.
+
+        Every read (the conf report, the reload check, the catalog, ``pg_settings``) goes
+        through one session (``db.shared``). The catalog is observed and planned on every
+        attempt, so drift is restored by any reconfiguration; the temporary override, the
+        executor and their two reloads run only when the plan has work (or audit SQL is
+        due): a settings-only change skips them.
+        """
+        assert self.postmaster is not None
+        async with catalog_db.shared(self.connstr()):
+            return await self._reconfigure_shared(admitted, deadline=deadline, phases=phases)
+
+    async def _reconfigure_shared(
+        self, admitted: admission.Admitted, *, deadline: float, phases: _Phase
+    ) -> list[str]:
         assert self.postmaster is not None
         self._update_extensions_interval(admitted.spec)
         self._spawn(self._sidecars.configure(admitted.spec, tls=self._tls(admitted.spec)))
@@ -703,24 +731,33 @@ class ComputeNode:
         await self._install_tls(admitted.spec)
         phases.now = "postgresql.conf"
         self.launcher.write_conf(admitted)
+        phases.enter("postgresql.conf", step="conf check")
         async with asyncio.timeout(max(deadline - time.monotonic(), 0.1)):
             report = await self._inspect_conf(admitted.spec)
         if report.refused:
             raise errors.ConfigError("; ".join(report.refused))
         await self._conf.repair(report, connstr=self.connstr())
-        phases.now = "reload"
+        phases.enter("reload")
         await self.postmaster.reload(timeout=max(deadline - time.monotonic(), 0.1))
         await self.failpoints.hit("before-apply")
-        phases.now = "catalog"
-        if _applies_catalog(admitted):
-            async with startconf.temp_override(
-                write=self.launcher.write_temp_override, reload=self.postmaster.reload
-            ):
-                await self._apply_catalog(
-                    admitted, concurrency=admitted.spec.reconfigure_concurrency, deadline=deadline
-                )
-            await self.postmaster.reload(timeout=max(deadline - time.monotonic(), 0.1))
+        phases.enter("catalog", step="catalog observe and plan")
+        if _applies_catalog(admitted) and (
+            audit.statements(admitted.spec.audit_log_level)
+            or await self.catalog.plan_spec(connstr=self.connstr(), admitted=admitted)
+        ):
+            phases.enter("catalog", step="catalog apply")
+            with catalog_db.unshared():
+                async with startconf.temp_override(
+                    write=self.launcher.write_temp_override, reload=self.postmaster.reload
+                ):
+                    await self._apply_catalog(
+                        admitted,
+                        concurrency=admitted.spec.reconfigure_concurrency,
+                        deadline=deadline,
+                    )
+                await self.postmaster.reload(timeout=max(deadline - time.monotonic(), 0.1))
         await self.failpoints.hit("after-apply")
+        phases.enter("catalog", step="pending_restart")
         pending = await self.catalog.pending_restart(connstr=self.connstr())
         if pending:
             logger.warning("settings waiting for a restart: %s", ", ".join(pending))
