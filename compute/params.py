@@ -12,7 +12,7 @@ import re
 import urllib.parse
 from pathlib import Path
 
-from compute_ctl.compute import errors
+from compute_ctl.compute import audit_ship, errors
 
 __all__ = ["DEFAULT_FILECACHE_CONNSTR", "LocalConn", "Params", "parse_connstr"]
 
@@ -147,6 +147,8 @@ class Params:
     # Beyond Neon: the bound of one configuration attempt (conf, reload, catalog apply).
     # A failed attempt is answered 500 and retried with backoff; the compute stays running.
     apply_timeout: float = 120.0
+    # Neon's AUDIT_LOGGING_*ENDPOINT, and (beyond Neon) the rsyslog paths: audit_ship.
+    audit_shipping: audit_ship.Settings = dataclasses.field(default_factory=audit_ship.Settings)
 
     @property
     def local(self) -> LocalConn:
