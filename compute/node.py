@@ -417,6 +417,8 @@ class ComputeNode:
         await self.launcher.prepare(admitted)
         await self._install_tls(spec)
         logger.info("PGDATA ready in %d ms", state_mod.monotonic_ms(started))
+        if audit.is_compliance(spec.audit_log_level):  # Neon: before postgres, fatal
+            await audit.start_shipping(self.params.audit_shipping, spec, pgdata=self.params.pgdata)
         await self.failpoints.hit("before-start-postgres")
         started, spawned_at = time.monotonic(), time.time()
         self.postmaster = await self.launcher.spawn(admitted)
