@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import time
@@ -45,14 +46,18 @@ from compute_ctl.compute import (
     params,
     pgtools,
     postgres,
+    sidecars,
     startconf,
+    tls,
 )
 from compute_ctl.compute import installed_extensions as extensions_mod
 from compute_ctl.compute import launcher as launcher_mod
 from compute_ctl.compute import promote as promote_mod
 from compute_ctl.compute import spec as spec_mod
 from compute_ctl.compute import state as state_mod
+from compute_ctl.compute.catalog import db as catalog_db
 from compute_ctl.compute.catalog import settings as catalog_settings
+from compute_ctl.compute.lfc import controller as lfc_mod
 
 if TYPE_CHECKING:
     from compute_ctl.compute import vm_monitor
@@ -112,10 +117,19 @@ def _retry_delay(failures: int) -> float:
 
 
 class _Phase:
-    """Where an attempt is, for the error that names it."""
+    """Where an attempt is, for the error that names it, and how long each phase took."""
 
     def __init__(self, now: str) -> None:
         self.now = now
+        self.seconds: dict[str, float] = {}
+        self._step = now
+        self._since = time.monotonic()
+
+    def enter(self, phase: str, *, step: str | None = None) -> None:
+        """``phase`` names errors; ``step`` (default: the phase) is what is timed."""
+        now = time.monotonic()
+        self.seconds[self._step] = self.seconds.get(self._step, 0.0) + now - self._since
+        self.now, self._step, self._since = phase, step or phase, now
 
 
 def _applies_catalog(admitted: admission.Admitted) -> bool:
@@ -159,6 +173,18 @@ class ComputeNode:
         self._applied: admission.Admitted | None = None
         if config is not None:
             self.state.config = config.compute_ctl_config
+            if config.compute_ctl_config.tls is not None:
+                self.rules = dataclasses.replace(self.rules, tls=True)
+        # pgbouncer, local_proxy and the TLS cert watch (docs/pgbouncer-tls.md).
+        self._sidecars = sidecars.Sidecars(params)
+        self._tls_watch: tls.Watch | None = None
+        self._stopped_by_signal = False  # Neon: --dev spares the sidecars then only
+        if self.state.config.tls is not None:
+            self._tls_watch = tls.Watch(
+                self.state.config.tls,
+                interval=params.tls_poll_interval,
+                on_change=self._reconfigure_same_spec,
+            )
         self._spec_received = time.monotonic()
         self._finished = False
         self.metrics = metrics.Metrics(build_tag=params.build_tag, state=self.state)
@@ -169,6 +195,11 @@ class ComputeNode:
         self._conf = confguard.ConfGuard(metrics=self.metrics)
         # Seconds between installed-extensions reports (the spec changes it).
         self._extensions_interval = params.installed_extensions_collection_interval
+        self.lfc = lfc_mod.Lfc(
+            spec=lambda: self.state.applied or self.state.desired,
+            connstr=self.connstr,
+            metrics=self.metrics,
+        )
 
     # --- inputs ----------------------------------------------------------------
 
@@ -233,6 +264,7 @@ class ComputeNode:
 
     def request_stop(self, mode: Literal["fast", "immediate"]) -> None:
         """From a signal handler: terminate from any live status (fast, or escalate)."""
+        self._stopped_by_signal = True
 
         async def stop() -> None:
             async with self.state.lock() as s:
@@ -381,8 +413,12 @@ class ComputeNode:
         """Neon's ``start_compute``: PGDATA, postgres, the catalog apply; then running."""
         spec = admitted.spec
         started = time.monotonic()
+        self._spawn(self._sidecars.configure(spec, tls=self._tls(spec)))
         await self.launcher.prepare(admitted)
+        await self._install_tls(spec)
         logger.info("PGDATA ready in %d ms", state_mod.monotonic_ms(started))
+        if audit.is_compliance(spec.audit_log_level):  # Neon: before postgres, fatal
+            await audit.start_shipping(self.params.audit_shipping, spec, pgdata=self.params.pgdata)
         await self.failpoints.hit("before-start-postgres")
         started, spawned_at = time.monotonic(), time.time()
         self.postmaster = await self.launcher.spawn(admitted)
@@ -401,6 +437,8 @@ class ComputeNode:
         config_ms = state_mod.monotonic_ms(started)
         await self.failpoints.hit("after-apply")
         self._vm_monitor = await autoscaling.start_vm_monitor(self.params, spec)
+        if spec.autoprewarm:  # vanilla: warm before running (docs/lfc.md)
+            await self.lfc.autoprewarm()
         async with self.state.lock() as s:
             s.timings.start_postgres_ms = start_postgres_ms
             s.timings.config_ms = config_ms
@@ -410,8 +448,11 @@ class ComputeNode:
             if s.status is S.INIT:  # else a termination arrived meanwhile: supervise handles it
                 s.set_status(S.RUNNING)
         logger.info("compute running: %s", self.state.timings.as_dict())
+        if self._tls_watch is not None:
+            self._spawn(self._tls_watch.run())
         if audit.is_compliance(spec.audit_log_level):
             self._spawn(audit.watch_log_dir(pgdata=self.params.pgdata, metrics=self.metrics))
+        self._spawn(self.lfc.run_periodic_offload(self._offload_interval))
         self._spawn(
             extensions_mod.run_periodically(
                 connstr=self.connstr(),
@@ -419,6 +460,10 @@ class ComputeNode:
                 interval=lambda: self._extensions_interval,
             )
         )
+
+    def _offload_interval(self) -> int | None:
+        """``offload_lfc_interval_seconds`` of the applied spec (a reconfigure changes it)."""
+        return self.state.applied.offload_lfc_interval_seconds if self.state.applied else None
 
     # --- Neon's Primary start steps (parity: startconf, audit, migrations) ---------
 
@@ -445,6 +490,7 @@ class ComputeNode:
             await self._apply_catalog(
                 admitted, concurrency=applier.start_concurrency(admitted.spec)
             )
+        await self._sidecars.local_proxy_now(admitted.spec, tls=self._tls(admitted.spec))
         self._spawn(self._run_migrations())
         self.launcher.append_conf_line(startconf.SUBSCRIBERS_LINE)
         await self.postmaster.reload()
@@ -521,6 +567,8 @@ class ComputeNode:
             spec = self._applied.spec
         code = 0
         replayed: str | None = None
+        if not (self._stopped_by_signal and self.params.dev):  # forward_termination_signal
+            self._sidecars.terminate()
         if self.postmaster is not None:
             try:  # a vanilla replica's final LSN is what it replayed: read it while up
                 replayed = await self.launcher.lsn_before_stop(spec)
@@ -553,6 +601,7 @@ class ComputeNode:
         for task in list(self._background):
             task.cancel()
         await self.launcher.discard_prewarm()
+        await self.lfc.close()
         await self._stop_vm_monitor()
         if self.postmaster is not None:
             with contextlib.suppress(Exception):
@@ -654,32 +703,63 @@ class ComputeNode:
             raise
         except Exception as e:
             raise errors.ComputeError(f"{phases.now}: {e}") from e
+        finally:
+            phases.enter("")
+            for phase, seconds in phases.seconds.items():
+                self.metrics.observe_reconfigure_phase(phase, seconds)
 
     async def _reconfigure(
         self, admitted: admission.Admitted, *, deadline: float, phases: _Phase
     ) -> list[str]:
-        """Neon's ``reconfigure``: rewrite postgresql.conf and reload before any SQL."""
+        """Neon's ``reconfigure``: rewrite postgresql.conf and reload before any SQL.
+
+        Every read (the conf report, the reload check, the catalog, ``pg_settings``) goes
+        through one session (``db.shared``). The catalog is observed and planned on every
+        attempt, so drift is restored by any reconfiguration; the temporary override, the
+        executor and their two reloads run only when the plan has work (or audit SQL is
+        due): a settings-only change skips them.
+        """
+        assert self.postmaster is not None
+        async with catalog_db.shared(self.connstr()):
+            return await self._reconfigure_shared(admitted, deadline=deadline, phases=phases)
+
+    async def _reconfigure_shared(
+        self, admitted: admission.Admitted, *, deadline: float, phases: _Phase
+    ) -> list[str]:
         assert self.postmaster is not None
         self._update_extensions_interval(admitted.spec)
+        self._spawn(self._sidecars.configure(admitted.spec, tls=self._tls(admitted.spec)))
+        phases.now = "tls"
+        await self._install_tls(admitted.spec)
+        phases.now = "postgresql.conf"
         self.launcher.write_conf(admitted)
+        phases.enter("postgresql.conf", step="conf check")
         async with asyncio.timeout(max(deadline - time.monotonic(), 0.1)):
             report = await self._inspect_conf(admitted.spec)
         if report.refused:
             raise errors.ConfigError("; ".join(report.refused))
         await self._conf.repair(report, connstr=self.connstr())
-        phases.now = "reload"
+        phases.enter("reload")
         await self.postmaster.reload(timeout=max(deadline - time.monotonic(), 0.1))
         await self.failpoints.hit("before-apply")
-        phases.now = "catalog"
-        if _applies_catalog(admitted):
-            async with startconf.temp_override(
-                write=self.launcher.write_temp_override, reload=self.postmaster.reload
-            ):
-                await self._apply_catalog(
-                    admitted, concurrency=admitted.spec.reconfigure_concurrency, deadline=deadline
-                )
-            await self.postmaster.reload(timeout=max(deadline - time.monotonic(), 0.1))
+        phases.enter("catalog", step="catalog observe and plan")
+        if _applies_catalog(admitted) and (
+            audit.statements(admitted.spec.audit_log_level)
+            or await self.catalog.plan_spec(connstr=self.connstr(), admitted=admitted)
+        ):
+            phases.enter("catalog", step="catalog apply")
+            with catalog_db.unshared():
+                async with startconf.temp_override(
+                    write=self.launcher.write_temp_override, reload=self.postmaster.reload
+                ):
+                    await self._apply_catalog(
+                        admitted,
+                        concurrency=admitted.spec.reconfigure_concurrency,
+                        deadline=deadline,
+                    )
+                await self.postmaster.reload(timeout=max(deadline - time.monotonic(), 0.1))
         await self.failpoints.hit("after-apply")
+        phases.enter("catalog", step="pending_restart")
         pending = await self.catalog.pending_restart(connstr=self.connstr())
         if pending:
             logger.warning("settings waiting for a restart: %s", ", ".join(pending))
@@ -703,6 +783,33 @@ class ComputeNode:
             await self.postmaster.reload(timeout=_RESTORE_RELOAD_S)
         except Exception as e:
             logger.warning("the applied spec's postgresql.conf is back, reload pending: %s", e)
+
+    # --- TLS (tls.py) -------------------------------------------------------------
+
+    def _tls(self, spec: spec_mod.ComputeSpec) -> spec_mod.TlsConfig | None:
+        return tls.in_effect(spec, self.state.config.tls)
+
+    async def _install_tls(self, spec: spec_mod.ComputeSpec) -> None:
+        """Neon copies the key and cert at every postgresql.conf write; so do we."""
+        config = self._tls(spec)
+        if config is None:
+            return
+        installed = await tls.install(config, pgdata=self.params.pgdata, user=self.tools.user)
+        if self._tls_watch is not None:
+            self._tls_watch.seen = installed
+
+    async def _reconfigure_same_spec(self) -> None:
+        """The cert changed: reconfigure with the desired spec once the configurator is
+        not mid-attempt (one that is pending copies the new files anyway)."""
+        while True:
+            await self.state.wait_for(lambda s: s.status is not S.CONFIGURATION)
+            async with self.state.lock() as s:
+                if s.status is S.CONFIGURATION:
+                    continue
+                if s.status is S.RUNNING and self._desired is not None:
+                    self._set_desired(s, self._desired)
+                    s.set_status(S.CONFIGURATION_PENDING)
+                return
 
     # --- settings as postgres sees them (beyond Neon) -----------------------------
 

@@ -29,6 +29,7 @@ from compute_ctl.compute.http.routes import (
     catalog,
     failpoints,
     internal,
+    lfc,
     lifecycle,
     probes,
     promote,
@@ -165,7 +166,7 @@ def build_app(
     def guard(request: web.Request) -> None:
         guards.check(request, internal_port=internal_port)
 
-    tables = [lifecycle.routes, metrics_routes.routes, catalog.routes, probes.routes]
+    tables = [lifecycle.routes, metrics_routes.routes, catalog.routes, probes.routes, lfc.routes]
     tables.append(promote.routes)
     if not external:
         tables += [internal.routes, failpoints.routes]

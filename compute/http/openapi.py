@@ -2,7 +2,7 @@
 
 The paths are written by hand in ``openapi.json``; the bodies' schemas are pydantic's
 own: the wire contract (``compute.api_models``: status, configure, terminate, promote, error,
-grants, extensions), ``ComputeSpec`` and friends, the failpoints body,
+grants, extensions, cache prewarm and offload), ``ComputeSpec`` and friends, the failpoints body,
 with the few wire forms pydantic cannot see patched in (Neon's ``ComputeMode`` union,
 open-ended feature names). ``python -m compute_ctl.compute.http.openapi`` rewrites those
 generated components in place after a model changes; ``tests/http/test_openapi.py``
@@ -94,6 +94,8 @@ def generated_schemas() -> dict[str, Any]:
         api_models.GrantsRequest,
         api_models.ExtensionRequest,
         api_models.ExtensionInstallResponse,
+        api_models.LfcPrewarmState,
+        api_models.LfcOffloadState,
         failpoints.FailpointConfig,
     ):
         schemas.update(_schemas_of(model))
