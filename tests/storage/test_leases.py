@@ -243,3 +243,26 @@ async def test_a_static_compute_leases_its_lsn_while_it_runs(
             moved_spec = spec.model_copy(update={"pageserver_connstring": moved.url})
             await node.configure(spec_mod.ComputeConfig(spec=moved_spec))
             await until(lambda: len(moved.lease_calls) >= 1, timeout=10)
+
+
+async def test_a_refused_lease_leaves_the_static_compute_running(
+    pgdata: Path, pgdata_archive: bytes
+) -> None:
+    port = pgserver.free_port()
+    refusing = {"lease_default": doubles.Lease(valid_for=None)}
+    async with servers(1, archive=pgdata_archive, **refusing) as (ps,):
+        spec = node_storage.spec_for(
+            port,
+            tenant_id=TENANT,
+            timeline_id=TIMELINE,
+            pageserver_connstring=ps.url,
+            storage_auth_token=TOKEN,
+            mode={"Static": "FF/0"},
+        )
+        node = node_storage.make_node(pgdata=pgdata, port=port, spec=spec)
+        async with node_storage.running(node):
+            await until(lambda: node.lease is not None and node.lease.refused)
+            assert node.state.status is state_mod.ComputeStatus.RUNNING
+            row = await node_storage.fetch_one(node.connstr(), "select pg_is_in_recovery()")
+            assert row == (True,)
+            assert len(ps.lease_calls) == 1
