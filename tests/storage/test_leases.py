@@ -219,6 +219,18 @@ def test_only_static_computes_on_neon_storage_want_a_lease() -> None:
     )
 
 
+def static_node_spec(port: int, ps: doubles.TestPageserver) -> spec_mod.ComputeSpec:
+    """A Static compute at an LSN past the archive's end: a hot standby waiting for WAL."""
+    return node_storage.spec_for(
+        port,
+        tenant_id=TENANT,
+        timeline_id=TIMELINE,
+        pageserver_connstring=ps.url,
+        storage_auth_token=TOKEN,
+        mode={"Static": "FF/0"},
+    )
+
+
 async def test_a_static_compute_leases_its_lsn_while_it_runs(
     pgdata: Path, pgdata_archive: bytes
 ) -> None:
@@ -226,14 +238,7 @@ async def test_a_static_compute_leases_its_lsn_while_it_runs(
     moves the lease there."""
     port = pgserver.free_port()
     async with servers(2, archive=pgdata_archive) as (ps, moved):
-        spec = node_storage.spec_for(
-            port,
-            tenant_id=TENANT,
-            timeline_id=TIMELINE,
-            pageserver_connstring=ps.url,
-            storage_auth_token=TOKEN,
-            mode={"Static": "FF/0"},
-        )
+        spec = static_node_spec(port, ps)
         node = node_storage.make_node(pgdata=pgdata, port=port, spec=spec)
         async with node_storage.running(node):
             assert node.lease is not None
@@ -251,14 +256,7 @@ async def test_a_refused_lease_leaves_the_static_compute_running(
     port = pgserver.free_port()
     refusing = {"lease_default": doubles.Lease(valid_for=None)}
     async with servers(1, archive=pgdata_archive, **refusing) as (ps,):
-        spec = node_storage.spec_for(
-            port,
-            tenant_id=TENANT,
-            timeline_id=TIMELINE,
-            pageserver_connstring=ps.url,
-            storage_auth_token=TOKEN,
-            mode={"Static": "FF/0"},
-        )
+        spec = static_node_spec(port, ps)
         node = node_storage.make_node(pgdata=pgdata, port=port, spec=spec)
         async with node_storage.running(node):
             await until(lambda: node.lease is not None and node.lease.refused)
