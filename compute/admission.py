@@ -80,7 +80,7 @@ _RANGES: tuple[tuple[str, int, int], ...] = (
     ("disk_quota_bytes", 0, _INT64_MAX),
     ("shard_stripe_size", 1, _UINT32_MAX),
     ("safekeepers_generation", 0, _UINT32_MAX),
-    ("offload_lfc_interval_seconds", 0, _INT64_MAX),
+    ("offload_lfc_interval_seconds", 1, _INT64_MAX),  # Neon: NonZeroU64
     ("reconfigure_concurrency", 1, _INT64_MAX),
 )
 

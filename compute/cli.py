@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from compute_ctl.compute import (
+    audit_ship,
     errors,
     failpoints,
     liveness,
@@ -138,6 +139,9 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         help="json: one object per line, with compute_id and the HTTP request id",
     )
     p.add_argument("--resync-interval", type=float, default=30.0, help="drift check, seconds")
+    p.add_argument("--rsyslog-conf-dir", type=Path, default=Path("/etc/rsyslog.d"))
+    p.add_argument("--rsyslogd-pid-file", type=Path, default=Path("/run/rsyslogd.pid"))
+    p.add_argument("--rsyslog-work-dir", type=Path, default=Path("/var/log/rsyslog"))
     p.add_argument(
         "--apply-timeout", type=float, default=120.0, help="bound of one configuration, seconds"
     )
@@ -204,6 +208,13 @@ def params_from_args(ns: argparse.Namespace, environ: Mapping[str, str]) -> para
         pgbouncer_connstr=ns.pgbouncer_connstr,
         local_proxy_dir=ns.local_proxy_dir,
         tls_poll_interval=ns.tls_poll_interval,
+        audit_shipping=audit_ship.Settings(
+            endpoint=environ.get("AUDIT_LOGGING_ENDPOINT", ""),
+            tls_endpoint=environ.get("AUDIT_LOGGING_TLS_ENDPOINT", ""),
+            conf_dir=ns.rsyslog_conf_dir,
+            pid_file=ns.rsyslogd_pid_file,
+            work_directory=ns.rsyslog_work_dir,
+        ),
     )
     neonflags.warn_ineffective(ns)  # only once every flag is known to be valid
     return result

@@ -12,7 +12,7 @@ import re
 import urllib.parse
 from pathlib import Path
 
-from compute_ctl.compute import errors
+from compute_ctl.compute import audit_ship, errors
 
 __all__ = ["DEFAULT_FILECACHE_CONNSTR", "LocalConn", "Params", "parse_connstr"]
 
@@ -152,6 +152,8 @@ class Params:
     pgbouncer_connstr: str | None = None
     local_proxy_dir: Path = Path("/etc/local_proxy")
     tls_poll_interval: float = 60.0
+    # Neon's AUDIT_LOGGING_*ENDPOINT, and (beyond Neon) the rsyslog paths: audit_ship.
+    audit_shipping: audit_ship.Settings = dataclasses.field(default_factory=audit_ship.Settings)
 
     @property
     def local(self) -> LocalConn:
