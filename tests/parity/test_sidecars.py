@@ -233,3 +233,28 @@ def test_tls_adds_neons_client_tls_keys_after_the_specs() -> None:
         ("client_tls_sslmode", "allow"),
     ]
     assert pgbouncer.tune_settings(spec, None) == {"pool_mode": "session"}
+
+
+def test_admin_conninfo_defaults_are_neons() -> None:
+    from psycopg.conninfo import conninfo_to_dict
+
+    pod = conninfo_to_dict(
+        pgbouncer.admin_conninfo(None, autoscaling=False, environ={"PGBOUNCER_PASSWORD": "pw"})
+    )
+    assert pod == {
+        "host": "localhost",
+        "port": "6432",
+        "dbname": "pgbouncer",
+        "user": "postgres",
+        "sslmode": "disable",
+        "password": "pw",
+        "connect_timeout": "5",
+    }
+    vm = conninfo_to_dict(
+        pgbouncer.admin_conninfo(None, autoscaling=True, environ={"PGBOUNCER_PASSWORD": "pw"})
+    )
+    assert (vm["host"], vm["user"], "password" in vm) == ("/tmp", "pgbouncer", False)
+    assert pgbouncer.ini_path(None, autoscaling=True) == Path("/etc/pgbouncer.ini")
+    assert pgbouncer.ini_path(None, autoscaling=False) == Path(
+        "/var/db/postgres/pgbouncer/pgbouncer.ini"
+    )
