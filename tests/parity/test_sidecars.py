@@ -254,6 +254,8 @@ def test_admin_conninfo_defaults_are_neons() -> None:
         pgbouncer.admin_conninfo(None, autoscaling=True, environ={"PGBOUNCER_PASSWORD": "pw"})
     )
     assert (vm["host"], vm["user"], "password" in vm) == ("/tmp", "pgbouncer", False)
+    with pytest.raises(errors.ConfigError, match="not a valid conninfo"):
+        pgbouncer.admin_conninfo("host=x password", autoscaling=False, environ={})
     assert pgbouncer.ini_path(None, autoscaling=True) == Path("/etc/pgbouncer.ini")
     assert pgbouncer.ini_path(None, autoscaling=False) == Path(
         "/var/db/postgres/pgbouncer/pgbouncer.ini"
