@@ -52,6 +52,7 @@ from compute_ctl.compute import launcher as launcher_mod
 from compute_ctl.compute import spec as spec_mod
 from compute_ctl.compute import state as state_mod
 from compute_ctl.compute.catalog import settings as catalog_settings
+from compute_ctl.compute.remote_ext import server as remote_ext
 
 if TYPE_CHECKING:
     from compute_ctl.compute import vm_monitor
@@ -159,6 +160,12 @@ class ComputeNode:
         self._spec_received = time.monotonic()
         self._finished = False
         self.metrics = metrics.Metrics(build_tag=params.build_tag, state=self.state)
+        self.extension_server = remote_ext.ExtensionServer(
+            base_url=params.remote_ext_base_url,
+            build_tag=params.build_tag,
+            tools=self.tools,
+            metrics=self.metrics,
+        )
         self._vm_monitor: vm_monitor.VmMonitor | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._conf = confguard.ConfGuard(metrics=self.metrics)
@@ -338,7 +345,8 @@ class ComputeNode:
         """Neon's ``start_compute``: PGDATA, postgres, the catalog apply; then running."""
         spec = admitted.spec
         started = time.monotonic()
-        await self.launcher.prepare(admitted)
+        async with self.extension_server.preloading(spec, timings=self.state.timings):
+            await self.launcher.prepare(admitted)  # the preload runs meanwhile (Neon)
         logger.info("PGDATA ready in %d ms", state_mod.monotonic_ms(started))
         await self.failpoints.hit("before-start-postgres")
         started, spawned_at = time.monotonic(), time.time()

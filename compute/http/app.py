@@ -26,6 +26,7 @@ from compute_ctl.compute import logformat, loghygiene
 from compute_ctl.compute import metrics as metrics_mod
 from compute_ctl.compute.http import auth, bodies, guards, interface, responses, translate
 from compute_ctl.compute.http.routes import catalog, failpoints, internal, lifecycle, probes
+from compute_ctl.compute.http.routes import extension_server as extension_server_routes
 from compute_ctl.compute.http.routes import metrics as metrics_routes
 
 __all__ = ["OPEN_PATHS", "REQUEST_ID_HEADER", "build_app", "served_internally"]
@@ -160,7 +161,7 @@ def build_app(
 
     tables = [lifecycle.routes, metrics_routes.routes, catalog.routes, probes.routes]
     if not external:
-        tables += [internal.routes, failpoints.routes]
+        tables += [internal.routes, failpoints.routes, extension_server_routes.routes]
     full = bool(node.params.internal_full_api)
     allowed: dict[str, set[str]] = {}
     for table in tables:

@@ -14,6 +14,7 @@ from compute_ctl.compute import admission, pgtools
 from compute_ctl.compute import failpoints as failpoints_mod
 from compute_ctl.compute import spec as spec_mod
 from compute_ctl.compute import state as state_mod
+from compute_ctl.compute.remote_ext import server as remote_ext_server
 
 __all__ = ["Node", "NodeParams", "Plan", "TerminateMode"]
 
@@ -68,6 +69,9 @@ class Node(Protocol):
 
     @property
     def tools(self) -> pgtools.PgTools: ...
+
+    @property
+    def extension_server(self) -> remote_ext_server.ExtensionServer: ...
 
     def admit(self, config: spec_mod.ComputeConfig) -> admission.AdmittedConfig: ...
 

@@ -17,9 +17,11 @@ from typing import Any
 from psycopg import conninfo as conninfo_mod
 
 from compute_ctl.compute import admission, errors, failpoints, pgtools
+from compute_ctl.compute import metrics as metrics_mod
 from compute_ctl.compute import spec as spec_mod
 from compute_ctl.compute import state as state_mod
 from compute_ctl.compute.http import interface
+from compute_ctl.compute.remote_ext import server as remote_ext_server
 from tests import pgserver
 
 S = state_mod.ComputeStatus
@@ -69,6 +71,13 @@ class NodeDouble:
         self.state = state_mod.ComputeState()
         self.failpoints = failpoints.Failpoints(enabled=failpoints_enabled)
         self.tools: pgtools.PgTools = pgserver.tools()
+        # Remote extensions off (no -r); tests that need them replace it.
+        self.extension_server = remote_ext_server.ExtensionServer(
+            base_url=None,
+            build_tag="latest",
+            tools=self.tools,
+            metrics=metrics_mod.Metrics(build_tag="latest", state=self.state),
+        )
         self._dsn = dsn
         self.configure_calls = 0
         self.plan_calls = 0
