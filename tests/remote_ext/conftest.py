@@ -1,0 +1,57 @@
+"""Fixtures for the remote-extension tests: a private PostgreSQL install tree per module
+(``archives.private_install``), the archives built from Debian packages, scratch dirs."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests import pgserver
+from tests.remote_ext import archives
+
+
+@pytest.fixture
+def scratch() -> Iterator[Path]:
+    path = pgserver.scratch_dir("remote-ext-")
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def install() -> Iterator[Path]:
+    """``bin/postgres`` of a private copy of the install tree, without the test packages."""
+    base = pgserver.scratch_dir("pg-install-")
+    try:
+        yield archives.private_install(base)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def prefix_archive() -> Iterator[bytes]:
+    """``prefix.tar.zst`` from Debian's ``postgresql-15-prefix`` package."""
+    deb = archives.prefix_deb()
+    if deb is None:
+        pytest.skip("postgresql-15-prefix .deb not in .cache/debs (COMPUTE_CTL_SETUP_TEST=1 setup)")
+    base = pgserver.scratch_dir("prefix-deb-")
+    try:
+        yield archives.build(archives.unpack_deb(deb, base))
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def pgaudit_archive() -> Iterator[bytes]:
+    """``pgaudit.tar.zst`` from the files of the installed ``postgresql-15-pgaudit``."""
+    if not (archives.pg_root() / "lib" / "pgaudit.so").exists():
+        pytest.skip("postgresql-15-pgaudit not installed (COMPUTE_CTL_SETUP_TEST=1 setup)")
+    base = pgserver.scratch_dir("pgaudit-pkg-")
+    try:
+        yield archives.build(archives.installed_package_tree("postgresql-15-pgaudit", base))
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
