@@ -143,7 +143,8 @@ async def test_only_post_and_only_on_the_internal_port(install: Path) -> None:
     async with _served(install, base_url="http://127.0.0.1:1/") as api:
         internal = f"http://127.0.0.1:{api.node.params.internal_http_port}"
         async with api.session.get(f"{internal}/extension_server/prefix") as response:
-            assert response.status == 404  # Neon (axum): 405; either way nothing happens
+            assert response.status == 405
+            assert response.headers["Allow"] == "POST"
         external = f"http://127.0.0.1:{api.node.params.external_http_port}"
         async with api.session.post(f"{external}/extension_server/prefix") as response:
             assert response.status == 404
