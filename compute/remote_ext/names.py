@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
 
 import pydantic
 
@@ -48,30 +48,24 @@ def _safe_name(value: str, *, what: str) -> str:
     return value
 
 
-class ExtensionData(pydantic.BaseModel):
-    control_data: dict[str, str]
-    archive_path: str
+def _named(what: str) -> pydantic.AfterValidator:
+    return pydantic.AfterValidator(lambda value: _safe_name(value, what=what))
 
-    @pydantic.field_validator("control_data")
-    @classmethod
-    def _control_names(cls, value: dict[str, str]) -> dict[str, str]:
-        for name in value:
-            _safe_name(name, what="control file name")
-        return value
+
+ControlFileName = Annotated[str, _named("control file name")]
+ExtensionName = Annotated[str, _named("extension name")]
+
+
+class ExtensionData(pydantic.BaseModel):
+    control_data: dict[ControlFileName, str]
+    archive_path: str
 
 
 class RemoteExtSpec(pydantic.BaseModel):
     public_extensions: list[str] | None = None
     custom_extensions: list[str] | None = None
     library_index: dict[str, str]
-    extension_data: dict[str, ExtensionData]
-
-    @pydantic.field_validator("extension_data")
-    @classmethod
-    def _extension_names(cls, value: dict[str, ExtensionData]) -> dict[str, ExtensionData]:
-        for name in value:
-            _safe_name(name, what="extension name")
-        return value
+    extension_data: dict[ExtensionName, ExtensionData]
 
     def allows(self, ext: str) -> bool:
         """In ``public_extensions`` or ``custom_extensions`` (a null list allows nothing)."""

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,21 +14,15 @@ from tests.remote_ext import archives
 
 @pytest.fixture
 def scratch() -> Iterator[Path]:
-    path = pgserver.scratch_dir("remote-ext-")
-    try:
+    with pgserver.scratch("remote-ext-") as path:
         yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
 def install() -> Iterator[Path]:
     """``bin/postgres`` of a private copy of the install tree, without the test packages."""
-    base = pgserver.scratch_dir("pg-install-")
-    try:
+    with pgserver.scratch("pg-install-") as base:
         yield archives.private_install(base)
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -38,11 +31,8 @@ def prefix_archive() -> Iterator[bytes]:
     deb = archives.prefix_deb()
     if deb is None:
         pytest.skip("postgresql-15-prefix .deb not in .cache/debs (COMPUTE_CTL_SETUP_TEST=1 setup)")
-    base = pgserver.scratch_dir("prefix-deb-")
-    try:
+    with pgserver.scratch("prefix-deb-") as base:
         yield archives.build(archives.unpack_deb(deb, base))
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +40,5 @@ def pgaudit_archive() -> Iterator[bytes]:
     """``pgaudit.tar.zst`` from the files of the installed ``postgresql-15-pgaudit``."""
     if not (archives.pg_root() / "lib" / "pgaudit.so").exists():
         pytest.skip("postgresql-15-pgaudit not installed (COMPUTE_CTL_SETUP_TEST=1 setup)")
-    base = pgserver.scratch_dir("pgaudit-pkg-")
-    try:
+    with pgserver.scratch("pgaudit-pkg-") as base:
         yield archives.build(archives.installed_package_tree("postgresql-15-pgaudit", base))
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
