@@ -27,6 +27,7 @@ import dataclasses
 import logging
 import platform
 import time
+import urllib.parse
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -152,7 +153,8 @@ class ExtensionServer:
         except (aiohttp.ClientError, TimeoutError) as e:
             if not recorded:
                 self._record("unknown", archive)
-            raise DownloadFailed(f"failed to download {archive}: {type(e).__name__}: {e}") from e
+            detail = self._redacted(f"{type(e).__name__}: {e}")
+            raise DownloadFailed(f"failed to download {archive}: {detail}") from e
         logger.info(
             "downloaded and unpacked %s (%d bytes) in %d ms",
             archive,
@@ -197,6 +199,11 @@ class ExtensionServer:
             raise DownloadFailed(f"cannot unpack {archive}: {e}") from e
         logger.debug("%s placed: %s", archive, ", ".join(placed))
         return total
+
+    def _redacted(self, text: str) -> str:
+        """``text`` without the base URL's password (aiohttp's errors may print the URL)."""
+        password = urllib.parse.urlsplit(self.base_url or "").password
+        return text.replace(password, "***") if password else text
 
     def _record(self, http_status: str, archive: str) -> None:
         self._metrics.remote_ext_request(http_status=http_status, filename=archive)

@@ -216,3 +216,15 @@ async def test_a_corrupt_archive_is_500(install: Path, gw: gateway.Gateway) -> N
         assert status == 500
         assert body["error"].startswith("cannot unpack prefix.tar.zst: ")
         assert await api.requests() == {("200 OK", "prefix.tar.zst"): 1.0}
+
+
+async def test_the_gateway_password_never_reaches_an_error(
+    install: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    base_url = f"http://ext:hunter2@127.0.0.1:{pgserver.free_port()}/ext/"  # nobody listens
+    async with _served(install, base_url=base_url) as api:
+        await api.set_spec()
+        status, body = await api.post("prefix")
+        assert status == 500
+        assert "hunter2" not in body["error"]
+    assert "hunter2" not in caplog.text
