@@ -193,9 +193,7 @@ class ExtensionServer:
         pipe.close()
         try:
             placed = await worker
-        except unpack.UnsafeArchive as e:
-            raise DownloadFailed(f"cannot unpack {archive}: {e}") from e
-        except extract.PipeClosed as e:
+        except (unpack.UnpackError, extract.PipeClosed) as e:
             raise DownloadFailed(f"cannot unpack {archive}: {e}") from e
         logger.debug("%s placed: %s", archive, ", ".join(placed))
         return total

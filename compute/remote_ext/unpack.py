@@ -11,8 +11,10 @@ PostgreSQL's install is; the decompressed size is capped.
 Then, as Neon: each entry of ``share/extension/`` is renamed into ``<sharedir>/extension``
 and each entry of ``lib/`` into ``<pkglibdir>``, replacing a file of the same name. Beyond
 Neon, a directory is merged into an existing one (Neon's rename fails on a non-empty
-directory and only warns); an entry that cannot be placed is logged and skipped, as Neon.
-Renames never follow a link at the target. Owns nothing but these files.
+directory and only warns). An entry that still cannot be placed (a directory compute_ctl
+may not write to, a file where a directory should be) fails the unpack once every other
+entry is placed, where Neon only warns and answers 200. Renames never follow a link at the
+target. Owns nothing but these files.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from typing import IO, Protocol, cast
 from compute_ctl.compute import errors
 from compute_ctl.compute.storage import extract
 
-__all__ = ["MAX_UNPACKED_BYTES", "Source", "Targets", "UnsafeArchive", "unpack"]
+__all__ = ["MAX_UNPACKED_BYTES", "Source", "Targets", "UnpackError", "UnsafeArchive", "unpack"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +41,11 @@ MAX_UNPACKED_BYTES = 4 << 30
 _SOURCES = (("share", "extension"), ("lib",))
 
 
-class UnsafeArchive(errors.ComputeError):
+class UnpackError(errors.ComputeError):
+    """The archive's files could not all be put in place."""
+
+
+class UnsafeArchive(UnpackError):
     """An archive that is not valid, too large, or would write somewhere odd."""
 
 
@@ -115,7 +121,7 @@ def _place(src: Path, dst_dir: Path, name: str) -> None:
     os.rename(src, target)  # replaces a file or a link, never follows one
 
 
-def _move_all(src_dir: Path, dst_dir: Path) -> list[str]:
+def _move_all(src_dir: Path, dst_dir: Path, failed: list[str]) -> list[str]:
     placed: list[str] = []
     if not src_dir.is_dir():
         return placed
@@ -125,17 +131,27 @@ def _move_all(src_dir: Path, dst_dir: Path) -> list[str]:
             placed.append(name)
         except OSError as e:
             logger.warning("cannot move %s into %s: %s", name, dst_dir, e)
+            failed.append(f"{dst_dir / name}: {e.strerror or e}")
     return placed
 
 
 def unpack(archive: Source, *, targets: Targets, what: str) -> list[str]:
-    """Extract ``archive`` and move its files into place; the names placed."""
-    targets.staging_root.mkdir(mode=0o755, parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f"{what}.", dir=targets.staging_root))
+    """Extract ``archive`` and move its files into place; the names placed.
+
+    ``UnpackError`` names every entry that could not be placed (the others stay placed).
+    """
+    try:
+        targets.staging_root.mkdir(mode=0o755, parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f"{what}.", dir=targets.staging_root))
+    except OSError as e:
+        raise UnpackError(f"cannot create a staging directory: {e}") from e
     try:
         _extract(archive, staging)
-        placed = _move_all(staging / "share" / "extension", targets.extension_dir)
-        placed += _move_all(staging / "lib", targets.pkglibdir)
+        failed: list[str] = []
+        placed = _move_all(staging / "share" / "extension", targets.extension_dir, failed)
+        placed += _move_all(staging / "lib", targets.pkglibdir, failed)
+        if failed:
+            raise UnpackError(f"cannot place {'; '.join(failed)}")
         return placed
     finally:
         with contextlib.suppress(OSError):

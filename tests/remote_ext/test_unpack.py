@@ -118,3 +118,21 @@ def test_the_unpacked_size_is_capped(scratch: Path, monkeypatch: pytest.MonkeyPa
     with pytest.raises(unpack.UnsafeArchive, match="more than 10 bytes"):
         _unpack(archives.raw_archive([_file("lib/big.so")]), targets)
     assert list(targets.pkglibdir.iterdir()) == []
+
+
+def test_an_entry_that_cannot_be_placed_fails_after_the_others_are_placed(scratch: Path) -> None:
+    targets = _targets(scratch)
+    (targets.pkglibdir / "bitcode").write_bytes(b"a file where a directory should be")
+    data = archives.raw_archive([_file("lib/bitcode/x/x.bc"), _file("lib/y.so")])
+    with pytest.raises(unpack.UnpackError, match=r"cannot place .*/lib/bitcode: ") as caught:
+        _unpack(data, targets)
+    assert not isinstance(caught.value, unpack.UnsafeArchive)
+    assert (targets.pkglibdir / "y.so").is_file()  # Neon answers 200 here, bitcode missing
+    assert list(targets.staging_root.iterdir()) == []
+
+
+def test_no_staging_directory_is_an_unpack_error(scratch: Path) -> None:
+    targets = _targets(scratch)
+    targets.staging_root.write_bytes(b"not a directory")
+    with pytest.raises(unpack.UnpackError, match="cannot create a staging directory"):
+        _unpack(archives.raw_archive([_file("lib/y.so")]), targets)
