@@ -285,7 +285,12 @@ class ExtensionServer:
                 if safefs.exists(directory, name):
                     logger.warning("control file %s exists; keeping the local one", name)
                     continue
-                safefs.write_text(directory, name, text, owner=_ROOT, mode=0o644)
+                try:
+                    safefs.write_text(directory, name, text, owner=_ROOT, mode=0o644)
+                except OSError as e:  # Neon panics: the start fails either way
+                    raise errors.ComputeError(
+                        f"cannot write control file {directory / name}: {e.strerror or e}"
+                    ) from e
 
         await asyncio.to_thread(write)
 
