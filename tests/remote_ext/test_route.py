@@ -18,6 +18,7 @@ from prometheus_client import parser
 from compute_ctl.compute import metrics as metrics_mod
 from compute_ctl.compute import pgtools
 from compute_ctl.compute import spec as spec_mod
+from compute_ctl.compute import state as state_mod
 from compute_ctl.compute.http import server
 from compute_ctl.compute.remote_ext import server as remote_ext
 from tests import pgserver
@@ -228,3 +229,43 @@ async def test_the_gateway_password_never_reaches_an_error(
         assert status == 500
         assert "hunter2" not in body["error"]
     assert "hunter2" not in caplog.text
+
+
+async def test_without_a_base_url_the_start_writes_control_files_only(
+    install: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    extension_dir = install.parents[5] / "usr/share/postgresql" / install.parents[1].name
+    control = extension_dir / "extension" / "fresh.control"
+    kept = extension_dir / "extension" / "kept.control"
+    control.unlink(missing_ok=True)
+    kept.write_text("local\n")
+    raw = specs.local_spec(port=5432)
+    raw["cluster"]["settings"].append(
+        {"name": "shared_preload_libraries", "value": "fresh", "vartype": "string"}
+    )
+    raw["remote_extensions"] = {
+        "public_extensions": None,  # Neon's quirk: null writes every control file
+        "custom_extensions": ["other"],
+        "library_index": {"fresh": "fresh"},
+        "extension_data": {
+            "fresh": {"control_data": {"fresh.control": "from the spec\n"}, "archive_path": ""},
+            "kept": {"control_data": {"kept.control": "from the spec\n"}, "archive_path": ""},
+        },
+    }
+    server_ = remote_ext.ExtensionServer(
+        base_url=None,
+        build_tag="latest",
+        tools=pgtools.PgTools(postgres=install, user=pgserver.tools().user),
+        metrics=metrics_mod.Metrics(build_tag="latest", state=state_mod.ComputeState()),
+    )
+    timings = state_mod.Timings()
+    try:
+        async with server_.preloading(spec_mod.ComputeSpec.model_validate(raw), timings=timings):
+            pass
+        assert control.read_text() == "from the spec\n"
+        assert kept.read_text() == "local\n"
+        assert "kept.control exists; keeping the local one" in caplog.text
+        assert timings == state_mod.Timings()  # nothing downloaded, all 0 (Neon)
+    finally:
+        control.unlink(missing_ok=True)
+        kept.unlink(missing_ok=True)
