@@ -12,12 +12,17 @@ recording calls the rest of compute_ctl makes:
   measured by the listener itself.
 - ``compute_ctl_reconcile_duration_seconds`` and ``compute_ctl_reconcile_total{outcome}``:
   recorded by the configurator through ``reconcile()`` (or ``observe_reconcile()``).
+- ``compute_ctl_reconfigure_phase_seconds{phase}``: where a reconfiguration's time goes
+  (``postgresql.conf``, ``reload``, ``catalog``, ``pending_restart``...), recorded by the
+  configurator after each attempt through ``observe_reconfigure_phase()``.
 - ``compute_ctl_setting_overrides_repaired_total``: managed settings the configurator
   found overridden by ``ALTER SYSTEM`` and reset.
 - ``compute_ctl_remote_ext_requests_total{http_status,filename}``: one per extension
   download, recorded by ``remote_ext.server`` through ``remote_ext_request()``.
 - ``compute_pg_current_downtime_ms`` and ``compute_pg_downtime_ms_total``: recorded by
   the activity monitor through ``report_up()`` / ``report_down()`` (Neon's names).
+- ``compute_ctl_lfc_{prewarms,prewarm_errors,offloads,offload_errors}_total``: counted
+  by ``compute.lfc.controller``.
 
 It must not do I/O, and it must not import the node or the HTTP layer (both import it).
 
@@ -112,6 +117,13 @@ class Metrics:
             ["outcome"],
             registry=self.registry,
         )
+        self.reconfigure_phase_seconds = Histogram(
+            "compute_ctl_reconfigure_phase_seconds",
+            "Time of one reconfiguration by phase, in seconds",
+            ["phase"],
+            buckets=_RECONCILE_BUCKETS,
+            registry=self.registry,
+        )
         self.setting_overrides_repaired = Counter(
             "compute_ctl_setting_overrides_repaired",
             "Managed settings found overridden by ALTER SYSTEM and reset",
@@ -164,6 +176,27 @@ class Metrics:
             "Size of audit log directory in bytes",
             registry=self.registry,
         )
+        # Cache prewarm and offload (``compute.lfc``); periodic offloads count too.
+        self.lfc_prewarms = Counter(
+            "compute_ctl_lfc_prewarms",
+            "Total number of LFC prewarms requested",
+            registry=self.registry,
+        )
+        self.lfc_prewarm_errors = Counter(
+            "compute_ctl_lfc_prewarm_errors",
+            "Total number of LFC prewarm errors",
+            registry=self.registry,
+        )
+        self.lfc_offloads = Counter(
+            "compute_ctl_lfc_offloads",
+            "Total number of LFC offloads requested",
+            registry=self.registry,
+        )
+        self.lfc_offload_errors = Counter(
+            "compute_ctl_lfc_offload_errors",
+            "Total number of LFC offload errors",
+            registry=self.registry,
+        )
 
     # --- Neon's recording calls -----------------------------------------------
 
@@ -205,6 +238,9 @@ class Metrics:
         self.startup_phase_seconds.labels(phase=phase).observe(seconds)
 
     # --- reconcile (called by the configurator) -----------------------------
+
+    def observe_reconfigure_phase(self, phase: str, seconds: float) -> None:
+        self.reconfigure_phase_seconds.labels(phase=phase).observe(seconds)
 
     def observe_reconcile(self, *, seconds: float, outcome: str) -> None:
         if outcome not in OUTCOMES:
