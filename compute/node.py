@@ -289,7 +289,7 @@ class ComputeNode:
         self, admitted: admission.Admitted, *, wal_flush_lsn: str
     ) -> promote_mod.Outcome:
         """Neon's ``/promote`` (``compute.promote``): join the running or completed
-        promotion, or start one. Not running: ``StatusError``; not a replica: failed."""
+        promotion, or start one. Not running: ``StatusError``; a precondition: failed."""
         if admitted.spec.mode.kind != "Primary":
             raise errors.ConfigError(
                 f'spec.mode: a promoted compute is a primary (got "{admitted.spec.mode.kind}")'
@@ -299,9 +299,9 @@ class ComputeNode:
                 status, applied = s.status, self._applied
             if status is not S.RUNNING or applied is None or self.postmaster is None:
                 raise errors.StatusError(f"invalid compute status: {status.kebab}")
-            if applied.spec.mode.kind != "Replica":
-                mode = applied.spec.mode.type_name
-                return promote_mod.Outcome.failed(f'compute mode "{mode}" is not replica')
+            refused = promote_mod.refusal(applied.spec, prewarm=self.lfc.prewarm_state.status)
+            if refused is not None:
+                return promote_mod.Outcome.failed(refused)
         return await self._promotion.join(lambda: self._promote(admitted, wal_flush_lsn))
 
     async def _promote(
@@ -540,8 +540,8 @@ class ComputeNode:
             return
         from compute_ctl.compute.storage import leases
 
-        if leases.wants_lease(spec):
-            self.lease = leases.LeaseKeeper(state=self.state)
+        if leases.wants_lease(spec) and spec.mode.lsn is not None:
+            self.lease = leases.LeaseKeeper(state=self.state, lsn=spec.mode.lsn)
             self._spawn(self.lease.run())
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
