@@ -2,7 +2,8 @@
 
 ``lifecycle`` (status, configure, terminate), ``metrics`` (Prometheus and timings),
 ``catalog`` (read-mostly catalog endpoints), ``internal`` (grants, extensions; internal
-port only), ``probes`` (liveness, readiness) and ``failpoints`` (internal, tests only).
+port only), ``probes`` (liveness, readiness), ``lfc`` (cache prewarm and offload) and
+``failpoints`` (internal, tests only).
 Each exposes ``routes``, an ``aiohttp.web.RouteTableDef``; ``app`` decides which port
 serves which. Handlers are thin: validate, call the node or one SQL statement, translate.
 """
