@@ -19,7 +19,8 @@ the catalog's desired state (``catalog.desired``), the storage target and the re
   vanilla primary;
 - settings: a spec ``port`` agrees with ``-C``; no ``unix_socket_directories`` unless
   loopback is trusted (compute_ctl connects through its own socket); every setting renders to one
-  ``postgresql.conf`` line (names matched whole, so ``"work_mem\\n"`` is refused).
+  ``postgresql.conf`` line (names matched whole, so ``"work_mem\\n"`` is refused);
+  ``pgbouncer_settings`` keys are pgbouncer names and values one ini line (``pgbouncer``).
 
 Every failure raises ``errors.AdmissionError`` (a ``ConfigError``: HTTP 400, CLI exit 2)
 naming the field or the object at fault. Callers (the CLI's config file and control-plane
@@ -41,7 +42,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import pydantic
 
-from compute_ctl.compute import errors, pgconf, pgdata
+from compute_ctl.compute import errors, pgbouncer, pgconf, pgdata, tls
 from compute_ctl.compute import spec as spec_mod
 from compute_ctl.compute.catalog import desired as desired_mod
 
@@ -102,6 +103,9 @@ class Rules:
     # compute_ctl reaches its postgres over its private socket directory only (no
     # --trust-superuser-on-loopback): a spec must not move unix_socket_directories.
     socket_managed: bool = False
+    # The process's compute_ctl_config names a TLS key and cert: a spec with the
+    # tls_experimental feature gets the ssl lines (``tls``).
+    tls: bool = False
 
     @classmethod
     def for_params(cls, params: params_mod.Params) -> Rules:
@@ -167,6 +171,8 @@ def admit_config(
     else:
         config = _parse(spec_mod.ComputeConfig, raw, where=where or "config")
     admitted = None
+    if config.compute_ctl_config.tls is not None:
+        rules = dataclasses.replace(rules, tls=True)
     if config.spec is not None:
         spec_where = f"{where}: spec" if where else "spec"
         admitted = admit_spec(config.spec, rules=rules, where=spec_where)
@@ -209,6 +215,10 @@ def _admit(spec: spec_mod.ComputeSpec, rules: Rules, *, where: str) -> Admitted:
     _check_catalog(desired, rules, where=where)
     storage = _storage(spec)
     _check_port(spec, rules.local_port, where=where)
+    try:
+        pgbouncer.check_settings(spec.pgbouncer_settings)
+    except ValueError as e:
+        raise AdmissionError(f"{where}.pgbouncer_settings: {e}") from None
     if rules.socket_managed and pgconf.spec_sets(spec, "unix_socket_directories"):
         raise AdmissionError(
             f"{where}.cluster: unix_socket_directories is managed by compute_ctl: the superuser "
@@ -320,5 +330,6 @@ def _render_conf(spec: spec_mod.ComputeSpec, rules: Rules, *, where: str) -> str
         local_port=rules.local_port,
         socket_dir=rules.socket_dir,
         overcommit_strict=rules.overcommit_strict,
+        tls=rules.tls and tls.requested(spec),
     )
     return pgconf.render_postgresql_conf(spec, context)

@@ -10,6 +10,8 @@ snake_case names), re-exported here as the one enum both sides use.
   ignore fields they do not know.
 - ``ConfigureRequest``: ``POST /configure``; ``DryRunResponse`` its ``?dry_run=true`` answer.
 - ``TerminateResponse``: ``POST /terminate``.
+- ``PromoteRequest``: ``POST /promote``; ``PromoteResponse`` its 200, ``PromoteFailed`` its
+  500 (Neon's ``PromoteState``, tagged by ``status``).
 - ``ErrorBody``: every error, ``{"error": "..."}``.
 - ``GrantsRequest``/``ExtensionRequest`` and their answers: the internal port's bodies.
 - ``LfcPrewarmState``/``LfcOffloadState``: ``GET /lfc/prewarm`` and ``GET /lfc/offload``
@@ -43,6 +45,9 @@ __all__ = [
     "MigrationsStatus",
     "PlannedOperation",
     "Privilege",
+    "PromoteFailed",
+    "PromoteRequest",
+    "PromoteResponse",
     "TerminateResponse",
 ]
 
@@ -162,6 +167,35 @@ class TerminateResponse(_Body):
     """``POST /terminate``: the last LSN (``null`` without one, e.g. a replica)."""
 
     lsn: str | None = None
+
+
+class PromoteRequest(pydantic.BaseModel):
+    """Neon's ``PromoteConfig``: the new primary's spec and the old primary's last flush
+    LSN (its ``/terminate?mode=immediate`` answer)."""
+
+    model_config = pydantic.ConfigDict(extra="ignore", title="PromoteRequest")
+
+    spec: spec_mod.ComputeSpec
+    wal_flush_lsn: str = pydantic.Field(
+        pattern=r"^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$", examples=["0/28F10D8"]
+    )
+
+
+class PromoteResponse(_Body):
+    """``POST /promote`` 200: ``{"status": "completed", ...}``, the steps' milliseconds."""
+
+    status: Literal["completed"] = "completed"
+    lsn_wait_time_ms: int = pydantic.Field(ge=0)
+    pg_promote_time_ms: int = pydantic.Field(ge=0)
+    reconfigure_time_ms: int = pydantic.Field(ge=0)
+
+
+class PromoteFailed(_Body):
+    """``POST /promote`` 500: ``{"status": "failed", "error": "..."}`` (an ``Error`` body
+    with Neon's ``status`` tag)."""
+
+    status: Literal["failed"] = "failed"
+    error: str
 
 
 class ErrorBody(_Body):

@@ -12,6 +12,9 @@ recording calls the rest of compute_ctl makes:
   measured by the listener itself.
 - ``compute_ctl_reconcile_duration_seconds`` and ``compute_ctl_reconcile_total{outcome}``:
   recorded by the configurator through ``reconcile()`` (or ``observe_reconcile()``).
+- ``compute_ctl_reconfigure_phase_seconds{phase}``: where a reconfiguration's time goes
+  (``postgresql.conf``, ``reload``, ``catalog``, ``pending_restart``...), recorded by the
+  configurator after each attempt through ``observe_reconfigure_phase()``.
 - ``compute_ctl_setting_overrides_repaired_total``: managed settings the configurator
   found overridden by ``ALTER SYSTEM`` and reset.
 - ``compute_pg_current_downtime_ms`` and ``compute_pg_downtime_ms_total``: recorded by
@@ -110,6 +113,13 @@ class Metrics:
             "compute_ctl_reconcile",
             "Configurator reconcile passes by outcome (applied, noop, failed, cancelled)",
             ["outcome"],
+            registry=self.registry,
+        )
+        self.reconfigure_phase_seconds = Histogram(
+            "compute_ctl_reconfigure_phase_seconds",
+            "Time of one reconfiguration by phase, in seconds",
+            ["phase"],
+            buckets=_RECONCILE_BUCKETS,
             registry=self.registry,
         )
         self.setting_overrides_repaired = Counter(
@@ -215,6 +225,9 @@ class Metrics:
         self.startup_phase_seconds.labels(phase=phase).observe(seconds)
 
     # --- reconcile (called by the configurator) -----------------------------
+
+    def observe_reconfigure_phase(self, phase: str, seconds: float) -> None:
+        self.reconfigure_phase_seconds.labels(phase=phase).observe(seconds)
 
     def observe_reconcile(self, *, seconds: float, outcome: str) -> None:
         if outcome not in OUTCOMES:

@@ -25,7 +25,15 @@ from aiohttp import web
 from compute_ctl.compute import logformat, loghygiene
 from compute_ctl.compute import metrics as metrics_mod
 from compute_ctl.compute.http import auth, bodies, guards, interface, responses, translate
-from compute_ctl.compute.http.routes import catalog, failpoints, internal, lfc, lifecycle, probes
+from compute_ctl.compute.http.routes import (
+    catalog,
+    failpoints,
+    internal,
+    lfc,
+    lifecycle,
+    probes,
+    promote,
+)
 from compute_ctl.compute.http.routes import metrics as metrics_routes
 
 __all__ = ["OPEN_PATHS", "REQUEST_ID_HEADER", "build_app", "served_internally"]
@@ -159,6 +167,7 @@ def build_app(
         guards.check(request, internal_port=internal_port)
 
     tables = [lifecycle.routes, metrics_routes.routes, catalog.routes, probes.routes, lfc.routes]
+    tables.append(promote.routes)
     if not external:
         tables += [internal.routes, failpoints.routes]
     full = bool(node.params.internal_full_api)

@@ -12,6 +12,7 @@ from typing import Literal, Protocol
 
 from compute_ctl.compute import admission, api_models, pgtools
 from compute_ctl.compute import failpoints as failpoints_mod
+from compute_ctl.compute import promote as promote_mod
 from compute_ctl.compute import spec as spec_mod
 from compute_ctl.compute import state as state_mod
 
@@ -95,5 +96,9 @@ class Node(Protocol):
     async def terminate(self, mode: TerminateMode) -> tuple[bool, str | None]: ...
 
     async def plan(self, admitted: admission.Admitted) -> Plan: ...
+
+    async def promote(
+        self, admitted: admission.Admitted, *, wal_flush_lsn: str
+    ) -> promote_mod.Outcome: ...
 
     def connstr(self, dbname: str = "postgres") -> str: ...

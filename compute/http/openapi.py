@@ -1,7 +1,7 @@
 """The OpenAPI document of the HTTP API (``openapi.json``, shipped as package data).
 
 The paths are written by hand in ``openapi.json``; the bodies' schemas are pydantic's
-own: the wire contract (``compute.api_models``: status, configure, terminate, error,
+own: the wire contract (``compute.api_models``: status, configure, terminate, promote, error,
 grants, extensions, cache prewarm and offload), ``ComputeSpec`` and friends, the failpoints body,
 with the few wire forms pydantic cannot see patched in (Neon's ``ComputeMode`` union,
 open-ended feature names). ``python -m compute_ctl.compute.http.openapi`` rewrites those
@@ -87,6 +87,9 @@ def generated_schemas() -> dict[str, Any]:
         api_models.ConfigureRequest,
         api_models.DryRunResponse,
         api_models.TerminateResponse,
+        api_models.PromoteRequest,
+        api_models.PromoteResponse,
+        api_models.PromoteFailed,
         api_models.ErrorBody,
         api_models.GrantsRequest,
         api_models.ExtensionRequest,

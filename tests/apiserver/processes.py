@@ -211,7 +211,13 @@ class Operator(_Process):
         self.kubeconfig = kubeconfig
         self.compute_url = compute_url
 
-    def start(self, *, resync_interval: float = 60.0, pod_name: str | None = None) -> None:
+    def start(
+        self,
+        *,
+        resync_interval: float = 60.0,
+        pod_name: str | None = None,
+        secret_interval: float | None = None,
+    ) -> None:
         """``pod_name``: find the resource and the compute id as the kustomize base does."""
         who = [f"--pod-name={pod_name}", f"--compute-id={pod_name}"] if pod_name else []
         self._spawn(
@@ -224,6 +230,7 @@ class Operator(_Process):
                 f"--compute-url={self.compute_url}",
                 *([f"--key-file={self.key_file}"] if self.key_file else []),
                 f"--resync-interval={resync_interval}",
+                *([f"--secret-interval={secret_interval}"] if secret_interval else []),
                 "--retry-delay=0.5",
                 "--busy-timeout=60",
                 "--log-level=DEBUG",

@@ -194,6 +194,15 @@ def test_failpoints(neon: NeonClient) -> None:
     _is_error(neon.int("POST", "/failpoints", json={"not": "a list"}), 400)
 
 
+def test_promote_of_a_primary(neon: NeonClient, compute: compute_process.ComputeProcess) -> None:
+    # neon_parity.md section 10: {"spec", "wal_flush_lsn"}; failures are PromoteState.
+    body = {"spec": specs.local_spec(port=compute.pg_port), "wal_flush_lsn": "0/28F10D8"}
+    r = neon.ext("POST", "/promote", json=body)
+    assert r.status_code == 500, r.text
+    assert r.json() == {"status": "failed", "error": 'compute mode "primary" is not replica'}
+    _is_error(neon.ext("POST", "/promote", json={"spec": body["spec"]}), 400)
+
+
 def test_configure_then_terminate(
     neon: NeonClient, compute: compute_process.ComputeProcess
 ) -> None:

@@ -18,7 +18,6 @@ BASE = ["-D", "/tmp/x", "-C", "postgresql://cloud_admin@127.0.0.1:5432/postgres"
         (["-r", "https://ext.example/"], "-r/--remote-ext-base-url"),
         (["--resize-swap-on-bind"], "--resize-swap-on-bind"),
         (["--set-disk-quota-for-fs", "/var/db"], "--set-disk-quota-for-fs"),
-        (["--dev"], "--dev"),
         (["--pg-init-timeout", "10"], "--pg-init-timeout"),
         (["--lakebase-mode", "true"], "--lakebase-mode"),
         (["--lakebase-mode"], "--lakebase-mode"),
@@ -54,10 +53,15 @@ def test_implemented_neon_flags_take_effect() -> None:
             "120",
             "--http-port",
             "4080",
+            "--dev",
+            "--pgbouncer-ini",
+            "/tmp/pgb.ini",
         ]
     )
     p = cli.params_from_args(ns, {})
     assert p.installed_extensions_collection_interval == 120
+    assert p.dev  # termination spares pgbouncer and local_proxy
+    assert str(p.pgbouncer_ini) == "/tmp/pgb.ini"
     assert (p.external_http_port, p.internal_http_port) == (4080, 4081)
 
 

@@ -17,6 +17,7 @@ from typing import Any
 from psycopg import conninfo as conninfo_mod
 
 from compute_ctl.compute import admission, errors, failpoints, metrics, pgtools
+from compute_ctl.compute import promote as promote_mod
 from compute_ctl.compute import spec as spec_mod
 from compute_ctl.compute import state as state_mod
 from compute_ctl.compute.http import interface
@@ -153,6 +154,12 @@ class NodeDouble:
                 for role in spec.cluster.roles
             )
         )
+
+    async def promote(
+        self, admitted: admission.Admitted, *, wal_flush_lsn: str
+    ) -> promote_mod.Outcome:
+        """The double is a primary: Neon's answer to promoting one."""
+        return promote_mod.Outcome.failed('compute mode "primary" is not replica')
 
 
 def _check_protocol(node: NodeDouble) -> interface.Node:
