@@ -143,6 +143,7 @@ def running_pod(
     spec: Callable[[Pod], dict[str, Any]] | None = None,
     key_file: bool = True,
     compute_env: dict[str, str] | None = None,
+    operator_log_level: str = "DEBUG",
 ) -> Iterator[Pod]:
     """compute_ctl started, the resource created, the operator started; stopped on exit."""
     compute = processes.Compute(compute_id=name)
@@ -168,7 +169,7 @@ def running_pod(
         pod.wait(compute.try_status, what="compute_ctl's internal API")
         body = copy.deepcopy(spec(pod) if spec else pod.spec())
         resources.create(name, body)
-        operator.start(resync_interval=resync_interval)
+        operator.start(resync_interval=resync_interval, log_level=operator_log_level)
         yield pod
     finally:
         operator.stop()
