@@ -17,6 +17,8 @@ the catalog's desired state (``catalog.desired``), the storage target and the re
   database compute_ctl works through;
 - storage (``storage.check_spec``): tenant, timeline, pageserver, safekeepers, or a
   vanilla primary;
+- ``remote_extensions`` has Neon's shape, with names safe in a file name and a URL
+  (``remote_ext.names``);
 - settings: a spec ``port`` agrees with ``-C``; no ``unix_socket_directories`` unless
   loopback is trusted (compute_ctl connects through its own socket); every setting renders to one
   ``postgresql.conf`` line (names matched whole, so ``"work_mem\\n"`` is refused);
@@ -46,6 +48,7 @@ import pydantic
 from compute_ctl.compute import errors, local_proxy, pgbouncer, pgconf, pgdata, tls
 from compute_ctl.compute import spec as spec_mod
 from compute_ctl.compute.catalog import desired as desired_mod
+from compute_ctl.compute.remote_ext import names as remote_ext_names
 
 if TYPE_CHECKING:
     from compute_ctl.compute import params as params_mod
@@ -212,6 +215,7 @@ def _admit(spec: spec_mod.ComputeSpec, rules: Rules, *, where: str) -> Admitted:
     """Field errors name ``<where>.<path>``, object errors ``<where>: <object>``."""
     _check_ids(spec, where=where)
     _check_ranges(spec, where=where)
+    _check_remote_extensions(spec, where=where)
     desired = desired_mod.from_spec(spec, privileged_role=rules.privileged_role)
     _check_catalog(desired, rules, where=where)
     storage = _storage(spec)
@@ -250,6 +254,15 @@ def _check_ranges(spec: spec_mod.ComputeSpec, *, where: str) -> None:
         value = getattr(spec, name)
         if value is not None and not low <= value <= high:
             raise AdmissionError(f"{where}.{name}: {value} is out of range [{low}, {high}]")
+
+
+def _check_remote_extensions(spec: spec_mod.ComputeSpec, *, where: str) -> None:
+    if spec.remote_extensions is not None:
+        _parse(
+            remote_ext_names.RemoteExtSpec,
+            spec.remote_extensions,
+            where=f"{where}.remote_extensions",
+        )
 
 
 def _check_catalog(desired: desired_mod.Desired, rules: Rules, *, where: str) -> None:

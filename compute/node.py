@@ -58,6 +58,7 @@ from compute_ctl.compute import state as state_mod
 from compute_ctl.compute.catalog import db as catalog_db
 from compute_ctl.compute.catalog import settings as catalog_settings
 from compute_ctl.compute.lfc import controller as lfc_mod
+from compute_ctl.compute.remote_ext import server as remote_ext
 
 if TYPE_CHECKING:
     from compute_ctl.compute import vm_monitor
@@ -188,6 +189,12 @@ class ComputeNode:
         self._spec_received = time.monotonic()
         self._finished = False
         self.metrics = metrics.Metrics(build_tag=params.build_tag, state=self.state)
+        self.extension_server = remote_ext.ExtensionServer(
+            base_url=params.remote_ext_base_url,
+            build_tag=params.build_tag,
+            tools=self.tools,
+            metrics=self.metrics,
+        )
         self._vm_monitor: vm_monitor.VmMonitor | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self._promotion = promote_mod.Promotion(spawn=self._spawn_task)
@@ -282,7 +289,7 @@ class ComputeNode:
         self, admitted: admission.Admitted, *, wal_flush_lsn: str
     ) -> promote_mod.Outcome:
         """Neon's ``/promote`` (``compute.promote``): join the running or completed
-        promotion, or start one. Not running: ``StatusError``; not a replica: failed."""
+        promotion, or start one. Not running: ``StatusError``; a precondition: failed."""
         if admitted.spec.mode.kind != "Primary":
             raise errors.ConfigError(
                 f'spec.mode: a promoted compute is a primary (got "{admitted.spec.mode.kind}")'
@@ -292,9 +299,9 @@ class ComputeNode:
                 status, applied = s.status, self._applied
             if status is not S.RUNNING or applied is None or self.postmaster is None:
                 raise errors.StatusError(f"invalid compute status: {status.kebab}")
-            if applied.spec.mode.kind != "Replica":
-                mode = applied.spec.mode.type_name
-                return promote_mod.Outcome.failed(f'compute mode "{mode}" is not replica')
+            refused = promote_mod.refusal(applied.spec, prewarm=self.lfc.prewarm_state.status)
+            if refused is not None:
+                return promote_mod.Outcome.failed(refused)
         return await self._promotion.join(lambda: self._promote(admitted, wal_flush_lsn))
 
     async def _promote(
@@ -414,7 +421,8 @@ class ComputeNode:
         spec = admitted.spec
         started = time.monotonic()
         self._spawn(self._sidecars.configure(spec, tls=self._tls.for_spec(spec)))
-        await self.launcher.prepare(admitted)
+        async with self.extension_server.preloading(spec, timings=self.state.timings):
+            await self.launcher.prepare(admitted)  # the preload runs meanwhile (Neon)
         await self._tls.install(spec)
         logger.info("PGDATA ready in %d ms", state_mod.monotonic_ms(started))
         if audit.is_compliance(spec.audit_log_level):  # Neon: before postgres, fatal
@@ -532,8 +540,8 @@ class ComputeNode:
             return
         from compute_ctl.compute.storage import leases
 
-        if leases.wants_lease(spec):
-            self.lease = leases.LeaseKeeper(state=self.state)
+        if leases.wants_lease(spec) and spec.mode.lsn is not None:
+            self.lease = leases.LeaseKeeper(state=self.state, lsn=spec.mode.lsn)
             self._spawn(self.lease.run())
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
