@@ -189,6 +189,14 @@ def test_internal_extensions_and_grants(neon: NeonClient) -> None:
     assert r.json() == request
 
 
+def test_extension_server_without_a_gateway(neon: NeonClient) -> None:
+    # neon_parity.md section 12: no -r is 412 with Neon's message; is_library is a bool.
+    r = neon.int("POST", "/extension_server/postgis-3.so?is_library=true")
+    _is_error(r, 412)
+    assert r.json() == {"error": "remote storage is not configured"}
+    _is_error(neon.int("POST", "/extension_server/postgis?is_library=maybe"), 400)
+
+
 def test_failpoints(neon: NeonClient) -> None:
     r = neon.int("POST", "/failpoints", json=[{"name": "after-apply", "actions": "off"}])
     assert r.status_code == 200

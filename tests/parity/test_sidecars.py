@@ -205,17 +205,19 @@ def test_ini_rewrite_keeps_layout_and_sets_every_duplicate() -> None:
 
 
 @pytest.mark.parametrize(
-    ("settings", "message"),
+    ("field", "value", "message"),
     [
-        ({"pool_mode": "session\nauth_type = trust"}, "control characters"),
-        ({"Bad Key": "1"}, "not a pgbouncer setting name"),
+        ("pgbouncer_settings", {"pool_mode": "session\nauth_type = trust"}, "control characters"),
+        ("pgbouncer_settings", {"Bad Key": "1"}, "not a pgbouncer setting name"),
+        ("local_proxy_config", {"jwks": [{"id": "k"}]}, r"local_proxy_config\.jwks\.0\.role_names"),
+        ("local_proxy_config", {"jwks": "x"}, r"local_proxy_config\.jwks: Input should be"),
     ],
 )
-def test_admission_refuses_settings_that_would_inject_ini_lines(
-    settings: dict[str, str], message: str
+def test_admission_refuses_what_the_sidecars_cannot_take(
+    field: str, value: Any, message: str
 ) -> None:
     raw = helpers.spec_json(port=5432)
-    raw["pgbouncer_settings"] = settings
+    raw[field] = value
     with pytest.raises(errors.AdmissionError, match=message):
         admission.admit_spec(spec_mod.ComputeSpec.model_validate(raw), rules=admission.Rules())
 
