@@ -17,10 +17,13 @@ the catalog's desired state (``catalog.desired``), the storage target and the re
   database compute_ctl works through;
 - storage (``storage.check_spec``): tenant, timeline, pageserver, safekeepers, or a
   vanilla primary;
+- ``remote_extensions`` has Neon's shape, with names safe in a file name and a URL
+  (``remote_ext.names``);
 - settings: a spec ``port`` agrees with ``-C``; no ``unix_socket_directories`` unless
   loopback is trusted (compute_ctl connects through its own socket); every setting renders to one
   ``postgresql.conf`` line (names matched whole, so ``"work_mem\\n"`` is refused);
-  ``pgbouncer_settings`` keys are pgbouncer names and values one ini line (``pgbouncer``).
+  ``pgbouncer_settings`` keys are pgbouncer names and values one ini line (``pgbouncer``);
+  ``local_proxy_config`` has Neon's shape (``local_proxy``).
 
 Every failure raises ``errors.AdmissionError`` (a ``ConfigError``: HTTP 400, CLI exit 2)
 naming the field or the object at fault. Callers (the CLI's config file and control-plane
@@ -42,9 +45,10 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import pydantic
 
-from compute_ctl.compute import errors, pgbouncer, pgconf, pgdata, tls
+from compute_ctl.compute import errors, local_proxy, pgbouncer, pgconf, pgdata, tls
 from compute_ctl.compute import spec as spec_mod
 from compute_ctl.compute.catalog import desired as desired_mod
+from compute_ctl.compute.remote_ext import names as remote_ext_names
 
 if TYPE_CHECKING:
     from compute_ctl.compute import params as params_mod
@@ -211,6 +215,7 @@ def _admit(spec: spec_mod.ComputeSpec, rules: Rules, *, where: str) -> Admitted:
     """Field errors name ``<where>.<path>``, object errors ``<where>: <object>``."""
     _check_ids(spec, where=where)
     _check_ranges(spec, where=where)
+    _check_remote_extensions(spec, where=where)
     desired = desired_mod.from_spec(spec, privileged_role=rules.privileged_role)
     _check_catalog(desired, rules, where=where)
     storage = _storage(spec)
@@ -219,6 +224,10 @@ def _admit(spec: spec_mod.ComputeSpec, rules: Rules, *, where: str) -> Admitted:
         pgbouncer.check_settings(spec.pgbouncer_settings)
     except ValueError as e:
         raise AdmissionError(f"{where}.pgbouncer_settings: {e}") from None
+    try:
+        local_proxy.check_config(spec.local_proxy_config)
+    except ValueError as e:
+        raise AdmissionError(f"{where}.local_proxy_config.{e}") from None
     if rules.socket_managed and pgconf.spec_sets(spec, "unix_socket_directories"):
         raise AdmissionError(
             f"{where}.cluster: unix_socket_directories is managed by compute_ctl: the superuser "
@@ -245,6 +254,15 @@ def _check_ranges(spec: spec_mod.ComputeSpec, *, where: str) -> None:
         value = getattr(spec, name)
         if value is not None and not low <= value <= high:
             raise AdmissionError(f"{where}.{name}: {value} is out of range [{low}, {high}]")
+
+
+def _check_remote_extensions(spec: spec_mod.ComputeSpec, *, where: str) -> None:
+    if spec.remote_extensions is not None:
+        _parse(
+            remote_ext_names.RemoteExtSpec,
+            spec.remote_extensions,
+            where=f"{where}.remote_extensions",
+        )
 
 
 def _check_catalog(desired: desired_mod.Desired, rules: Rules, *, where: str) -> None:

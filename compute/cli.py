@@ -76,7 +76,7 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         default=env.get("POSTGRES_PATH", "postgres"),
         help="postgres binary; its siblings are used too (env POSTGRES_PATH)",
     )
-    p.add_argument("-r", "--remote-ext-base-url", help="no effect here (Neon's extension gateway)")
+    p.add_argument("-r", "--remote-ext-base-url", help="remote extensions' gateway (HTTP base URL)")
     p.add_argument("--external-http-host", default="0.0.0.0")
     p.add_argument("--external-http-port", type=int, default=3080)
     p.add_argument("--internal-http-port", type=int, default=3081, help="bound to 127.0.0.1")

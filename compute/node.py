@@ -58,6 +58,7 @@ from compute_ctl.compute import state as state_mod
 from compute_ctl.compute.catalog import db as catalog_db
 from compute_ctl.compute.catalog import settings as catalog_settings
 from compute_ctl.compute.lfc import controller as lfc_mod
+from compute_ctl.compute.remote_ext import server as remote_ext
 
 if TYPE_CHECKING:
     from compute_ctl.compute import vm_monitor
@@ -177,17 +178,23 @@ class ComputeNode:
                 self.rules = dataclasses.replace(self.rules, tls=True)
         # pgbouncer, local_proxy and the TLS cert watch (docs/pgbouncer-tls.md).
         self._sidecars = sidecars.Sidecars(params)
-        self._tls_watch: tls.Watch | None = None
         self._stopped_by_signal = False  # Neon: --dev spares the sidecars then only
-        if self.state.config.tls is not None:
-            self._tls_watch = tls.Watch(
-                self.state.config.tls,
-                interval=params.tls_poll_interval,
-                on_change=self._reconfigure_same_spec,
-            )
+        self._tls = tls.ComputeTls(
+            self.state.config.tls,
+            pgdata=params.pgdata,
+            user=self.tools.user,
+            interval=params.tls_poll_interval,
+            on_change=self._reconfigure_same_spec,
+        )
         self._spec_received = time.monotonic()
         self._finished = False
         self.metrics = metrics.Metrics(build_tag=params.build_tag, state=self.state)
+        self.extension_server = remote_ext.ExtensionServer(
+            base_url=params.remote_ext_base_url,
+            build_tag=params.build_tag,
+            tools=self.tools,
+            metrics=self.metrics,
+        )
         self._vm_monitor: vm_monitor.VmMonitor | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self._promotion = promote_mod.Promotion(spawn=self._spawn_task)
@@ -413,9 +420,10 @@ class ComputeNode:
         """Neon's ``start_compute``: PGDATA, postgres, the catalog apply; then running."""
         spec = admitted.spec
         started = time.monotonic()
-        self._spawn(self._sidecars.configure(spec, tls=self._tls(spec)))
-        await self.launcher.prepare(admitted)
-        await self._install_tls(spec)
+        self._spawn(self._sidecars.configure(spec, tls=self._tls.for_spec(spec)))
+        async with self.extension_server.preloading(spec, timings=self.state.timings):
+            await self.launcher.prepare(admitted)  # the preload runs meanwhile (Neon)
+        await self._tls.install(spec)
         logger.info("PGDATA ready in %d ms", state_mod.monotonic_ms(started))
         if audit.is_compliance(spec.audit_log_level):  # Neon: before postgres, fatal
             await audit.start_shipping(self.params.audit_shipping, spec, pgdata=self.params.pgdata)
@@ -448,8 +456,7 @@ class ComputeNode:
             if s.status is S.INIT:  # else a termination arrived meanwhile: supervise handles it
                 s.set_status(S.RUNNING)
         logger.info("compute running: %s", self.state.timings.as_dict())
-        if self._tls_watch is not None:
-            self._spawn(self._tls_watch.run())
+        self._spawn(self._tls.watch())
         if audit.is_compliance(spec.audit_log_level):
             self._spawn(audit.watch_log_dir(pgdata=self.params.pgdata, metrics=self.metrics))
         self._spawn(self.lfc.run_periodic_offload(self._offload_interval))
@@ -490,7 +497,7 @@ class ComputeNode:
             await self._apply_catalog(
                 admitted, concurrency=applier.start_concurrency(admitted.spec)
             )
-        await self._sidecars.local_proxy_now(admitted.spec, tls=self._tls(admitted.spec))
+        await self._sidecars.local_proxy_now(admitted.spec, tls=self._tls.for_spec(admitted.spec))
         self._spawn(self._run_migrations())
         self.launcher.append_conf_line(startconf.SUBSCRIBERS_LINE)
         await self.postmaster.reload()
@@ -728,9 +735,9 @@ class ComputeNode:
     ) -> list[str]:
         assert self.postmaster is not None
         self._update_extensions_interval(admitted.spec)
-        self._spawn(self._sidecars.configure(admitted.spec, tls=self._tls(admitted.spec)))
+        self._spawn(self._sidecars.configure(admitted.spec, tls=self._tls.for_spec(admitted.spec)))
         phases.now = "tls"
-        await self._install_tls(admitted.spec)
+        await self._tls.install(admitted.spec)
         phases.now = "postgresql.conf"
         self.launcher.write_conf(admitted)
         phases.enter("postgresql.conf", step="conf check")
@@ -784,19 +791,7 @@ class ComputeNode:
         except Exception as e:
             logger.warning("the applied spec's postgresql.conf is back, reload pending: %s", e)
 
-    # --- TLS (tls.py) -------------------------------------------------------------
-
-    def _tls(self, spec: spec_mod.ComputeSpec) -> spec_mod.TlsConfig | None:
-        return tls.in_effect(spec, self.state.config.tls)
-
-    async def _install_tls(self, spec: spec_mod.ComputeSpec) -> None:
-        """Neon copies the key and cert at every postgresql.conf write; so do we."""
-        config = self._tls(spec)
-        if config is None:
-            return
-        installed = await tls.install(config, pgdata=self.params.pgdata, user=self.tools.user)
-        if self._tls_watch is not None:
-            self._tls_watch.seen = installed
+    # --- TLS rotation (tls.py) ----------------------------------------------------
 
     async def _reconfigure_same_spec(self) -> None:
         """The cert changed: reconfigure with the desired spec once the configurator is

@@ -15,6 +15,7 @@ from compute_ctl.compute import failpoints as failpoints_mod
 from compute_ctl.compute import promote as promote_mod
 from compute_ctl.compute import spec as spec_mod
 from compute_ctl.compute import state as state_mod
+from compute_ctl.compute.remote_ext import server as remote_ext_server
 
 __all__ = ["Lfc", "Node", "NodeParams", "Plan", "TerminateMode"]
 
@@ -88,6 +89,9 @@ class Node(Protocol):
 
     @property
     def lfc(self) -> Lfc: ...
+
+    @property
+    def extension_server(self) -> remote_ext_server.ExtensionServer: ...
 
     def admit(self, config: spec_mod.ComputeConfig) -> admission.AdmittedConfig: ...
 

@@ -22,6 +22,7 @@ from compute_ctl.compute import spec as spec_mod
 from compute_ctl.compute import state as state_mod
 from compute_ctl.compute.http import interface
 from compute_ctl.compute.lfc import controller as lfc
+from compute_ctl.compute.remote_ext import server as remote_ext_server
 from tests import pgserver
 
 S = state_mod.ComputeStatus
@@ -71,6 +72,13 @@ class NodeDouble:
         self.state = state_mod.ComputeState()
         self.failpoints = failpoints.Failpoints(enabled=failpoints_enabled)
         self.tools: pgtools.PgTools = pgserver.tools()
+        # Remote extensions off (no -r); tests that need them replace it.
+        self.extension_server = remote_ext_server.ExtensionServer(
+            base_url=None,
+            build_tag="latest",
+            tools=self.tools,
+            metrics=metrics.Metrics(build_tag="latest", state=self.state),
+        )
         self._dsn = dsn
         self.lfc = lfc.Lfc(
             spec=lambda: self.state.applied,
