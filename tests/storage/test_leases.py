@@ -145,8 +145,7 @@ async def test_errors_are_retried_with_growing_waits() -> None:
     times = [call.at for call in ps.lease_calls[:4]]
     gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
     for gap, expected in zip(gaps, [0.5, 0.75, 1.125], strict=True):
-        assert gap >= expected * 0.9, gaps
-    assert gaps[0] < gaps[2]
+        assert gap >= expected * 0.9, gaps  # lower bounds only: a loaded machine adds time
 
 
 async def test_a_pageserver_change_wakes_the_renewal_early() -> None:
