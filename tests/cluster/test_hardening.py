@@ -1,4 +1,5 @@
-"""Scenarios b, c, h of issue 14 on real pods: what issue 13's hardening must fix.
+"""Scenarios b and h of issue 14 on real pods: what issue 13's hardening must fix (c is in
+test_credentials.py).
 
 Each is written against main as merged. Where a fix has not landed the test is
 ``xfail(strict=True)`` naming the issue 13 defect: it turns red (XPASS) once the fix lands,
