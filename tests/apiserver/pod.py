@@ -144,6 +144,7 @@ def running_pod(
     key_file: bool = True,
     compute_env: dict[str, str] | None = None,
     operator_log_level: str = "DEBUG",
+    start_timeout: float = 45.0,
 ) -> Iterator[Pod]:
     """compute_ctl started, the resource created, the operator started; stopped on exit."""
     compute = processes.Compute(compute_id=name)
@@ -166,7 +167,7 @@ def running_pod(
     )
     try:
         compute.start(env=compute_env)
-        pod.wait(compute.try_status, what="compute_ctl's internal API")
+        pod.wait(compute.try_status, what="compute_ctl's internal API", timeout=start_timeout)
         body = copy.deepcopy(spec(pod) if spec else pod.spec())
         resources.create(name, body)
         operator.start(resync_interval=resync_interval, log_level=operator_log_level)
