@@ -131,11 +131,23 @@ async def bench_memory(*, tgt: http_servers.Target, token: str, checkpoints: Seq
         )
 
 
+def _phase_sums(metrics_url: str) -> dict[str, float]:
+    """``compute_ctl_reconfigure_phase_seconds_sum`` by phase, from ``/metrics``."""
+    sums: dict[str, float] = {}
+    prefix = 'compute_ctl_reconfigure_phase_seconds_sum{phase="'
+    for line in requests.get(metrics_url, timeout=10).text.splitlines():
+        if line.startswith(prefix):
+            labels, value = line[len(prefix) :].rsplit(" ", 1)
+            sums[labels.split('"', 1)[0]] = float(value)
+    return sums
+
+
 def bench_configure(*, rounds: int) -> None:
     print(f"\n== one-setting change applied, {rounds} rounds each")
     with compute_process.running_compute(allow_unauthenticated=True) as compute:
         configure_ms: list[float] = []
         psql_ms: list[float] = []
+        phases_before = _phase_sums(f"{compute.internal}/metrics")
         for i in range(rounds):
             value = f"{4 + i % 2}MB"
             spec = specs.local_spec(port=compute.pg_port, settings=[("work_mem", value, "string")])
@@ -164,7 +176,19 @@ def bench_configure(*, rounds: int) -> None:
                 capture_output=True,
             )
             psql_ms.append((time.perf_counter() - started) * 1000)
+        phases_after = _phase_sums(f"{compute.internal}/metrics")
     c50, p50 = statistics.median(configure_ms), statistics.median(psql_ms)
+    phase_ms = {
+        name: (seconds - phases_before.get(name, 0.0)) / rounds * 1000
+        for name, seconds in phases_after.items()
+    }
+    print("configurator phases, mean ms per /configure (compute_ctl_reconfigure_phase_seconds):")
+    for name, ms in phase_ms.items():
+        print(f"  {name:42} {ms:8.1f}")
+    mean = statistics.fmean(configure_ms)
+    print(
+        f"  {'outside the configurator (HTTP, admission)':42} {mean - sum(phase_ms.values()):8.1f}"
+    )
     print(f"{'path':44} {'p50 ms':>8} {'max ms':>8}")
     print(f"{'POST /configure (work_mem), until applied':44} {c50:8.1f} {max(configure_ms):8.1f}")
     print(f"{'psql -c ALTER SYSTEM + pg_reload_conf()':44} {p50:8.1f} {max(psql_ms):8.1f}")
@@ -179,7 +203,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--memory-requests", type=int, default=10000)
     parser.add_argument("--configure-rounds", type=int, default=20)
     parser.add_argument("--double", action="store_true", help="use the node double")
+    parser.add_argument(
+        "--only", choices=["status", "memory", "configure"], help="run one section only"
+    )
     args = parser.parse_args(argv)
+    if args.only == "configure":
+        bench_configure(rounds=args.configure_rounds)
+        return 0
 
     key = jwts.ed25519()
     token = jwts.token(key, {"compute_id": COMPUTE_ID})
@@ -190,18 +220,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         http_servers.target(jwts.public_jwk(key), force_double=args.double) as tgt,
     ):
         print(f"target: {tgt.kind}")
-        asyncio.run(bench_memory(tgt=tgt, token=token, checkpoints=checkpoints))
-        asyncio.run(
-            bench_status(
-                bare=bare,
-                tgt=tgt,
-                token=token,
-                requests_total=args.requests,
-                concurrency=args.concurrency,
-                rounds=args.rounds,
+        if args.only in (None, "memory"):
+            asyncio.run(bench_memory(tgt=tgt, token=token, checkpoints=checkpoints))
+        if args.only in (None, "status"):
+            asyncio.run(
+                bench_status(
+                    bare=bare,
+                    tgt=tgt,
+                    token=token,
+                    requests_total=args.requests,
+                    concurrency=args.concurrency,
+                    rounds=args.rounds,
+                )
             )
-        )
-    if not args.double:
+    if not args.double and args.only is None:
         bench_configure(rounds=args.configure_rounds)
     return 0
 

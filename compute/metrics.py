@@ -12,10 +12,17 @@ recording calls the rest of compute_ctl makes:
   measured by the listener itself.
 - ``compute_ctl_reconcile_duration_seconds`` and ``compute_ctl_reconcile_total{outcome}``:
   recorded by the configurator through ``reconcile()`` (or ``observe_reconcile()``).
+- ``compute_ctl_reconfigure_phase_seconds{phase}``: where a reconfiguration's time goes
+  (``postgresql.conf``, ``reload``, ``catalog``, ``pending_restart``...), recorded by the
+  configurator after each attempt through ``observe_reconfigure_phase()``.
 - ``compute_ctl_setting_overrides_repaired_total``: managed settings the configurator
   found overridden by ``ALTER SYSTEM`` and reset.
+- ``compute_ctl_remote_ext_requests_total{http_status,filename}``: one per extension
+  download, recorded by ``remote_ext.server`` through ``remote_ext_request()``.
 - ``compute_pg_current_downtime_ms`` and ``compute_pg_downtime_ms_total``: recorded by
   the activity monitor through ``report_up()`` / ``report_down()`` (Neon's names).
+- ``compute_ctl_lfc_{prewarms,prewarm_errors,offloads,offload_errors}_total``: counted
+  by ``compute.lfc.controller``.
 
 It must not do I/O, and it must not import the node or the HTTP layer (both import it).
 
@@ -110,6 +117,13 @@ class Metrics:
             ["outcome"],
             registry=self.registry,
         )
+        self.reconfigure_phase_seconds = Histogram(
+            "compute_ctl_reconfigure_phase_seconds",
+            "Time of one reconfiguration by phase, in seconds",
+            ["phase"],
+            buckets=_RECONCILE_BUCKETS,
+            registry=self.registry,
+        )
         self.setting_overrides_repaired = Counter(
             "compute_ctl_setting_overrides_repaired",
             "Managed settings found overridden by ALTER SYSTEM and reset",
@@ -144,6 +158,13 @@ class Metrics:
             ["rpc", "http_status"],
             registry=self.registry,
         )
+        self.remote_ext_requests = Counter(
+            "compute_ctl_remote_ext_requests",
+            "Total number of requests made by compute_ctl to download extensions from S3 proxy "
+            "by status",
+            ["http_status", "filename"],
+            registry=self.registry,
+        )
         self.db_migration_failed = Counter(
             "compute_ctl_db_migration_failed",
             "Total number of failed database migrations",
@@ -155,6 +176,27 @@ class Metrics:
             "Size of audit log directory in bytes",
             registry=self.registry,
         )
+        # Cache prewarm and offload (``compute.lfc``); periodic offloads count too.
+        self.lfc_prewarms = Counter(
+            "compute_ctl_lfc_prewarms",
+            "Total number of LFC prewarms requested",
+            registry=self.registry,
+        )
+        self.lfc_prewarm_errors = Counter(
+            "compute_ctl_lfc_prewarm_errors",
+            "Total number of LFC prewarm errors",
+            registry=self.registry,
+        )
+        self.lfc_offloads = Counter(
+            "compute_ctl_lfc_offloads",
+            "Total number of LFC offloads requested",
+            registry=self.registry,
+        )
+        self.lfc_offload_errors = Counter(
+            "compute_ctl_lfc_offload_errors",
+            "Total number of LFC offload errors",
+            registry=self.registry,
+        )
 
     # --- Neon's recording calls -----------------------------------------------
 
@@ -164,6 +206,10 @@ class Metrics:
     def cplane_request(self, *, rpc: str, http_status: str) -> None:
         """``http_status`` as Neon prints it (``"200 OK"``), or ``unknown``."""
         self.cplane_requests.labels(rpc=rpc, http_status=http_status).inc()
+
+    def remote_ext_request(self, *, http_status: str, filename: str) -> None:
+        """One extension download; ``http_status`` as ``cplane_request``'s."""
+        self.remote_ext_requests.labels(http_status=http_status, filename=filename).inc()
 
     def set_installed_extensions(self, counts: Iterable[tuple[tuple[str, str, str], int]]) -> None:
         """``((extname, version, owned_by_superuser), n_databases)``; never reset (Neon)."""
@@ -192,6 +238,9 @@ class Metrics:
         self.startup_phase_seconds.labels(phase=phase).observe(seconds)
 
     # --- reconcile (called by the configurator) -----------------------------
+
+    def observe_reconfigure_phase(self, phase: str, seconds: float) -> None:
+        self.reconfigure_phase_seconds.labels(phase=phase).observe(seconds)
 
     def observe_reconcile(self, *, seconds: float, outcome: str) -> None:
         if outcome not in OUTCOMES:

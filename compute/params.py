@@ -147,6 +147,11 @@ class Params:
     # Beyond Neon: the bound of one configuration attempt (conf, reload, catalog apply).
     # A failed attempt is answered 500 and retried with backoff; the compute stays running.
     apply_timeout: float = 120.0
+    # pgbouncer, local_proxy and TLS (docs/pgbouncer-tls.md): None means Neon's paths.
+    pgbouncer_ini: Path | None = None
+    pgbouncer_connstr: str | None = None
+    local_proxy_dir: Path = Path("/etc/local_proxy")
+    tls_poll_interval: float = 60.0
     # Neon's AUDIT_LOGGING_*ENDPOINT, and (beyond Neon) the rsyslog paths: audit_ship.
     audit_shipping: audit_ship.Settings = dataclasses.field(default_factory=audit_ship.Settings)
 
@@ -193,3 +198,5 @@ class Params:
             raise errors.ConfigError("--resync-interval must be positive")
         if self.apply_timeout <= 0:
             raise errors.ConfigError("--apply-timeout must be positive")
+        if self.tls_poll_interval <= 0:
+            raise errors.ConfigError("--tls-poll-interval must be positive")

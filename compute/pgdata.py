@@ -332,7 +332,9 @@ def write_config_files(
     """(Re)write ``postgresql.conf`` and, when given, ``pg_hba.conf``; make sure the
     override file ``postgresql.conf`` includes last exists."""
     # safefs: never through a link the OS user planted; a reload never reads half a file.
-    safefs.write_text(pgdata, "postgresql.conf", postgresql_conf, owner=user)
+    # Not fsynced: compute_ctl renders it from the spec before every start, so a power cut
+    # loses nothing, and two fsyncs were the largest part of a one-setting change's write.
+    safefs.write_text(pgdata, "postgresql.conf", postgresql_conf, owner=user, durable=False)
     from compute_ctl.compute import pgconf  # lazily: pgconf loads pydantic (start-up path)
 
     # Without it every process logs "skipping missing ..." per reload.

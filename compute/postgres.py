@@ -39,6 +39,8 @@ logger = logging.getLogger(__name__)
 
 _READY_POLL_S = 0.02
 _RELOAD_POLL_S = 0.01
+# A poll on an open session is one round trip, not a new backend: poll it more often.
+_SHARED_POLL_S = 0.002
 
 
 class StopMode(enum.StrEnum):
@@ -245,15 +247,25 @@ class Postmaster:
         return await asyncio.shield(self._exited)
 
     async def _conf_load_time(self) -> datetime.datetime:
-        # A new backend inherits the postmaster's pg_conf_load_time at fork time.
+        # A new backend inherits the postmaster's pg_conf_load_time at fork time. An open
+        # one (the reconfiguration's shared session) reloads when its next query arrives
+        # if the postmaster has already signalled it, which it does only after reloading
+        # itself: a new time there means new connections see the new settings too.
         # Lazily: libpq loads off the start-up path (cli).
         from compute_ctl.compute import pgsession
+        from compute_ctl.compute.catalog import db
 
-        async with pgsession.connect(
-            self.connstr, application_name="compute_ctl:reload", timeout=5
-        ) as conn:
-            cur = await conn.execute("select pg_catalog.pg_conf_load_time()")
+        query = "select pg_catalog.pg_conf_load_time()"
+        shared = db.current(self.connstr)
+        if shared is not None:
+            cur = await shared.execute(query)
             row = await cur.fetchone()
+        else:
+            async with pgsession.connect(
+                self.connstr, application_name="compute_ctl:reload", timeout=5
+            ) as conn:
+                cur = await conn.execute(query)
+                row = await cur.fetchone()
         assert row is not None
         value: datetime.datetime = row[0]
         return value
@@ -269,6 +281,8 @@ class Postmaster:
         out.
         """
         import psycopg  # lazily: libpq loads off the start-up path (cli)
+
+        from compute_ctl.compute.catalog import db as _db
 
         sent = datetime.datetime.now(datetime.UTC)
         self.signal(signal.SIGHUP)
@@ -289,7 +303,7 @@ class Postmaster:
                 raise errors.PostgresError(
                     f"postgres did not load its configuration within {timeout:.1f} s ({cause})"
                 )
-            await asyncio.sleep(_RELOAD_POLL_S)
+            await asyncio.sleep(_SHARED_POLL_S if _db.current(self.connstr) else _RELOAD_POLL_S)
 
     async def close(self) -> None:
         """After exit: stop re-logging (backends may keep the pipe open a little longer)."""

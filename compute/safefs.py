@@ -61,9 +61,18 @@ def _check_name(name: str) -> None:
 
 
 def write_bytes(
-    directory: Path, name: str, data: bytes, *, owner: pgtools.OsUser, mode: int = 0o600
+    directory: Path,
+    name: str,
+    data: bytes,
+    *,
+    owner: pgtools.OsUser,
+    mode: int = 0o600,
+    durable: bool = True,
 ) -> None:
-    """Atomically replace ``directory/name`` with ``data``, owned by ``owner``."""
+    """Atomically replace ``directory/name`` with ``data``, owned by ``owner``.
+
+    ``durable=False`` skips the two fsyncs: for a file rewritten before every start
+    anyway, where readers need the atomic rename, not survival of a power cut."""
     _check_name(name)
     tmp = temp_name(name)
     with _dir(directory) as dfd:
@@ -91,7 +100,8 @@ def write_bytes(
                 os.fchmod(fd, mode)
                 if owner.uid is not None and owner.gid is not None:
                     os.fchown(fd, owner.uid, owner.gid)
-                os.fsync(fd)
+                if durable:
+                    os.fsync(fd)
             finally:
                 os.close(fd)
             os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
@@ -99,13 +109,20 @@ def write_bytes(
             with contextlib.suppress(OSError):
                 os.unlink(tmp, dir_fd=dfd)
             raise
-        os.fsync(dfd)
+        if durable:
+            os.fsync(dfd)
 
 
 def write_text(
-    directory: Path, name: str, text: str, *, owner: pgtools.OsUser, mode: int = 0o600
+    directory: Path,
+    name: str,
+    text: str,
+    *,
+    owner: pgtools.OsUser,
+    mode: int = 0o600,
+    durable: bool = True,
 ) -> None:
-    write_bytes(directory, name, text.encode(), owner=owner, mode=mode)
+    write_bytes(directory, name, text.encode(), owner=owner, mode=mode, durable=durable)
 
 
 def read_bytes(directory: Path, name: str, *, limit: int) -> bytes | None:

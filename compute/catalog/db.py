@@ -6,12 +6,22 @@ connection. This module adds what catalog work needs on top: the session is chec
 be a superuser session before it is used, and failing to connect raises ``ApplyError``
 with phase ``connect``. Only ``observe``, ``execute`` and ``settings`` open connections,
 always through ``connect``.
+
+``shared()``: inside the block, every ``connect`` to the maintenance database (no
+``dbname``) of the same connection string hands out one session, opened on first use and
+closed when the block ends. A reconfiguration reads the conf report, the catalog and
+``pg_settings`` through it: one connection instead of four, which is most of a
+one-setting change's cost. Sessions to other databases are never shared, nor (inside
+``unshared()``) the executor's: its statements may change session state.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import contextvars
+import dataclasses
+from collections.abc import AsyncIterator, Iterator
 
 import psycopg
 
@@ -21,14 +31,82 @@ __all__ = [
     "APPLICATION_NAME",
     "CONNECT_PHASE",
     "connect",
+    "current",
+    "shared",
+    "unshared",
 ]
 
 APPLICATION_NAME = "compute_ctl"
 CONNECT_PHASE = "connect"
 
 
+@dataclasses.dataclass
+class _Shared:
+    connstr: str
+    lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
+    session: contextlib.AsyncExitStack | None = None
+    conn: pgsession.Connection | None = None
+
+
+_SHARED: contextvars.ContextVar[_Shared | None] = contextvars.ContextVar(
+    "compute_ctl_shared_session", default=None
+)
+
+
+@contextlib.asynccontextmanager
+async def shared(connstr: str) -> AsyncIterator[None]:
+    """One maintenance-database session for every ``connect(connstr)`` in the block."""
+    holder = _Shared(connstr=connstr)
+    token = _SHARED.set(holder)
+    try:
+        yield
+    finally:
+        _SHARED.reset(token)
+        if holder.session is not None:
+            await holder.session.aclose()
+
+
+def current(connstr: str) -> pgsession.Connection | None:
+    """The block's shared session to ``connstr``, if it is open (never opens one)."""
+    holder = _SHARED.get()
+    if holder is None or holder.connstr != connstr or holder.conn is None:
+        return None
+    return None if holder.conn.closed else holder.conn
+
+
+@contextlib.contextmanager
+def unshared() -> Iterator[None]:
+    """Inside ``shared()``: ``connect`` opens sessions of its own again."""
+    token = _SHARED.set(None)
+    try:
+        yield
+    finally:
+        _SHARED.reset(token)
+
+
 @contextlib.asynccontextmanager
 async def connect(
+    connstr: str, *, dbname: str | None = None
+) -> AsyncIterator[pgsession.Connection]:
+    """A checked superuser session on ``dbname`` (default: the connection string's);
+    the block's shared one inside ``shared(connstr)``."""
+    holder = _SHARED.get()
+    if holder is None or dbname is not None or holder.connstr != connstr:
+        async with _connect(connstr, dbname=dbname) as conn:
+            yield conn
+        return
+    async with holder.lock:
+        if holder.conn is None or holder.conn.closed:
+            if holder.session is not None:
+                await holder.session.aclose()
+            holder.session = contextlib.AsyncExitStack()
+            holder.conn = await holder.session.enter_async_context(_connect(connstr))
+        conn = holder.conn
+    yield conn
+
+
+@contextlib.asynccontextmanager
+async def _connect(
     connstr: str, *, dbname: str | None = None
 ) -> AsyncIterator[pgsession.Connection]:
     """A checked superuser session on ``dbname`` (default: the connection string's)."""

@@ -25,6 +25,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import logging
+import math
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -115,21 +116,35 @@ def _load_keys(jwks: spec_mod.Jwks) -> list[_Key]:
 
 class Authorizer:
     """Verifies bearer tokens for one compute. Keys are read from the state's config once
-    and re-read only if that config object is replaced."""
+    and re-read only if that config object is replaced.
+
+    Accepted tokens are cached (verifying an Ed25519 signature costs more than serving
+    ``/status``): at most ``_CACHE_SIZE`` entries, keyed by the exact token text, each
+    holding the moment its ``exp`` (plus the leeway) passes; a hit after that moment is
+    dropped and answered 401 as an uncached expired token would be. Only a token that
+    passed every rule is stored, so a rejected one is verified (and rejected) again on
+    every use; a new JWKS empties the cache.
+    """
 
     def __init__(self, *, compute_id: str, allow_unauthenticated: bool) -> None:
         self.compute_id = compute_id
         self.allow_unauthenticated = allow_unauthenticated
         self._jwks: spec_mod.Jwks | None = None
         self._keys: list[_Key] = []
-        # Verified tokens -> claims; bounded, and expiry is re-checked on every use.
-        self._verified: collections.OrderedDict[str, Claims] = collections.OrderedDict()
+        # Accepted token -> (claims, the time.time() after which it has expired).
+        self._accepted: collections.OrderedDict[str, tuple[Claims, float]] = (
+            collections.OrderedDict()
+        )
+
+    @property
+    def cached_tokens(self) -> int:
+        return len(self._accepted)
 
     def _keys_for(self, jwks: spec_mod.Jwks) -> Sequence[_Key]:
         if jwks is not self._jwks:
             self._keys = _load_keys(jwks)
             self._jwks = jwks
-            self._verified.clear()
+            self._accepted.clear()
         return self._keys
 
     def check(self, *, authorization: str | None, jwks: spec_mod.Jwks) -> Claims | None:
@@ -147,22 +162,21 @@ class Authorizer:
                 "(start with --allow-unauthenticated for an open development API)",
             )
         token = _bearer_token(authorization)
-        claims = self._verified.get(token)
-        if claims is None:
-            claims = Claims.parse(_verify(token, keys))
-            self._remember(token, claims)
-        else:
-            self._verified.move_to_end(token)
-        if claims.exp is not None and claims.exp + EXP_LEEWAY_SECONDS < time.time():
-            self._verified.pop(token, None)
+        hit = self._accepted.get(token)
+        if hit is not None:
+            if time.time() <= hit[1]:
+                return hit[0]
+            del self._accepted[token]
+            raise responses.ApiError(401, "authorization token has expired")
+        claims = Claims.parse(_verify(token, keys))
+        expires = math.inf if claims.exp is None else claims.exp + EXP_LEEWAY_SECONDS
+        if expires < time.time():
             raise responses.ApiError(401, "authorization token has expired")
         self._authorize(claims)
+        self._accepted[token] = (claims, expires)
+        if len(self._accepted) > _CACHE_SIZE:
+            self._accepted.popitem(last=False)  # the oldest accepted token
         return claims
-
-    def _remember(self, token: str, claims: Claims) -> None:
-        self._verified[token] = claims
-        if len(self._verified) > _CACHE_SIZE:
-            self._verified.popitem(last=False)
 
     def _authorize(self, claims: Claims) -> None:
         if claims.scope == ADMIN_SCOPE:

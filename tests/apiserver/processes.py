@@ -216,6 +216,7 @@ class Operator(_Process):
         *,
         resync_interval: float = 60.0,
         pod_name: str | None = None,
+        secret_interval: float | None = None,
         log_level: str = "DEBUG",
     ) -> None:
         """``pod_name``: find the resource and the compute id as the kustomize base does;
@@ -231,6 +232,7 @@ class Operator(_Process):
                 f"--compute-url={self.compute_url}",
                 *([f"--key-file={self.key_file}"] if self.key_file else []),
                 f"--resync-interval={resync_interval}",
+                *([f"--secret-interval={secret_interval}"] if secret_interval else []),
                 "--retry-delay=0.5",
                 "--busy-timeout=60",
                 f"--log-level={log_level}",

@@ -1,6 +1,7 @@
-"""Scenarios b, c, h of issue 14 on real pods: what issue 13's hardening must fix.
+"""Scenarios b and h of issue 14 on real pods: what issue 13's hardening must fix (c is in
+test_credentials.py).
 
-Each is written against main as merged. Where the fix has not landed the test is
+Each is written against main as merged. Where a fix has not landed the test is
 ``xfail(strict=True)`` naming the issue 13 defect: it turns red (XPASS) once the fix lands,
 and the mark must then go.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from tests.cluster.cluster import Namespace, wait_for
-from tests.cluster.compute import Compute, installed
+from tests.cluster.compute import INSTALL_BOUND, Compute, installed, spec
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
 
@@ -62,17 +63,38 @@ def test_b_documented_teardown_terminates_and_leaves_nothing(kube: Namespace) ->
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 13 defect 2 (kept as documented): a plain helm uninstall deletes the "
-    "StatefulSet and RBAC before the resource, whose finalizer then stays (Terminating)",
-)
-def test_b_helm_uninstall_leaves_nothing_terminating(kube: Namespace) -> None:
+def _nothing_left(kube: Namespace) -> bool:
+    """No pod, ComputeSpec, Job, hook ServiceAccount or Role of the release is left."""
+    kinds = "pods,computespec,jobs,statefulsets,roles,rolebindings"
+    return kube.kubectl("get", kinds, "-o", "name").strip() == ""
+
+
+def test_b_helm_uninstall_terminates_and_leaves_nothing(kube: Namespace) -> None:
+    """A plain ``helm uninstall``: the chart's pre-delete hook deletes the resource first,
+    while the operator still has its pod, token and Role (issue 13 defect 2)."""
     compute = installed(kube, "b")
-    kube.helm("uninstall", compute.release, "--wait", "--timeout=60s", timeout=90)
+    out = kube.helm("uninstall", compute.release, "--wait", "--timeout=120s", timeout=150)
+    assert "uninstalled" in out
+    terminated = [e for e in kube.events(compute.name) if e["reason"] == "Terminated"]
+    assert len(terminated) == 1, kube.events(compute.name)
+    assert "terminated" in terminated[0]["message"]
+    wait_for(lambda: _nothing_left(kube), what="nothing left after helm uninstall", timeout=60)
 
-    def gone() -> bool:
-        return kube.get_or_none("computespec", compute.name) is None
 
-    wait_for(gone, what="the ComputeSpec gone after helm uninstall", timeout=45)
-    assert kube.kubectl("get", "pods", "-o", "name").strip() == ""
+def test_b_helm_uninstall_right_after_install(kube: Namespace) -> None:
+    """Uninstalled as soon as the operator has taken the resource (its finalizer is on),
+    while the compute is still starting: the uninstall still finishes, the compute is
+    terminated, and nothing is left Terminating."""
+    compute = Compute(kube, "bstart")
+    compute.install(spec(compute.ports, roles=("app",), databases=("app",)))
+
+    def taken() -> bool:
+        obj = kube.get_or_none("computespec", compute.name) or {}
+        return bool(obj.get("metadata", {}).get("finalizers"))
+
+    wait_for(taken, what="the operator's finalizer on the resource", timeout=INSTALL_BOUND)
+    kube.helm("uninstall", compute.release, "--wait", "--timeout=120s", timeout=150)
+    reasons = [e["reason"] for e in kube.events(compute.name)]
+    assert "Terminated" in reasons, reasons
+    assert "TerminateFailed" not in reasons, reasons
+    wait_for(lambda: _nothing_left(kube), what="nothing left after helm uninstall", timeout=60)

@@ -13,6 +13,7 @@ import random
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from compute_ctl.compute import admission, postgres
 from compute_ctl.compute import spec as spec_mod
@@ -119,7 +120,11 @@ class StampApplier:
         return None if row is None else str(row[0])
 
     async def plan_spec(self, *, connstr: str, admitted: admission.Admitted) -> applier.SqlPlan:
-        return applier.SqlPlan([])
+        """One statement while the stamp is not this spec's (the configurator applies only
+        a plan with work in it), none after."""
+        if await self.stamp() == admitted.hash:
+            return applier.SqlPlan([])
+        return applier.SqlPlan([sql.SQL("-- stamp {}").format(sql.Literal(admitted.hash))])
 
     async def pending_restart(self, *, connstr: str) -> list[str]:
         return []

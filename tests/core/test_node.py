@@ -12,6 +12,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from compute_ctl.compute import admission, errors, failpoints, node, state
 from compute_ctl.compute import applier as applier_mod
@@ -166,6 +167,11 @@ class _FailSecond(applier.SqlApplier):
             raise errors.ApplyError('role "x": boom', phase="create_roles", obj="x")
         return await super().apply_spec(connstr=connstr, admitted=admitted, concurrency=concurrency)
 
+    async def plan_spec(self, *, connstr: str, admitted: admission.Admitted) -> applier.SqlPlan:
+        # Work to do after the first apply, so that the configurator calls apply_spec.
+        plan = await super().plan_spec(connstr=connstr, admitted=admitted)
+        return plan if not self.applied else applier.SqlPlan([sql.SQL("SELECT {}").format(1)])
+
 
 async def test_failed_reconfigure_stays_running_then_terminate(scratch: Path) -> None:
     port = pgserver.free_port()
@@ -210,6 +216,49 @@ async def test_postmaster_death_ends_run_with_failure(scratch: Path) -> None:
         assert n.state.status is S.FAILED
         assert n.state.error == "postgres exited with code -9"
     await helpers.wait_until(lambda: helpers.processes_in(pgdata) == [], what="backends to exit")
+
+
+async def test_settings_only_change_restores_catalog_drift(scratch: Path) -> None:
+    """A one-setting /configure skips the catalog's executor when the plan is empty, but
+    still observes and plans: drift made behind our back is restored by it, at once (no
+    resync timer here), along with the new setting."""
+    port = pgserver.free_port()
+    n = _node(scratch / "pgdata", port, spec=helpers.make_spec(port=port), resync_interval=3600)
+    async with helpers.run_node(n):
+        await helpers.wait_until(
+            lambda: n.state.migrations is None or n.state.migrations.state != "running",
+            timeout=30,
+            what="the start's migrations",
+        )
+
+        def applies() -> float:
+            return (
+                n.metrics.registry.get_sample_value(
+                    "compute_ctl_reconfigure_phase_seconds_count", {"phase": "catalog apply"}
+                )
+                or 0.0
+            )
+
+        async with await psycopg.AsyncConnection.connect(n.connstr(), autocommit=True) as conn:
+            await conn.execute("ALTER ROLE app_owner NOLOGIN")
+        before = applies()
+        settings = [("work_mem", "7MB", "string")]
+        await n.configure(
+            spec_mod.ComputeConfig(spec=helpers.make_spec(port=port, settings=settings))
+        )
+        assert await helpers.show(n, "work_mem") == "7MB"
+        async with await psycopg.AsyncConnection.connect(n.connstr()) as conn:
+            cur = await conn.execute("select rolcanlogin from pg_roles where rolname = 'app_owner'")
+            assert await cur.fetchone() == (True,)
+        assert applies() == before + 1
+        # And with nothing drifted, the same kind of change runs no catalog statement.
+        settings = [("work_mem", "8MB", "string")]
+        await n.configure(
+            spec_mod.ComputeConfig(spec=helpers.make_spec(port=port, settings=settings))
+        )
+        assert await helpers.show(n, "work_mem") == "8MB"
+        assert applies() == before + 1
+        assert n.state.status is S.RUNNING
 
 
 async def test_resync_restores_drift(scratch: Path) -> None:
