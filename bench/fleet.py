@@ -1,6 +1,7 @@
 """A fleet of computes on one real kube-apiserver: what each pod's own operator costs.
 
-    .venv/bin/python -m bench.fleet [--sizes 1,10] [--patches 10] [--waves 2] [--idle-seconds 30]
+    .venv/bin/python -m bench.fleet [--sizes 10,25,50] [--patches 10] [--waves 2]
+        [--idle-seconds 30]         (default sizes 1,5: a quick run)
 
 On the real-API tier (Debian's etcd and a kube-apiserver built from Go, as tests/apiserver
 starts them) the fleet grows through ``--sizes`` (N=1 is always measured first, as the
