@@ -176,15 +176,26 @@ class ExtensionServer:
                 pipe.reader_done()
 
         worker = asyncio.ensure_future(asyncio.to_thread(work))
-        total, open_ = 0, True
+        total, open_, pending = 0, True, bytearray()
+
+        async def hand_over() -> None:
+            nonlocal open_
+            if open_ and pending:
+                try:
+                    await pipe.put(bytes(pending))
+                except extract.PipeClosed:
+                    open_ = False  # the tar ended (or failed): count the rest only
+            pending.clear()
+
         try:
-            async for chunk in content.iter_chunked(_CHUNK):
+            # The body arrives in pieces as small as the sender's writes; the thread is
+            # handed 256 KiB at a time, so the hand-over costs little per byte.
+            async for chunk in content.iter_any():
                 total += len(chunk)
-                if open_:
-                    try:
-                        await pipe.put(chunk)
-                    except extract.PipeClosed:
-                        open_ = False  # the tar ended (or failed): count the rest only
+                pending += chunk
+                if len(pending) >= _CHUNK:
+                    await hand_over()
+            await hand_over()
         except BaseException as e:
             pipe.abort(e if isinstance(e, Exception) else None)
             with contextlib.suppress(BaseException):
