@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from compute_ctl.compute.remote_ext import unpack
-from tests.remote_ext import archives
+from tests.support import remote_ext as ext_support
 
 
 def _targets(root: Path) -> unpack.Targets:
@@ -54,7 +54,7 @@ def test_files_are_placed_and_staging_is_removed(scratch: Path) -> None:
     (targets.pkglibdir / "bitcode" / "old").mkdir(parents=True)
     (targets.pkglibdir / "bitcode" / "old" / "keep.bc").write_bytes(b"old")
     (targets.pkglibdir / "x.so").write_bytes(b"previous version")
-    data = archives.raw_archive(
+    data = ext_support.raw_archive(
         [
             _file("share/extension/x.control"),
             _file("share/extension/x--1.0.sql"),
@@ -95,7 +95,7 @@ def test_a_hostile_member_fails_the_unpack_and_places_nothing(
 ) -> None:
     targets = _targets(scratch)
     before = _tree(scratch)
-    data = archives.raw_archive([_file("share/extension/first.control"), member])
+    data = ext_support.raw_archive([_file("share/extension/first.control"), member])
     with pytest.raises(unpack.UnsafeArchive):
         _unpack(data, targets)
     assert _tree(scratch) - before <= {"download_extensions"}
@@ -103,7 +103,7 @@ def test_a_hostile_member_fails_the_unpack_and_places_nothing(
 
 
 @pytest.mark.parametrize(
-    "data", [b"not zstd at all", archives.raw_archive([_file("lib/x.so")])[:-20]]
+    "data", [b"not zstd at all", ext_support.raw_archive([_file("lib/x.so")])[:-20]]
 )
 def test_a_corrupt_or_truncated_archive_fails(scratch: Path, data: bytes) -> None:
     targets = _targets(scratch)
@@ -116,14 +116,14 @@ def test_the_unpacked_size_is_capped(scratch: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(unpack, "MAX_UNPACKED_BYTES", 10)
     targets = _targets(scratch)
     with pytest.raises(unpack.UnsafeArchive, match="more than 10 bytes"):
-        _unpack(archives.raw_archive([_file("lib/big.so")]), targets)
+        _unpack(ext_support.raw_archive([_file("lib/big.so")]), targets)
     assert list(targets.pkglibdir.iterdir()) == []
 
 
 def test_an_entry_that_cannot_be_placed_fails_after_the_others_are_placed(scratch: Path) -> None:
     targets = _targets(scratch)
     (targets.pkglibdir / "bitcode").write_bytes(b"a file where a directory should be")
-    data = archives.raw_archive([_file("lib/bitcode/x/x.bc"), _file("lib/y.so")])
+    data = ext_support.raw_archive([_file("lib/bitcode/x/x.bc"), _file("lib/y.so")])
     with pytest.raises(unpack.UnpackError, match=r"cannot place .*/lib/bitcode: ") as caught:
         _unpack(data, targets)
     assert not isinstance(caught.value, unpack.UnsafeArchive)
@@ -135,4 +135,4 @@ def test_no_staging_directory_is_an_unpack_error(scratch: Path) -> None:
     targets = _targets(scratch)
     targets.staging_root.write_bytes(b"not a directory")
     with pytest.raises(unpack.UnpackError, match="cannot create a staging directory"):
-        _unpack(archives.raw_archive([_file("lib/y.so")]), targets)
+        _unpack(ext_support.raw_archive([_file("lib/y.so")]), targets)
