@@ -4,7 +4,8 @@ On the kmock tier (the emulated API, a real compute_ctl with real PostgreSQL, th
 operator as its own process): create a ``ComputeSpec``, then patch its spec N times (a
 reloadable setting changes each time) and time each patch until the status reports that
 generation reconciled. The baseline, measured in the same run after the operator stops,
-is the same N changes sent straight to compute_ctl's ``POST /configure``: the ratio is
+is the same N changes sent straight to compute_ctl's ``POST /configure`` on the external
+port with the operator's JWT (the door the operator uses): the ratio is
 the operator's overhead over the compute's own reconfiguration. Also reports the
 operator's resident memory (current and peak) after the changes.
 
@@ -58,7 +59,8 @@ async def _through_operator(
 ) -> tuple[list[float], tuple[int, int]]:
     async with harness.Operator.running(
         api_url=api.base,
-        compute_url=compute.internal_url,
+        compute_url=compute.url,
+        key_file=compute.keys.private,
         workdir=compute.workdir,
         resync=300.0,
         log_level="INFO",
@@ -84,7 +86,8 @@ async def _direct(
     for index in range(changes + 1, 2 * changes + 1):
         body = {"spec": _spec(compute, index)}
         started = time.perf_counter()
-        async with session.post(f"{compute.internal_url}/configure", json=body) as response:
+        url = f"{compute.url}/configure"
+        async with session.post(url, json=body, headers=compute.auth()) as response:
             assert response.status == 200, await response.text()
         samples.append(time.perf_counter() - started)
     return samples

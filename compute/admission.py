@@ -22,7 +22,8 @@ the catalog's desired state (``catalog.desired``), the storage target and the re
 - settings: a spec ``port`` agrees with ``-C``; no ``unix_socket_directories`` unless
   loopback is trusted (compute_ctl connects through its own socket); every setting renders to one
   ``postgresql.conf`` line (names matched whole, so ``"work_mem\\n"`` is refused);
-  ``pgbouncer_settings`` keys are pgbouncer names and values one ini line (``pgbouncer``).
+  ``pgbouncer_settings`` keys are pgbouncer names and values one ini line (``pgbouncer``);
+  ``local_proxy_config`` has Neon's shape (``local_proxy``).
 
 Every failure raises ``errors.AdmissionError`` (a ``ConfigError``: HTTP 400, CLI exit 2)
 naming the field or the object at fault. Callers (the CLI's config file and control-plane
@@ -44,7 +45,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import pydantic
 
-from compute_ctl.compute import errors, pgbouncer, pgconf, pgdata, tls
+from compute_ctl.compute import errors, local_proxy, pgbouncer, pgconf, pgdata, tls
 from compute_ctl.compute import spec as spec_mod
 from compute_ctl.compute.catalog import desired as desired_mod
 from compute_ctl.compute.remote_ext import names as remote_ext_names
@@ -223,6 +224,10 @@ def _admit(spec: spec_mod.ComputeSpec, rules: Rules, *, where: str) -> Admitted:
         pgbouncer.check_settings(spec.pgbouncer_settings)
     except ValueError as e:
         raise AdmissionError(f"{where}.pgbouncer_settings: {e}") from None
+    try:
+        local_proxy.check_config(spec.local_proxy_config)
+    except ValueError as e:
+        raise AdmissionError(f"{where}.local_proxy_config.{e}") from None
     if rules.socket_managed and pgconf.spec_sets(spec, "unix_socket_directories"):
         raise AdmissionError(
             f"{where}.cluster: unix_socket_directories is managed by compute_ctl: the superuser "

@@ -18,11 +18,40 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import pydantic
+
+from compute_ctl.compute import spec as spec_mod
+
 DEFAULT_DIR = Path("/etc/local_proxy")
 
 
 class LocalProxyError(RuntimeError):
     """The pid file could not be read/parsed, or the signal could not be sent."""
+
+
+class _Jwks(pydantic.BaseModel):
+    """Neon's ``JwksSettings``: every field required but ``jwt_audience``."""
+
+    id: str
+    role_names: list[str]
+    jwks_url: str
+    provider_name: str
+    jwt_audience: str | None = None
+
+
+class _LocalProxySpec(pydantic.BaseModel):
+    jwks: list[_Jwks] | None = None
+    tls: spec_mod.TlsConfig | None = None
+
+
+def check_config(local_proxy_config: dict[str, Any] | None) -> None:
+    """Admission's rule: Neon's shape (``ValueError`` naming the field otherwise)."""
+    if local_proxy_config is None:
+        return
+    try:
+        _LocalProxySpec.model_validate(local_proxy_config)
+    except pydantic.ValidationError as e:
+        raise ValueError(spec_mod.format_validation_error(e)) from None
 
 
 def render_config(local_proxy_config: dict[str, Any], tls: dict[str, str] | None) -> str:

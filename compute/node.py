@@ -178,14 +178,14 @@ class ComputeNode:
                 self.rules = dataclasses.replace(self.rules, tls=True)
         # pgbouncer, local_proxy and the TLS cert watch (docs/pgbouncer-tls.md).
         self._sidecars = sidecars.Sidecars(params)
-        self._tls_watch: tls.Watch | None = None
         self._stopped_by_signal = False  # Neon: --dev spares the sidecars then only
-        if self.state.config.tls is not None:
-            self._tls_watch = tls.Watch(
-                self.state.config.tls,
-                interval=params.tls_poll_interval,
-                on_change=self._reconfigure_same_spec,
-            )
+        self._tls = tls.ComputeTls(
+            self.state.config.tls,
+            pgdata=params.pgdata,
+            user=self.tools.user,
+            interval=params.tls_poll_interval,
+            on_change=self._reconfigure_same_spec,
+        )
         self._spec_received = time.monotonic()
         self._finished = False
         self.metrics = metrics.Metrics(build_tag=params.build_tag, state=self.state)
@@ -289,7 +289,7 @@ class ComputeNode:
         self, admitted: admission.Admitted, *, wal_flush_lsn: str
     ) -> promote_mod.Outcome:
         """Neon's ``/promote`` (``compute.promote``): join the running or completed
-        promotion, or start one. Not running: ``StatusError``; not a replica: failed."""
+        promotion, or start one. Not running: ``StatusError``; a precondition: failed."""
         if admitted.spec.mode.kind != "Primary":
             raise errors.ConfigError(
                 f'spec.mode: a promoted compute is a primary (got "{admitted.spec.mode.kind}")'
@@ -299,9 +299,9 @@ class ComputeNode:
                 status, applied = s.status, self._applied
             if status is not S.RUNNING or applied is None or self.postmaster is None:
                 raise errors.StatusError(f"invalid compute status: {status.kebab}")
-            if applied.spec.mode.kind != "Replica":
-                mode = applied.spec.mode.type_name
-                return promote_mod.Outcome.failed(f'compute mode "{mode}" is not replica')
+            refused = promote_mod.refusal(applied.spec, prewarm=self.lfc.prewarm_state.status)
+            if refused is not None:
+                return promote_mod.Outcome.failed(refused)
         return await self._promotion.join(lambda: self._promote(admitted, wal_flush_lsn))
 
     async def _promote(
@@ -420,10 +420,10 @@ class ComputeNode:
         """Neon's ``start_compute``: PGDATA, postgres, the catalog apply; then running."""
         spec = admitted.spec
         started = time.monotonic()
-        self._spawn(self._sidecars.configure(spec, tls=self._tls(spec)))
+        self._spawn(self._sidecars.configure(spec, tls=self._tls.for_spec(spec)))
         async with self.extension_server.preloading(spec, timings=self.state.timings):
             await self.launcher.prepare(admitted)  # the preload runs meanwhile (Neon)
-        await self._install_tls(spec)
+        await self._tls.install(spec)
         logger.info("PGDATA ready in %d ms", state_mod.monotonic_ms(started))
         if audit.is_compliance(spec.audit_log_level):  # Neon: before postgres, fatal
             await audit.start_shipping(self.params.audit_shipping, spec, pgdata=self.params.pgdata)
@@ -456,8 +456,7 @@ class ComputeNode:
             if s.status is S.INIT:  # else a termination arrived meanwhile: supervise handles it
                 s.set_status(S.RUNNING)
         logger.info("compute running: %s", self.state.timings.as_dict())
-        if self._tls_watch is not None:
-            self._spawn(self._tls_watch.run())
+        self._spawn(self._tls.watch())
         if audit.is_compliance(spec.audit_log_level):
             self._spawn(audit.watch_log_dir(pgdata=self.params.pgdata, metrics=self.metrics))
         self._spawn(self.lfc.run_periodic_offload(self._offload_interval))
@@ -498,7 +497,7 @@ class ComputeNode:
             await self._apply_catalog(
                 admitted, concurrency=applier.start_concurrency(admitted.spec)
             )
-        await self._sidecars.local_proxy_now(admitted.spec, tls=self._tls(admitted.spec))
+        await self._sidecars.local_proxy_now(admitted.spec, tls=self._tls.for_spec(admitted.spec))
         self._spawn(self._run_migrations())
         self.launcher.append_conf_line(startconf.SUBSCRIBERS_LINE)
         await self.postmaster.reload()
@@ -541,8 +540,8 @@ class ComputeNode:
             return
         from compute_ctl.compute.storage import leases
 
-        if leases.wants_lease(spec):
-            self.lease = leases.LeaseKeeper(state=self.state)
+        if leases.wants_lease(spec) and spec.mode.lsn is not None:
+            self.lease = leases.LeaseKeeper(state=self.state, lsn=spec.mode.lsn)
             self._spawn(self.lease.run())
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
@@ -736,9 +735,9 @@ class ComputeNode:
     ) -> list[str]:
         assert self.postmaster is not None
         self._update_extensions_interval(admitted.spec)
-        self._spawn(self._sidecars.configure(admitted.spec, tls=self._tls(admitted.spec)))
+        self._spawn(self._sidecars.configure(admitted.spec, tls=self._tls.for_spec(admitted.spec)))
         phases.now = "tls"
-        await self._install_tls(admitted.spec)
+        await self._tls.install(admitted.spec)
         phases.now = "postgresql.conf"
         self.launcher.write_conf(admitted)
         phases.enter("postgresql.conf", step="conf check")
@@ -792,19 +791,7 @@ class ComputeNode:
         except Exception as e:
             logger.warning("the applied spec's postgresql.conf is back, reload pending: %s", e)
 
-    # --- TLS (tls.py) -------------------------------------------------------------
-
-    def _tls(self, spec: spec_mod.ComputeSpec) -> spec_mod.TlsConfig | None:
-        return tls.in_effect(spec, self.state.config.tls)
-
-    async def _install_tls(self, spec: spec_mod.ComputeSpec) -> None:
-        """Neon copies the key and cert at every postgresql.conf write; so do we."""
-        config = self._tls(spec)
-        if config is None:
-            return
-        installed = await tls.install(config, pgdata=self.params.pgdata, user=self.tools.user)
-        if self._tls_watch is not None:
-            self._tls_watch.seen = installed
+    # --- TLS rotation (tls.py) ----------------------------------------------------
 
     async def _reconfigure_same_spec(self) -> None:
         """The cert changed: reconfigure with the desired spec once the configurator is

@@ -40,6 +40,7 @@ import signal
 from collections.abc import Mapping
 from pathlib import Path
 
+from compute_ctl.compute import errors
 from compute_ctl.compute import spec as spec_mod
 
 __all__ = [
@@ -93,11 +94,15 @@ def ini_path(configured: Path | None, *, autoscaling: bool) -> Path:
 def admin_conninfo(configured: str | None, *, autoscaling: bool, environ: Mapping[str, str]) -> str:
     """The admin console's conninfo: ``configured`` or Neon's, plus ``PGBOUNCER_PASSWORD``
     (pods only, as Neon) when the conninfo has no password of its own."""
+    import psycopg
     import psycopg.conninfo
 
-    fields = psycopg.conninfo.conninfo_to_dict(
-        configured or (_VM_CONN if autoscaling else _POD_CONN)
-    )
+    try:
+        fields = psycopg.conninfo.conninfo_to_dict(
+            configured or (_VM_CONN if autoscaling else _POD_CONN)
+        )
+    except psycopg.ProgrammingError:  # its text may quote the string, password included
+        raise errors.ConfigError("--pgbouncer-connstr is not a valid conninfo") from None
     password = environ.get("PGBOUNCER_PASSWORD")
     if password and not autoscaling and "password" not in fields:
         fields["password"] = password

@@ -28,7 +28,8 @@ own; every call, concurrent or later, waits on that task and gets its outcome, a
 promotion goes on if a caller disconnects. A completed promotion is kept, so every later
 call answers the same. Unlike Neon, a failed one is not: the next call starts a new
 attempt (Neon returns the failure until a restart), and a precondition that fails
-(not a replica, not running) is answered without starting one.
+(``refusal``: not a replica; on Neon storage, no LFC prewarm done or one still running;
+the node adds: not running) is answered without starting one.
 
 SQL values through ``psycopg.sql``; sessions through ``pgsession``. No HTTP here.
 """
@@ -56,6 +57,7 @@ __all__ = [
     "catch_up",
     "promote",
     "promote_server",
+    "refusal",
 ]
 
 logger = logging.getLogger(__name__)
@@ -78,6 +80,23 @@ class Outcome:
     @classmethod
     def failed(cls, error: str) -> Outcome:
         return cls(status="failed", error=error)
+
+
+_PREWARM_REFUSED = {"not_prewarmed": "NotPrewarmed", "prewarming": "Prewarming"}
+
+
+def refusal(current: spec_mod.ComputeSpec, *, prewarm: str) -> str | None:
+    """Why a compute running ``current`` may not be promoted (Neon's preconditions), or
+    ``None``. ``prewarm`` is the LFC prewarm status (``/lfc/prewarm``'s)."""
+    if current.mode.kind != "Replica":
+        return f'compute mode "{current.mode.type_name}" is not replica'
+    if not current.has_neon_storage():
+        return None  # vanilla: postgres keeps its buffers through pg_promote(); no LFC to fill
+    if prewarm in _PREWARM_REFUSED:
+        return f"compute {_PREWARM_REFUSED[prewarm]}"
+    if prewarm == "failed":
+        logger.warning("promoting although the LFC prewarm failed")
+    return None
 
 
 def _ms(since: float) -> int:

@@ -46,6 +46,7 @@ from compute_ctl.compute import spec as spec_mod
 __all__ = [
     "CERT_FILE",
     "KEY_FILE",
+    "ComputeTls",
     "TlsError",
     "Watch",
     "conf_lines",
@@ -189,3 +190,40 @@ class Watch:
                 logger.info("tls: certificate files changed; reconfiguring")
                 self.seen = now
                 await self.on_change()
+
+
+class ComputeTls:
+    """One compute's TLS: the process's config, the copies for a spec, and the watch."""
+
+    def __init__(
+        self,
+        config: spec_mod.TlsConfig | None,
+        *,
+        pgdata: Path,
+        user: pgtools.OsUser,
+        interval: float,
+        on_change: Callable[[], Awaitable[None]],
+    ) -> None:
+        self.config = config
+        self.pgdata = pgdata
+        self.user = user
+        self._watch = (
+            Watch(config, interval=interval, on_change=on_change) if config is not None else None
+        )
+
+    def for_spec(self, spec: spec_mod.ComputeSpec) -> spec_mod.TlsConfig | None:
+        return in_effect(spec, self.config)
+
+    async def install(self, spec: spec_mod.ComputeSpec) -> None:
+        """Neon copies the key and cert at every postgresql.conf write; so does the node."""
+        config = self.for_spec(spec)
+        if config is None:
+            return
+        installed = await install(config, pgdata=self.pgdata, user=self.user)
+        if self._watch is not None:
+            self._watch.seen = installed  # the baseline of the next comparison
+
+    async def watch(self) -> None:
+        """Poll for rotations (only when the process has a TLS config)."""
+        if self._watch is not None:
+            await self._watch.run()

@@ -13,15 +13,18 @@ import logging
 import sys
 from collections.abc import Sequence
 
-import kopf
-
 from compute_ctl.compute import admission, logformat
-from compute_ctl.operator import client, config, credentials, handlers, kubesecrets, reconcile
+from compute_ctl.operator import client, clientlibs, config, credentials, kubesecrets, reconcile
 
 logger = logging.getLogger(__name__)
 
 
 async def run(cfg: config.OperatorConfig) -> None:
+    clientlibs.skip()  # before kopf's first import
+    import kopf
+
+    from compute_ctl.operator import handlers
+
     auth = None
     if cfg.key_file is not None:
         auth = credentials.TokenSource(cfg.key_file, compute_id=cfg.compute_id).header

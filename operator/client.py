@@ -117,13 +117,17 @@ class ComputeClient:
         body = await self._call("GET", "/metrics.json", timeout=self.request_timeout)
         return {str(k): int(v) for k, v in body.items() if isinstance(v, int | float)}
 
-    async def configure(self, spec: spec_mod.ComputeSpec, *, if_match: str | None) -> None:
-        """Push a spec and wait until compute_ctl applied it (or failed to)."""
+    async def configure(
+        self, spec: spec_mod.ComputeSpec, *, if_match: str | None
+    ) -> api_models.ComputeStatusResponse:
+        """Push a spec and wait until compute_ctl applied it (or failed to); the status it
+        answers with (Neon's ``/configure`` returns the ``/status`` document)."""
         body = api_models.ConfigureRequest(spec=spec).model_dump(mode="json", exclude_none=True)
         headers = {"If-Match": f'"{if_match}"'} if if_match else {}
-        await self._call(
+        answer = await self._call(
             "POST", "/configure", json_body=body, headers=headers, timeout=self.configure_timeout
         )
+        return _parse(api_models.ComputeStatusResponse, answer, what="POST /configure")
 
     async def terminate(self, mode: Literal["fast", "immediate"]) -> Terminated:
         body, code = await self._call_with_code(

@@ -261,20 +261,31 @@ class Reconciler:
             except secretrefs.SecretKeyMissing as exc:
                 raise GiveUp(status.Problem(R.SECRET_MISSING, str(exc))) from None
             desired, want = admitted.spec, admitted.hash
-            obs = await self.client.status()
-            pushed = frozenset(memory.pushed)
-            decision = decide(
-                obs=obs,
-                want=want,
-                old=old,
-                pushed=pushed,
-                trigger=trigger,
-                refused=memory.refused,
-            )
-            if decision.action is Action.PUSH:
+            expected = _expected_hash(memory.last_status, want=want, trigger=trigger)
+            if expected is not None:
+                # The compute wants the spec this process last saw it want: push at once,
+                # If-Match that spec; any change since (a direct /configure, a restart, a
+                # failure) answers 412, and the full path below reads and decides.
                 memory.pushed.append(want)
-                obs = await self._push(desired, want=want, obs=obs)
-                actions.append(_configured(want, view.generation, decision.overwrite))
+                obs = await self._configure_once(desired, if_match=expected)
+                if obs is not None:
+                    decision = Decision(Action.PUSH)
+                    actions.append(_configured(want, view.generation, None))
+            if obs is None:
+                obs = await self.client.status()
+                pushed = frozenset(memory.pushed)
+                decision = decide(
+                    obs=obs,
+                    want=want,
+                    old=old,
+                    pushed=pushed,
+                    trigger=trigger,
+                    refused=memory.refused,
+                )
+                if decision.action is Action.PUSH:
+                    memory.pushed.append(want)
+                    obs = await self._push(desired, want=want, obs=obs)
+                    actions.append(_configured(want, view.generation, decision.overwrite))
             if decision.problem is not None and decision.problem.reason is R.REJECTED:
                 error = GiveUp(decision.problem)
         except resource.InvalidSpec as exc:
@@ -372,18 +383,9 @@ class Reconciler:
         pause = 0.05
         while True:
             if obs.status in _CONFIGURABLE:
-                try:
-                    await self.client.configure(desired, if_match=obs.desired_spec_hash or None)
-                    return await self.client.status()
-                except client_mod.ComputePrecondition as exc:
-                    logger.debug("configure not accepted yet: %s", exc)
-                except client_mod.ComputeRejected as exc:
-                    raise GiveUp(status.Problem(R.REJECTED, str(exc))) from exc
-                except client_mod.ComputeFailed as exc:
-                    raise GiveUp(status.Problem(R.CONFIGURE_FAILED, str(exc))) from exc
-                except client_mod.ComputeProtocolError as exc:
-                    problem = status.Problem(R.CONFIGURE_FAILED, str(exc))
-                    raise RetryLater(problem, delay=self.retry_delay) from exc
+                answer = await self._configure_once(desired, if_match=obs.desired_spec_hash or None)
+                if answer is not None:
+                    return answer
                 obs = await self.client.status()
                 if obs.desired_spec_hash == want:
                     return obs
@@ -398,6 +400,23 @@ class Reconciler:
             await asyncio.sleep(pause)
             pause = min(pause * 2, 1.0)
             obs = await self.client.status()
+
+    async def _configure_once(
+        self, desired: spec_mod.ComputeSpec, *, if_match: str | None
+    ) -> status.Observation | None:
+        """One ``POST /configure``: the status it answers with, ``None`` for a 412."""
+        try:
+            return await self.client.configure(desired, if_match=if_match)
+        except client_mod.ComputePrecondition as exc:
+            logger.debug("configure not accepted now: %s", exc)
+            return None
+        except client_mod.ComputeRejected as exc:
+            raise GiveUp(status.Problem(R.REJECTED, str(exc))) from exc
+        except client_mod.ComputeFailed as exc:
+            raise GiveUp(status.Problem(R.CONFIGURE_FAILED, str(exc))) from exc
+        except client_mod.ComputeProtocolError as exc:
+            problem = status.Problem(R.CONFIGURE_FAILED, str(exc))
+            raise RetryLater(problem, delay=self.retry_delay) from exc
 
     async def _observe_quietly(self) -> status.Observation | None:
         try:
@@ -419,6 +438,20 @@ class Reconciler:
             result = await self.client.terminate("fast")
         self._memory.pop(uid, None)
         return result
+
+
+def _expected_hash(
+    last: status.ResourceStatus | None, *, want: str, trigger: Trigger
+) -> str | None:
+    """The compute's spec hash a change may be pushed over without reading ``/status``
+    first: what this process itself last saw a running compute want, if that was neither
+    a reported conflict nor already ``want``. ``None``: read and ``decide``."""
+    if trigger is not Trigger.CHANGE or last is None or last.status != S.RUNNING.value:
+        return None
+    current = last.compute_spec_hash
+    if not current or current == want or last.conflict_spec_hash:
+        return None
+    return current
 
 
 def _timings_wanted(old: status.ResourceStatus, obs: status.Observation | None) -> bool:

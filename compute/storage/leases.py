@@ -14,7 +14,7 @@ storage:
   when the LSN is below the GC cutoff (not granted). The round's expiry is the minimum
   over all answers; any error fails the round, any NULL makes it refused. Each round
   re-reads the pageserver info and storage token from the compute state (the desired
-  spec, which ``/configure`` replaces).
+  spec, which ``/configure`` replaces); the LSN is the one the compute started at.
 - **Renewal**: with ``valid = expiry - now``, sleep ``max(valid - 60 s, valid / 2)``.
 - **Errors** (connect, query, parse) retry forever: 0.5 s, then x1.5 per attempt,
   capped at 60 s.
@@ -114,11 +114,11 @@ def _shard_urls(spec: spec_mod.ComputeSpec) -> tuple[int, list[tuple[int, str | 
     return pageservers.shard_count, [(s.number, s.libpq_url) for s in pageservers.shards]
 
 
-def lease_request(spec: spec_mod.ComputeSpec) -> LeaseRequest:
-    """The round's request for a Static ``spec`` (``ConfigError`` if it cannot have one)."""
+def lease_request(spec: spec_mod.ComputeSpec, *, lsn: str) -> LeaseRequest:
+    """A round's request: ``lsn`` on the pageservers ``spec`` names now."""
     tenant, timeline = conninfo.tenant_timeline(spec)
-    if tenant is None or timeline is None or spec.mode.lsn is None:
-        raise errors.ConfigError("an LSN lease needs a tenant, a timeline and a Static LSN")
+    if tenant is None or timeline is None:
+        raise errors.ConfigError("an LSN lease needs a tenant and a timeline")
     count, urls = _shard_urls(spec)
     targets = tuple(
         Target(
@@ -127,9 +127,7 @@ def lease_request(spec: spec_mod.ComputeSpec) -> LeaseRequest:
         )
         for n, url in urls
     )
-    return LeaseRequest(
-        targets=targets, timeline=timeline, lsn=spec.mode.lsn, token=spec.storage_auth_token
-    )
+    return LeaseRequest(targets=targets, timeline=timeline, lsn=lsn, token=spec.storage_auth_token)
 
 
 def lease_query(*, tenant_shard_id: str, timeline: str, lsn: str) -> str:
@@ -216,9 +214,11 @@ class LeaseKeeper:
         self,
         *,
         state: state_mod.ComputeState,
+        lsn: str,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.state = state
+        self.lsn = lsn  # the Static LSN the compute started at: fixed for its life
         self.clock = clock
         self.valid_until: float | None = None  # epoch seconds of the current lease
         self.rounds = 0  # successful rounds
@@ -235,7 +235,7 @@ class LeaseKeeper:
             try:
                 if spec is None:
                     raise errors.ConfigError("no spec")
-                expiry = await acquire(lease_request(spec))
+                expiry = await acquire(lease_request(spec, lsn=self.lsn))
             except LeaseRefused as e:
                 self.refused, self.last_error = True, str(e)
                 logger.warning("LSN lease task exited with error: %s", e)

@@ -145,6 +145,7 @@ def running_pod(
     compute_env: dict[str, str] | None = None,
     credentials: dict[str, Any] | None = None,
     secret_interval: float | None = None,
+    operator_log_level: str = "DEBUG",
 ) -> Iterator[Pod]:
     """compute_ctl started, the resource created (with ``spec.credentials`` if given), the
     operator started; stopped on exit."""
@@ -171,7 +172,11 @@ def running_pod(
         pod.wait(compute.try_status, what="compute_ctl's internal API")
         body = copy.deepcopy(spec(pod) if spec else pod.spec())
         resources.create(name, body, credentials)
-        operator.start(resync_interval=resync_interval, secret_interval=secret_interval)
+        operator.start(
+            resync_interval=resync_interval,
+            secret_interval=secret_interval,
+            log_level=operator_log_level,
+        )
         yield pod
     finally:
         operator.stop()

@@ -217,8 +217,10 @@ class Operator(_Process):
         resync_interval: float = 60.0,
         pod_name: str | None = None,
         secret_interval: float | None = None,
+        log_level: str = "DEBUG",
     ) -> None:
-        """``pod_name``: find the resource and the compute id as the kustomize base does."""
+        """``pod_name``: find the resource and the compute id as the kustomize base does;
+        ``log_level``: DEBUG for the tests' log tails, quieter for benchmarks."""
         who = [f"--pod-name={pod_name}", f"--compute-id={pod_name}"] if pod_name else []
         self._spawn(
             [
@@ -233,7 +235,7 @@ class Operator(_Process):
                 *([f"--secret-interval={secret_interval}"] if secret_interval else []),
                 "--retry-delay=0.5",
                 "--busy-timeout=60",
-                "--log-level=DEBUG",
+                f"--log-level={log_level}",
             ],
             _env(KUBECONFIG=str(self.kubeconfig)),
         )

@@ -166,3 +166,25 @@ async def test_a_new_replica_is_warm_when_running() -> None:
         assert warm >= THRESHOLD, warm
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+async def test_a_failed_autoprewarm_does_not_fail_the_start() -> None:
+    base = pgserver.scratch_dir("lfc-autofail-")
+    port = pgserver.free_port()
+    try:
+        async with endpoint_storage.serving() as storage:
+            storage.fail_with = 500
+            raw = lfcsupport.spec(port=port, storage=storage, autoprewarm=True)
+            n = lfcsupport.make_node(base / "pgdata", port=port, raw_spec=raw)
+            async with lfcsupport.running(n) as api:
+                assert await api.call("GET", "/lfc/prewarm") == (
+                    200,
+                    {
+                        "status": "failed",
+                        "error": "500 Internal Server Error querying endpoint storage",
+                    },
+                )
+                assert await api.metric("compute_ctl_lfc_prewarms_total") == 1
+                assert await api.metric("compute_ctl_lfc_prewarm_errors_total") == 1
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

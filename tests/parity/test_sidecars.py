@@ -205,17 +205,19 @@ def test_ini_rewrite_keeps_layout_and_sets_every_duplicate() -> None:
 
 
 @pytest.mark.parametrize(
-    ("settings", "message"),
+    ("field", "value", "message"),
     [
-        ({"pool_mode": "session\nauth_type = trust"}, "control characters"),
-        ({"Bad Key": "1"}, "not a pgbouncer setting name"),
+        ("pgbouncer_settings", {"pool_mode": "session\nauth_type = trust"}, "control characters"),
+        ("pgbouncer_settings", {"Bad Key": "1"}, "not a pgbouncer setting name"),
+        ("local_proxy_config", {"jwks": [{"id": "k"}]}, r"local_proxy_config\.jwks\.0\.role_names"),
+        ("local_proxy_config", {"jwks": "x"}, r"local_proxy_config\.jwks: Input should be"),
     ],
 )
-def test_admission_refuses_settings_that_would_inject_ini_lines(
-    settings: dict[str, str], message: str
+def test_admission_refuses_what_the_sidecars_cannot_take(
+    field: str, value: Any, message: str
 ) -> None:
     raw = helpers.spec_json(port=5432)
-    raw["pgbouncer_settings"] = settings
+    raw[field] = value
     with pytest.raises(errors.AdmissionError, match=message):
         admission.admit_spec(spec_mod.ComputeSpec.model_validate(raw), rules=admission.Rules())
 
@@ -231,3 +233,30 @@ def test_tls_adds_neons_client_tls_keys_after_the_specs() -> None:
         ("client_tls_sslmode", "allow"),
     ]
     assert pgbouncer.tune_settings(spec, None) == {"pool_mode": "session"}
+
+
+def test_admin_conninfo_defaults_are_neons() -> None:
+    from psycopg.conninfo import conninfo_to_dict
+
+    pod = conninfo_to_dict(
+        pgbouncer.admin_conninfo(None, autoscaling=False, environ={"PGBOUNCER_PASSWORD": "pw"})
+    )
+    assert pod == {
+        "host": "localhost",
+        "port": "6432",
+        "dbname": "pgbouncer",
+        "user": "postgres",
+        "sslmode": "disable",
+        "password": "pw",
+        "connect_timeout": "5",
+    }
+    vm = conninfo_to_dict(
+        pgbouncer.admin_conninfo(None, autoscaling=True, environ={"PGBOUNCER_PASSWORD": "pw"})
+    )
+    assert (vm["host"], vm["user"], "password" in vm) == ("/tmp", "pgbouncer", False)
+    with pytest.raises(errors.ConfigError, match="not a valid conninfo"):
+        pgbouncer.admin_conninfo("host=x password", autoscaling=False, environ={})
+    assert pgbouncer.ini_path(None, autoscaling=True) == Path("/etc/pgbouncer.ini")
+    assert pgbouncer.ini_path(None, autoscaling=False) == Path(
+        "/var/db/postgres/pgbouncer/pgbouncer.ini"
+    )

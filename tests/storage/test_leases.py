@@ -80,7 +80,7 @@ async def keeping(spec: spec_mod.ComputeSpec) -> AsyncIterator[leases.LeaseKeepe
     state = state_mod.ComputeState()
     async with state.lock() as s:
         s.set_desired(spec)
-    keeper = leases.LeaseKeeper(state=state)
+    keeper = leases.LeaseKeeper(state=state, lsn=LSN)
     task = asyncio.create_task(keeper.run())
     try:
         yield keeper
@@ -187,7 +187,7 @@ async def test_a_refused_lease_stops_the_task_for_good(refusing_shard: int) -> N
         state = state_mod.ComputeState()
         async with state.lock() as s:
             s.set_desired(static_spec(**sharded([pss[0]], [pss[1]])))
-        keeper = leases.LeaseKeeper(state=state)
+        keeper = leases.LeaseKeeper(state=state, lsn=LSN)
         await asyncio.wait_for(keeper.run(), 10)  # returns: it does not retry
     assert keeper.refused
     assert keeper.last_error is not None
@@ -203,7 +203,7 @@ async def test_a_pageserver_that_never_answers_is_an_error_not_a_hang() -> None:
     port = server.sockets[0].getsockname()[1]
     try:
         request = leases.lease_request(
-            static_spec(pageserver_connstring=f"postgresql://no_user@127.0.0.1:{port}")
+            static_spec(pageserver_connstring=f"postgresql://no_user@127.0.0.1:{port}"), lsn=LSN
         )
         with pytest.raises(TimeoutError):
             await leases.acquire(request, timeout=0.5)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,16 @@ async def post_promote(
 ) -> tuple[int, dict[str, Any]]:
     async with http.post(f"{base}/promote", json=body) as response:
         return response.status, await response.json()
+
+
+async def until_prewarm_settles(http: aiohttp.ClientSession, base: str) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        async with http.get(f"{base}/lfc/prewarm") as response:
+            if (await response.json())["status"] != "prewarming":
+                return
+        assert time.monotonic() < deadline, "the prewarm never ended"
+        await asyncio.sleep(0.05)  # polling a condition, with a deadline
 
 
 def promote_body(spec: spec_mod.ComputeSpec, lsn: str) -> dict[str, Any]:
@@ -125,7 +136,8 @@ async def test_a_replica_on_neon_storage_is_promoted_with_neons_settings(
     pgdata: Path, pgdata_archive: bytes, neon_bin: neonbin.NeonBin
 ) -> None:
     """On Neon storage the walproposer acknowledges commits, so Neon's settings are kept;
-    once promoted, the compute stops as a primary: the safekeepers are synced."""
+    Neon's prewarm precondition holds (a refused call does not stick: the next one
+    promotes); once promoted, the compute stops as a primary: the safekeepers are synced."""
     port = pgserver.free_port()
     ps = doubles.TestPageserver(token=TOKEN, archive=pgdata_archive)
     sks = [doubles.TestSafekeeper(token=TOKEN, knows_timeline=False) for _ in range(2)]
@@ -147,6 +159,12 @@ async def test_a_replica_on_neon_storage_is_promoted_with_neons_settings(
         async with node_storage.running(node) as task, api(node) as (http, base):
             assert ps.calls[0].replica
             new = node_storage.spec_for(port, **storage)
+            # Neon: the LFC must be prewarmed first (a failed prewarm is enough).
+            refused = await post_promote(http, base, promote_body(new, "0/1"))
+            assert refused == (500, {"status": "failed", "error": "compute NotPrewarmed"})
+            async with http.post(f"{base}/lfc/prewarm") as response:
+                assert response.status == 202
+            await until_prewarm_settles(http, base)
             code, answer = await post_promote(http, base, promote_body(new, "0/1"))
             assert code == 200, answer
             auto = await asyncio.to_thread((pgdata / "postgresql.auto.conf").read_text)
