@@ -61,7 +61,9 @@ def test_a_renamed_compute_keeps_its_role_secret_and_ids_in_step(tmp_path: Path)
     sts = _one(docs, "StatefulSet")
     assert sts["metadata"]["name"] == NAME  # the pod NAME-0 derives both ids from it
     check_consistency(docs)
-    check_least_privilege(docs)  # the Role's resourceNames are [NAME]
+    # The Role's resourceNames are [NAME]; the credentials Secret keeps the base's name,
+    # as the resource's spec.credentials does (docs/operator.md, "Deploying").
+    check_least_privilege(docs, credentials="compute-1-credentials")
     secret = _one(docs, "Secret")["metadata"]["name"]
     assert secret == "shop-compute-1-keys-v2"
     volumes = {v["name"]: v for v in sts["spec"]["template"]["spec"]["volumes"]}

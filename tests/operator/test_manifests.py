@@ -25,9 +25,12 @@ CHART = ROOT / "charts" / "compute-ctl"
 K8S_VERSION = "1.30.0"  # the apiserver tier's version
 
 
-def expected_rules(name: str, secrets: Iterable[str] = ()) -> list[dict[str, Any]]:
+def expected_rules(
+    name: str, secrets: Iterable[str] = (), credentials: str | None = None
+) -> list[dict[str, Any]]:
     """Pinned to the compute's own resource; only the verbs kopf uses (defect 6); ``get``
-    of the Secrets its credentials reference: ``<name>-credentials`` and ``secrets``."""
+    of the Secrets its credentials reference: ``credentials`` (by default
+    ``<name>-credentials``) and ``secrets``."""
     return [
         {
             "apiGroups": [resource.GROUP],
@@ -45,7 +48,7 @@ def expected_rules(name: str, secrets: Iterable[str] = ()) -> list[dict[str, Any
         {
             "apiGroups": [""],
             "resources": ["secrets"],
-            "resourceNames": list(dict.fromkeys([f"{name}-credentials", *secrets])),
+            "resourceNames": list(dict.fromkeys([credentials or f"{name}-credentials", *secrets])),
             "verbs": ["get"],
         },
     ]
@@ -167,10 +170,13 @@ def check_consistency(docs: list[dict[str, Any]]) -> None:
     assert env["OPERATOR_KEY_FILE"]["value"] == f"{key_mount['mountPath']}/operator.pem"
 
 
-def check_least_privilege(docs: list[dict[str, Any]], secrets: Iterable[str] = ()) -> None:
+def check_least_privilege(
+    docs: list[dict[str, Any]], secrets: Iterable[str] = (), credentials: str | None = None
+) -> None:
     assert _by_kind(docs, "ClusterRole") == []
     assert _by_kind(docs, "ClusterRoleBinding") == []
-    assert _one(docs, "Role")["rules"] == expected_rules(resource_name(docs), secrets)
+    rules = expected_rules(resource_name(docs), secrets, credentials)
+    assert _one(docs, "Role")["rules"] == rules
 
 
 # --- the kustomize base ---------------------------------------------------------------

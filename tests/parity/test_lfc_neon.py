@@ -262,3 +262,31 @@ async def test_periodic_offload_follows_the_spec_and_is_gated_by_prewarm(
     assert await api.metric("compute_ctl_lfc_offloads_total") == offloads
     raw.pop("offload_lfc_interval_seconds")
     await n.configure(helpers.config(raw))
+
+
+async def test_autoprewarm_of_neons_lfc_does_not_hold_the_start() -> None:
+    """As in Neon, a compute whose LFC prewarm is still running reports ``running``
+    (a vanilla one waits for it: ``test_lfc_vanilla``)."""
+    base = pgserver.scratch_dir("lfc-neon-auto-")
+    port = pgserver.free_port()
+    try:
+        async with endpoint_storage.serving() as storage:
+            raw = lfcsupport.spec(port=port, storage=storage)
+            first = lfcsupport.make_node(base / "pgdata", port=port, raw_spec=raw, keep_pgdata=True)
+            async with lfcsupport.running(first) as api:
+                await lfcsupport.rows(first.connstr(), STAND_INS.replace("%s", "NULL"))
+                await lfcsupport.rows(
+                    first.connstr(), "UPDATE neon.test_lfc SET state = %s, sleep = 60", [STATE]
+                )
+                assert await api.call("POST", "/lfc/offload") == (202, "")
+                await api.wait_state("offload", ["completed"])
+            raw_auto = {**raw, "autoprewarm": True}
+            second = lfcsupport.make_node(
+                base / "pgdata", port=port, raw_spec=raw_auto, keep_pgdata=True
+            )
+            async with lfcsupport.running(second) as api:
+                assert await api.call("GET", "/lfc/prewarm") == (200, {"status": "prewarming"})
+                assert await api.call("DELETE", "/lfc/prewarm") == (202, "")
+                await api.wait_state("prewarm", ["cancelled"])
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

@@ -10,11 +10,15 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import time
 from typing import Any
 
 import pytest
 import zstandard
 
+from compute_ctl.compute import metrics, state
+from compute_ctl.compute import spec as spec_mod
+from compute_ctl.compute.lfc import controller
 from tests import pgserver
 from tests.parity import lfcsupport
 from tests.support import endpoint_storage
@@ -188,3 +192,28 @@ async def test_a_failed_autoprewarm_does_not_fail_the_start() -> None:
                 assert await api.metric("compute_ctl_lfc_prewarm_errors_total") == 1
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+async def test_autoprewarm_waits_at_most_its_bound(pg: pgserver.PgServer) -> None:
+    """A vanilla prewarm that does not end in time (the storage holds its answer) lets the
+    start go on after the bound, and carries on in the background."""
+    async with endpoint_storage.serving() as storage:
+        raw = lfcsupport.spec(port=pg.port, storage=storage)
+        spec = spec_mod.ComputeSpec.model_validate(raw)
+        lfc = controller.Lfc(
+            spec=lambda: spec,
+            connstr=pg.dsn,
+            metrics=metrics.Metrics(build_tag="t", state=state.ComputeState()),
+        )
+        storage.hold = asyncio.Event()
+        started = time.monotonic()
+        await lfc.autoprewarm(wait=0.5)
+        assert 0.5 <= time.monotonic() - started < 10
+        assert lfc.prewarm_state.status == "prewarming"
+        storage.hold.set()
+        deadline = time.monotonic() + 30
+        while lfc.prewarm_state.status == "prewarming":
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+        assert lfc.prewarm_state.status == "skipped"  # nothing was stored
+        await lfc.close()
