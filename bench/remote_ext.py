@@ -41,7 +41,7 @@ async def main(rounds: int) -> None:
     data, raw = _archive()
     print(f"archive: {raw / 1e6:.1f} MB tar, {len(data) / 1e6:.1f} MB .tar.zst")
     with pgserver.scratch("bench-remote-ext-") as base:
-        install = ext_support.private_install(base / "install")
+        install = ext_support.private_install(base)
         tools = pgtools.PgTools(postgres=install, user=pgserver.tools().user)
         ours: list[float] = []
         reference: list[float] = []
@@ -58,7 +58,7 @@ async def main(rounds: int) -> None:
                 started = time.perf_counter()
                 await extensions.download("big")
                 ours.append(time.perf_counter() - started)
-                dest = base / "reference"
+                dest = base / "reference"  # beside usr/, the install's root
                 shutil.rmtree(dest, ignore_errors=True)
                 dest.mkdir()
                 started = time.perf_counter()

@@ -53,7 +53,12 @@ def pg_share() -> Path:
 
 
 def private_install(dest: Path) -> Path:
-    """Copy the install tree under ``dest`` (without ``LEFT_OUT``); its ``bin/postgres``."""
+    """Copy the install tree under ``dest`` (without ``LEFT_OUT``); its ``bin/postgres``.
+
+    ``dest`` becomes ours (a scratch directory belongs to the PostgreSQL OS user): unpacking
+    refuses directories another user could change.
+    """
+    os.chown(dest, os.geteuid(), os.getegid())
 
     def ignore(_dir: str, names: list[str]) -> list[str]:
         return [n for n in names if n.startswith(LEFT_OUT)]
