@@ -100,6 +100,15 @@ async def test_preload_at_start_then_create_extension_after_a_route_download(
             assert timings["largest_ext_size"] == len(pgaudit_archive)
             assert timings["total_ext_download_size"] == len(pgaudit_archive)
             assert timings["load_ext_ms"] >= 0
+            async with http.get(f"{external}/metrics") as response:
+                text = await response.text()
+            # The preload's request, and its phase (when it took a millisecond or more).
+            assert (
+                'compute_ctl_remote_ext_requests_total{filename="pgaudit.tar.zst",'
+                'http_status="200 OK"} 1.0' in text
+            )
+            if timings["load_ext_ms"] > 0:
+                assert 'compute_ctl_startup_phase_seconds_count{phase="load_ext"} 1.0' in text
 
             # prefix: its control file came from the spec, its files not yet.
             assert await _sql(
