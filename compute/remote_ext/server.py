@@ -121,9 +121,22 @@ class ExtensionServer:
             self._inflight[archive] = task
             task.add_done_callback(lambda _t: self._inflight.pop(archive, None))
         # A request that goes away (postgres' timeout) must not cancel the download.
-        size = await asyncio.shield(task)
+        try:
+            size = await asyncio.shield(task)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if task.cancelled() and current is not None and not current.cancelling():
+                raise DownloadFailed(f"the download of {archive} was cancelled") from None
+            raise
         self._done.add(archive)
         return 0 if joined else size
+
+    async def close(self) -> None:
+        """Cancel the downloads in flight (the compute is ending); their requests get 500."""
+        tasks = list(self._inflight.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _fetch(self, ext: str) -> int:
         import aiohttp  # only a compute with remote extensions pays for the client

@@ -271,3 +271,15 @@ async def test_without_a_base_url_the_start_writes_control_files_only(
     finally:
         control.unlink(missing_ok=True)
         kept.unlink(missing_ok=True)
+
+
+async def test_close_cancels_a_download_in_flight(install: Path, gw: ext_support.Gateway) -> None:
+    gw.hold = asyncio.Event()  # the gateway never answers until released
+    async with _served(install, base_url=gw.base_url) as api:
+        await api.set_spec()
+        post = asyncio.create_task(api.post("prefix"))
+        await helpers.wait_until(lambda: gw.requests[PREFIX_PATH] == 1, what="the download")
+        await api.node.extension_server.close()  # what the node does when it ends
+        assert await post == (500, {"error": "the download of prefix.tar.zst was cancelled"})
+        staging = install.parent.parent / "download_extensions"
+        assert not staging.exists() or list(staging.iterdir()) == []
