@@ -15,7 +15,8 @@ through a bounded pipe into ``unpack`` in a thread (never held in memory), and c
 ``compute_ctl_remote_ext_requests_total{http_status,filename}`` once per request. Downloads
 are single-flight per archive: concurrent requests for one archive share one download and
 its outcome; once it succeeded, later requests return at once (0 bytes), as Neon's progress
-map does; a failed one is retried by the next request. The directories come from
+map does; a failed one is retried by the next request. ``close()`` (the node, when the
+compute ends) cancels the downloads in flight. The directories come from
 ``pg_config`` beside the postgres binary, as Neon's.
 """
 
