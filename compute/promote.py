@@ -50,6 +50,7 @@ from compute_ctl.compute import admission, errors, pgsession
 from compute_ctl.compute import spec as spec_mod
 
 __all__ = [
+    "APPLICATION_NAME",
     "CATCH_UP_POLLS",
     "CATCH_UP_S",
     "Outcome",

@@ -77,6 +77,12 @@ def build_settings(cfg: config_mod.OperatorConfig) -> kopf.OperatorSettings:
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 10
     settings.networking.request_timeout = 60
+    # On deletion kopf holds the finalizer until the resync timer has stopped. A timer in
+    # the middle of its GET /status (it runs every second) misses kopf's instant-exit
+    # check, and kopf then looks again only after cancellation_polling: 60 s by default,
+    # a minute of Terminating after the compute was already terminated (seen on real pods).
+    settings.background.instant_exit_timeout = 1.0
+    settings.background.cancellation_polling = 1.0
     return settings
 
 

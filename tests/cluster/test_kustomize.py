@@ -10,13 +10,14 @@ namespace, so the base's fixed name ``compute-1`` is the documented one.
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
 from tests.cluster import overlay
 from tests.cluster.cluster import Namespace, Ports, wait_for
-from tests.cluster.compute import INSTALL_BOUND
+from tests.cluster.compute import INSTALL_BOUND, TEARDOWN_BOUND
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
 
@@ -80,7 +81,9 @@ def test_b_kustomize_install_change_delete_teardown(kube: Namespace) -> None:
     )  # fmt: skip
     assert roles.split() == ["reader"]
 
+    started = time.monotonic()
     step(kube, "delete", base)
+    assert time.monotonic() - started < TEARDOWN_BOUND
     assert "terminated" in _terminated_once(kube)
     step(kube, "teardown", base)
     wait_for(lambda: _nothing_left(kube), what="nothing left after the teardown", timeout=60)
@@ -97,7 +100,9 @@ def test_b_kustomize_teardown_right_after_install(kube: Namespace) -> None:
         return bool(obj.get("metadata", {}).get("finalizers"))
 
     wait_for(taken, what="the operator's finalizer on the resource", timeout=INSTALL_BOUND)
+    started = time.monotonic()
     step(kube, "delete", base)
+    assert time.monotonic() - started < TEARDOWN_BOUND
     step(kube, "teardown", base)
     _terminated_once(kube)
     wait_for(lambda: _nothing_left(kube), what="nothing left after the teardown", timeout=60)

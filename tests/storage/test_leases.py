@@ -145,8 +145,7 @@ async def test_errors_are_retried_with_growing_waits() -> None:
     times = [call.at for call in ps.lease_calls[:4]]
     gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
     for gap, expected in zip(gaps, [0.5, 0.75, 1.125], strict=True):
-        assert gap >= expected * 0.9, gaps
-    assert gaps[0] < gaps[2]
+        assert gap >= expected * 0.9, gaps  # lower bounds only: a loaded machine adds time
 
 
 async def test_a_pageserver_change_wakes_the_renewal_early() -> None:
@@ -219,6 +218,18 @@ def test_only_static_computes_on_neon_storage_want_a_lease() -> None:
     )
 
 
+def static_node_spec(port: int, ps: doubles.TestPageserver) -> spec_mod.ComputeSpec:
+    """A Static compute at an LSN past the archive's end: a hot standby waiting for WAL."""
+    return node_storage.spec_for(
+        port,
+        tenant_id=TENANT,
+        timeline_id=TIMELINE,
+        pageserver_connstring=ps.url,
+        storage_auth_token=TOKEN,
+        mode={"Static": "FF/0"},
+    )
+
+
 async def test_a_static_compute_leases_its_lsn_while_it_runs(
     pgdata: Path, pgdata_archive: bytes
 ) -> None:
@@ -226,14 +237,7 @@ async def test_a_static_compute_leases_its_lsn_while_it_runs(
     moves the lease there."""
     port = pgserver.free_port()
     async with servers(2, archive=pgdata_archive) as (ps, moved):
-        spec = node_storage.spec_for(
-            port,
-            tenant_id=TENANT,
-            timeline_id=TIMELINE,
-            pageserver_connstring=ps.url,
-            storage_auth_token=TOKEN,
-            mode={"Static": "FF/0"},
-        )
+        spec = static_node_spec(port, ps)
         node = node_storage.make_node(pgdata=pgdata, port=port, spec=spec)
         async with node_storage.running(node):
             assert node.lease is not None
@@ -243,3 +247,19 @@ async def test_a_static_compute_leases_its_lsn_while_it_runs(
             moved_spec = spec.model_copy(update={"pageserver_connstring": moved.url})
             await node.configure(spec_mod.ComputeConfig(spec=moved_spec))
             await until(lambda: len(moved.lease_calls) >= 1, timeout=10)
+
+
+async def test_a_refused_lease_leaves_the_static_compute_running(
+    pgdata: Path, pgdata_archive: bytes
+) -> None:
+    port = pgserver.free_port()
+    refusing = {"lease_default": doubles.Lease(valid_for=None)}
+    async with servers(1, archive=pgdata_archive, **refusing) as (ps,):
+        spec = static_node_spec(port, ps)
+        node = node_storage.make_node(pgdata=pgdata, port=port, spec=spec)
+        async with node_storage.running(node):
+            await until(lambda: node.lease is not None and node.lease.refused)
+            assert node.state.status is state_mod.ComputeStatus.RUNNING
+            row = await node_storage.fetch_one(node.connstr(), "select pg_is_in_recovery()")
+            assert row == (True,)
+            assert len(ps.lease_calls) == 1

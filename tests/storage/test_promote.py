@@ -235,13 +235,16 @@ async def test_one_flight_for_all_callers_and_a_retry_after_a_failure() -> None:
         return outcomes.pop(0)
 
     promotion = promote_mod.Promotion(spawn=spawn)
-    callers = [asyncio.create_task(promotion.join(start)) for _ in range(3)]
-    await began.wait()  # the flight runs after the three callers have joined it
+    callers = [asyncio.create_task(promotion.join(start)) for _ in range(4)]
+    await began.wait()  # the flight runs after the callers have joined it
     assert promotion.started
+    callers[0].cancel()  # a client that goes away does not stop the promotion
+    with pytest.raises(asyncio.CancelledError):
+        await callers[0]
     release.set()
-    failed = await asyncio.gather(*callers)
+    failed = await asyncio.gather(*callers[1:])
     assert {o.status for o in failed} == {"failed"}
-    assert len(tasks) == 1  # one flight for the three callers
+    assert len(tasks) == 1  # one flight for all the callers
     assert not promotion.started  # a failure is not kept: the next call tries again
     assert (await promotion.join(start)).status == "completed"
     assert (await promotion.join(start)).status == "completed"  # kept for good
