@@ -1,6 +1,7 @@
 """A fleet of computes on one real kube-apiserver: what each pod's own operator costs.
 
-    .venv/bin/python -m bench.fleet [--sizes 1,10] [--patches 10] [--waves 2] [--idle-seconds 30]
+    .venv/bin/python -m bench.fleet [--sizes 10,25,50] [--patches 10] [--waves 2]
+        [--idle-seconds 30]         (default sizes 1,5: a quick run)
 
 On the real-API tier (Debian's etcd and a kube-apiserver built from Go, as tests/apiserver
 starts them) the fleet grows through ``--sizes`` (N=1 is always measured first, as the
@@ -184,28 +185,30 @@ class Fleet:
         self.settings_index += 1
         return pod.spec(settings={**SMALL_PG, "work_mem": f"{4096 + self.settings_index}kB"})
 
-    def grow(self, size: int) -> None:
-        """Start members until there are ``size``, then wait for each to reconcile."""
-        started = []
+    def grow(self, size: int, *, batch: int = 5) -> None:
+        """Start members until there are ``size``, ``batch`` at a time (each batch
+        reconciled before the next starts, so start-up load stays bounded)."""
         while len(self.pods) < size:
-            name = _name(len(self.pods))
-            pod = self.stack.enter_context(
-                pod_.running_pod(
-                    admin=self.admin,
-                    plane=self.plane,
-                    resources=self.res,
-                    kubeconfig=self.kubeconfig,
-                    account=self.account,
-                    name=name,
-                    resync_interval=30.0,
-                    spec=self._spec,
-                    operator_log_level="INFO",
+            started = []
+            for _ in range(min(batch, size - len(self.pods))):
+                pod = self.stack.enter_context(
+                    pod_.running_pod(
+                        admin=self.admin,
+                        plane=self.plane,
+                        resources=self.res,
+                        kubeconfig=self.kubeconfig,
+                        account=self.account,
+                        name=_name(len(self.pods)),
+                        resync_interval=30.0,
+                        spec=self._spec,
+                        operator_log_level="INFO",
+                        start_timeout=180.0,
+                    )
                 )
-            )
-            self.pods.append(pod)
-            started.append(pod)
-        for pod in started:
-            self.watcher.wait(pod.name, 1, timeout=240, pod=pod)
+                self.pods.append(pod)
+                started.append(pod)
+            for pod in started:
+                self.watcher.wait(pod.name, 1, timeout=240, pod=pod)
 
     def patch(self, pod: pod_.Pod) -> tuple[float, int]:
         """Patch a reloadable setting; (when it was sent, the new generation)."""

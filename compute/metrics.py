@@ -60,6 +60,7 @@ _TIMING_PHASES = (
     "wait_for_spec",
     "sync_safekeepers",
     "basebackup",
+    "load_ext",  # the remote-extension preload (remote_ext.server)
     "start_postgres",
     "config",
     "total_startup",

@@ -607,6 +607,7 @@ class ComputeNode:
         self._finished = True
         for task in list(self._background):
             task.cancel()
+        await self.extension_server.close()
         await self.launcher.discard_prewarm()
         await self.lfc.close()
         await self._stop_vm_monitor()

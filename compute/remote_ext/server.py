@@ -15,7 +15,8 @@ through a bounded pipe into ``unpack`` in a thread (never held in memory), and c
 ``compute_ctl_remote_ext_requests_total{http_status,filename}`` once per request. Downloads
 are single-flight per archive: concurrent requests for one archive share one download and
 its outcome; once it succeeded, later requests return at once (0 bytes), as Neon's progress
-map does; a failed one is retried by the next request. The directories come from
+map does; a failed one is retried by the next request. ``close()`` (the node, when the
+compute ends) cancels the downloads in flight. The directories come from
 ``pg_config`` beside the postgres binary, as Neon's.
 """
 
@@ -121,9 +122,22 @@ class ExtensionServer:
             self._inflight[archive] = task
             task.add_done_callback(lambda _t: self._inflight.pop(archive, None))
         # A request that goes away (postgres' timeout) must not cancel the download.
-        size = await asyncio.shield(task)
+        try:
+            size = await asyncio.shield(task)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if task.cancelled() and current is not None and not current.cancelling():
+                raise DownloadFailed(f"the download of {archive} was cancelled") from None
+            raise
         self._done.add(archive)
         return 0 if joined else size
+
+    async def close(self) -> None:
+        """Cancel the downloads in flight (the compute is ending); their requests get 500."""
+        tasks = list(self._inflight.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _fetch(self, ext: str) -> int:
         import aiohttp  # only a compute with remote extensions pays for the client
@@ -176,15 +190,26 @@ class ExtensionServer:
                 pipe.reader_done()
 
         worker = asyncio.ensure_future(asyncio.to_thread(work))
-        total, open_ = 0, True
+        total, open_, pending = 0, True, bytearray()
+
+        async def hand_over() -> None:
+            nonlocal open_
+            if open_ and pending:
+                try:
+                    await pipe.put(bytes(pending))
+                except extract.PipeClosed:
+                    open_ = False  # the tar ended (or failed): count the rest only
+            pending.clear()
+
         try:
-            async for chunk in content.iter_chunked(_CHUNK):
+            # The body arrives in pieces as small as the sender's writes; the thread is
+            # handed 256 KiB at a time, so the hand-over costs little per byte.
+            async for chunk in content.iter_any():
                 total += len(chunk)
-                if open_:
-                    try:
-                        await pipe.put(chunk)
-                    except extract.PipeClosed:
-                        open_ = False  # the tar ended (or failed): count the rest only
+                pending += chunk
+                if len(pending) >= _CHUNK:
+                    await hand_over()
+            await hand_over()
         except BaseException as e:
             pipe.abort(e if isinstance(e, Exception) else None)
             with contextlib.suppress(BaseException):

@@ -14,7 +14,12 @@ Neon, a directory is merged into an existing one (Neon's rename fails on a non-e
 directory and only warns). An entry that still cannot be placed (a directory compute_ctl
 may not write to, a file where a directory should be) fails the unpack once every other
 entry is placed, where Neon only warns and answers 200. Renames never follow a link at the
-target. Owns nothing but these files.
+target.
+
+Every directory on the way to the targets and the staging directory must be changeable
+only by root or compute_ctl's own user (or be sticky, as ``/tmp``); otherwise nothing is
+unpacked. As root, writing where the postgres OS user can swap a directory for a link
+would let it redirect root's writes. Owns nothing but these files.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import dataclasses
 import logging
 import os
 import shutil
+import stat
 import tarfile
 import tempfile
 from collections.abc import Callable
@@ -38,6 +44,8 @@ __all__ = ["MAX_UNPACKED_BYTES", "Source", "Targets", "UnpackError", "UnsafeArch
 logger = logging.getLogger(__name__)
 
 MAX_UNPACKED_BYTES = 4 << 30
+_TAR_BUFSIZE = 64 * 1024  # as storage.extract: fewer, larger reads of the stream
+_COPY_BUFSIZE = 1024 * 1024
 _SOURCES = (("share", "extension"), ("lib",))
 
 
@@ -63,6 +71,22 @@ class Targets:
     extension_dir: Path
     pkglibdir: Path
     staging_root: Path
+
+
+def _check_trusted(path: Path) -> None:
+    """Every directory on the way to ``path`` (as given and resolved) may be changed only by
+    root or by us, or is sticky: compute_ctl (root in a pod) writes there, and a directory
+    the postgres OS user could change would let it redirect those writes."""
+    me = os.geteuid()
+    given = Path(os.path.abspath(path))
+    for chain in (given, Path(os.path.realpath(given))):
+        for directory in (chain, *chain.parents):
+            st = os.stat(directory)
+            others_write = st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX
+            if st.st_uid not in (0, me) or others_write:
+                raise UnpackError(
+                    f"{directory} may be changed by another user: refusing to unpack there"
+                )
 
 
 def _wanted(parts: list[str]) -> bool:
@@ -98,7 +122,8 @@ def _extract(archive: Source, dest: Path) -> None:
         read_across_frames=True,  # only read() is used
     )
     try:
-        with tarfile.open(fileobj=reader, mode="r|") as tar:
+        with tarfile.open(fileobj=reader, mode="r|", bufsize=_TAR_BUFSIZE) as tar:
+            tar.copybufsize = _COPY_BUFSIZE  # type: ignore[attr-defined]  # missing in typeshed
             # S202: the filter is what makes this safe (see the module docstring).
             tar.extractall(  # noqa: S202
                 os.fspath(dest), filter=_member_filter([MAX_UNPACKED_BYTES]), numeric_owner=True
@@ -141,7 +166,10 @@ def unpack(archive: Source, *, targets: Targets, what: str) -> list[str]:
     ``UnpackError`` names every entry that could not be placed (the others stay placed).
     """
     try:
+        for directory in (targets.extension_dir, targets.pkglibdir, targets.staging_root.parent):
+            _check_trusted(directory)
         targets.staging_root.mkdir(mode=0o755, parents=True, exist_ok=True)
+        _check_trusted(targets.staging_root)
         staging = Path(tempfile.mkdtemp(prefix=f"{what}.", dir=targets.staging_root))
     except OSError as e:
         raise UnpackError(f"cannot create a staging directory: {e}") from e

@@ -146,6 +146,7 @@ def running_pod(
     credentials: dict[str, Any] | None = None,
     secret_interval: float | None = None,
     operator_log_level: str = "DEBUG",
+    start_timeout: float = 45.0,
 ) -> Iterator[Pod]:
     """compute_ctl started, the resource created (with ``spec.credentials`` if given), the
     operator started; stopped on exit."""
@@ -169,7 +170,7 @@ def running_pod(
     )
     try:
         compute.start(env=compute_env)
-        pod.wait(compute.try_status, what="compute_ctl's internal API")
+        pod.wait(compute.try_status, what="compute_ctl's internal API", timeout=start_timeout)
         body = copy.deepcopy(spec(pod) if spec else pod.spec())
         resources.create(name, body, credentials)
         operator.start(

@@ -77,6 +77,7 @@ class Supervised:
             conf_dir=self.conf_dir,
             pid_file=self.pid_file,
             work_directory=self.work_dir,
+            restart_timeout=30.0,  # a loaded test machine may take longer than Neon's 5 s
         )
 
 

@@ -20,7 +20,7 @@ from compute_ctl.compute import state
 from compute_ctl.compute.http import server
 from tests import pgserver
 from tests.core import helpers
-from tests.remote_ext import gateway
+from tests.support import remote_ext as ext_support
 
 pytestmark = pytest.mark.postgres
 
@@ -45,7 +45,7 @@ def _remote(public: list[str]) -> dict[str, Any]:
 
 @contextlib.asynccontextmanager
 async def _compute(
-    scratch: Path, install: Path, gw: gateway.Gateway, *, public: list[str], until: Any
+    scratch: Path, install: Path, gw: ext_support.Gateway, *, public: list[str], until: Any
 ) -> AsyncIterator[node_mod.ComputeNode]:
     port = pgserver.free_port()
     raw = helpers.spec_json(port=port, settings=[("shared_preload_libraries", "pgaudit", "string")])
@@ -76,7 +76,7 @@ async def test_preload_at_start_then_create_extension_after_a_route_download(
     extension_dir = install.parents[5] / "usr/share/postgresql" / install.parents[1].name
     for leftover in extension_dir.glob("extension/prefix*"):
         leftover.unlink()
-    async with gateway.serving() as gw:
+    async with ext_support.serving() as gw:
         gw.files[PATH.format("pgaudit")] = pgaudit_archive
         gw.files[PATH.format("prefix")] = prefix_archive
         async with (
@@ -100,6 +100,15 @@ async def test_preload_at_start_then_create_extension_after_a_route_download(
             assert timings["largest_ext_size"] == len(pgaudit_archive)
             assert timings["total_ext_download_size"] == len(pgaudit_archive)
             assert timings["load_ext_ms"] >= 0
+            async with http.get(f"{external}/metrics") as response:
+                text = await response.text()
+            # The preload's request, and its phase (when it took a millisecond or more).
+            assert (
+                'compute_ctl_remote_ext_requests_total{filename="pgaudit.tar.zst",'
+                'http_status="200 OK"} 1.0' in text
+            )
+            if timings["load_ext_ms"] > 0:
+                assert 'compute_ctl_startup_phase_seconds_count{phase="load_ext"} 1.0' in text
 
             # prefix: its control file came from the spec, its files not yet.
             assert await _sql(
@@ -122,7 +131,7 @@ async def test_a_preload_library_the_spec_does_not_allow_fails_the_start(
     scratch: Path, install: Path
 ) -> None:
     async with (
-        gateway.serving() as gw,
+        ext_support.serving() as gw,
         _compute(scratch, install, gw, public=["prefix"], until=state.ComputeStatus.FAILED) as n,
     ):
         assert n.state.error == "extension pgaudit is not found"

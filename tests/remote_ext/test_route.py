@@ -23,8 +23,8 @@ from compute_ctl.compute.http import server
 from compute_ctl.compute.remote_ext import server as remote_ext
 from tests import pgserver
 from tests.core import helpers
-from tests.remote_ext import archives, gateway
 from tests.support import nodedouble, specs
+from tests.support import remote_ext as ext_support
 
 pytestmark = pytest.mark.postgres  # pg_config of the private install tree
 
@@ -103,8 +103,8 @@ async def _served(install: Path, *, base_url: str | None) -> AsyncIterator[Serve
 
 
 @pytest.fixture
-async def gw(prefix_archive: bytes) -> AsyncIterator[gateway.Gateway]:
-    async with gateway.serving() as g:
+async def gw(prefix_archive: bytes) -> AsyncIterator[ext_support.Gateway]:
+    async with ext_support.serving() as g:
         g.files[PREFIX_PATH] = prefix_archive
         yield g
 
@@ -157,7 +157,7 @@ async def test_only_post_and_only_on_the_internal_port(install: Path) -> None:
     ids=["503", "404", "unreachable"],
 )
 async def test_upstream_failures_are_500_and_counted(
-    install: Path, gw: gateway.Gateway, upstream: int | None, label: str
+    install: Path, gw: ext_support.Gateway, upstream: int | None, label: str
 ) -> None:
     base_url = gw.base_url
     if upstream is None:
@@ -177,7 +177,7 @@ async def test_upstream_failures_are_500_and_counted(
 
 
 async def test_a_download_lands_in_the_postgres_directories(
-    install: Path, gw: gateway.Gateway
+    install: Path, gw: ext_support.Gateway
 ) -> None:
     lib = install.parent.parent / "lib"
     async with _served(install, base_url=gw.base_url) as api:
@@ -197,7 +197,9 @@ async def test_a_download_lands_in_the_postgres_directories(
         assert await api.requests() == {("200 OK", "prefix.tar.zst"): 1.0}
 
 
-async def test_concurrent_requests_share_one_download(install: Path, gw: gateway.Gateway) -> None:
+async def test_concurrent_requests_share_one_download(
+    install: Path, gw: ext_support.Gateway
+) -> None:
     gw.hold = asyncio.Event()
     async with _served(install, base_url=gw.base_url) as api:
         await api.set_spec()
@@ -209,8 +211,8 @@ async def test_concurrent_requests_share_one_download(install: Path, gw: gateway
         assert gw.requests == {PREFIX_PATH: 1}
 
 
-async def test_a_corrupt_archive_is_500(install: Path, gw: gateway.Gateway) -> None:
-    gw.files[PREFIX_PATH] = archives.raw_archive([])[:10]
+async def test_a_corrupt_archive_is_500(install: Path, gw: ext_support.Gateway) -> None:
+    gw.files[PREFIX_PATH] = ext_support.raw_archive([])[:10]
     async with _served(install, base_url=gw.base_url) as api:
         await api.set_spec()
         status, body = await api.post("prefix")
@@ -269,3 +271,15 @@ async def test_without_a_base_url_the_start_writes_control_files_only(
     finally:
         control.unlink(missing_ok=True)
         kept.unlink(missing_ok=True)
+
+
+async def test_close_cancels_a_download_in_flight(install: Path, gw: ext_support.Gateway) -> None:
+    gw.hold = asyncio.Event()  # the gateway never answers until released
+    async with _served(install, base_url=gw.base_url) as api:
+        await api.set_spec()
+        post = asyncio.create_task(api.post("prefix"))
+        await helpers.wait_until(lambda: gw.requests[PREFIX_PATH] == 1, what="the download")
+        await api.node.extension_server.close()  # what the node does when it ends
+        assert await post == (500, {"error": "the download of prefix.tar.zst was cancelled"})
+        staging = install.parent.parent / "download_extensions"
+        assert not staging.exists() or list(staging.iterdir()) == []

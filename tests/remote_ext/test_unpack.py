@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from compute_ctl.compute.remote_ext import unpack
-from tests.remote_ext import archives
+from tests.support import remote_ext as ext_support
 
 
 def _targets(root: Path) -> unpack.Targets:
@@ -49,12 +49,12 @@ def _tree(root: Path) -> set[str]:
     return {str(p.relative_to(root)) for p in root.rglob("*")}
 
 
-def test_files_are_placed_and_staging_is_removed(scratch: Path) -> None:
-    targets = _targets(scratch)
+def test_files_are_placed_and_staging_is_removed(tmp_path: Path) -> None:
+    targets = _targets(tmp_path)
     (targets.pkglibdir / "bitcode" / "old").mkdir(parents=True)
     (targets.pkglibdir / "bitcode" / "old" / "keep.bc").write_bytes(b"old")
     (targets.pkglibdir / "x.so").write_bytes(b"previous version")
-    data = archives.raw_archive(
+    data = ext_support.raw_archive(
         [
             _file("share/extension/x.control"),
             _file("share/extension/x--1.0.sql"),
@@ -72,7 +72,7 @@ def test_files_are_placed_and_staging_is_removed(scratch: Path) -> None:
     assert (targets.pkglibdir / "bitcode" / "x" / "x.bc").exists()
     assert (targets.pkglibdir / "bitcode" / "old" / "keep.bc").read_bytes() == b"old"
     assert list(targets.staging_root.iterdir()) == []
-    assert not (scratch / "etc").exists()
+    assert not (tmp_path / "etc").exists()
     mode = (targets.extension_dir / "x.control").stat().st_mode & 0o777
     assert mode & 0o022 == 0  # never group- or world-writable
 
@@ -91,39 +91,39 @@ def test_files_are_placed_and_staging_is_removed(scratch: Path) -> None:
     ids=["dotdot", "absolute", "symlink-absolute", "symlink-up", "hardlink-up", "fifo", "device"],
 )
 def test_a_hostile_member_fails_the_unpack_and_places_nothing(
-    scratch: Path, member: tuple[tarfile.TarInfo, bytes]
+    tmp_path: Path, member: tuple[tarfile.TarInfo, bytes]
 ) -> None:
-    targets = _targets(scratch)
-    before = _tree(scratch)
-    data = archives.raw_archive([_file("share/extension/first.control"), member])
+    targets = _targets(tmp_path)
+    before = _tree(tmp_path)
+    data = ext_support.raw_archive([_file("share/extension/first.control"), member])
     with pytest.raises(unpack.UnsafeArchive):
         _unpack(data, targets)
-    assert _tree(scratch) - before <= {"download_extensions"}
+    assert _tree(tmp_path) - before <= {"download_extensions"}
     assert list(targets.staging_root.iterdir()) == []
 
 
 @pytest.mark.parametrize(
-    "data", [b"not zstd at all", archives.raw_archive([_file("lib/x.so")])[:-20]]
+    "data", [b"not zstd at all", ext_support.raw_archive([_file("lib/x.so")])[:-20]]
 )
-def test_a_corrupt_or_truncated_archive_fails(scratch: Path, data: bytes) -> None:
-    targets = _targets(scratch)
+def test_a_corrupt_or_truncated_archive_fails(tmp_path: Path, data: bytes) -> None:
+    targets = _targets(tmp_path)
     with pytest.raises(unpack.UnsafeArchive, match=r"not a valid \.tar\.zst archive"):
         _unpack(data, targets)
     assert list(targets.pkglibdir.iterdir()) == []
 
 
-def test_the_unpacked_size_is_capped(scratch: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_unpacked_size_is_capped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(unpack, "MAX_UNPACKED_BYTES", 10)
-    targets = _targets(scratch)
+    targets = _targets(tmp_path)
     with pytest.raises(unpack.UnsafeArchive, match="more than 10 bytes"):
-        _unpack(archives.raw_archive([_file("lib/big.so")]), targets)
+        _unpack(ext_support.raw_archive([_file("lib/big.so")]), targets)
     assert list(targets.pkglibdir.iterdir()) == []
 
 
-def test_an_entry_that_cannot_be_placed_fails_after_the_others_are_placed(scratch: Path) -> None:
-    targets = _targets(scratch)
+def test_an_entry_that_cannot_be_placed_fails_after_the_others_are_placed(tmp_path: Path) -> None:
+    targets = _targets(tmp_path)
     (targets.pkglibdir / "bitcode").write_bytes(b"a file where a directory should be")
-    data = archives.raw_archive([_file("lib/bitcode/x/x.bc"), _file("lib/y.so")])
+    data = ext_support.raw_archive([_file("lib/bitcode/x/x.bc"), _file("lib/y.so")])
     with pytest.raises(unpack.UnpackError, match=r"cannot place .*/lib/bitcode: ") as caught:
         _unpack(data, targets)
     assert not isinstance(caught.value, unpack.UnsafeArchive)
@@ -131,8 +131,17 @@ def test_an_entry_that_cannot_be_placed_fails_after_the_others_are_placed(scratc
     assert list(targets.staging_root.iterdir()) == []
 
 
-def test_no_staging_directory_is_an_unpack_error(scratch: Path) -> None:
-    targets = _targets(scratch)
+def test_no_staging_directory_is_an_unpack_error(tmp_path: Path) -> None:
+    targets = _targets(tmp_path)
     targets.staging_root.write_bytes(b"not a directory")
     with pytest.raises(unpack.UnpackError, match="cannot create a staging directory"):
-        _unpack(archives.raw_archive([_file("lib/y.so")]), targets)
+        _unpack(ext_support.raw_archive([_file("lib/y.so")]), targets)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="as root only: another user's directory")
+def test_a_directory_the_postgres_user_may_change_is_refused(scratch: Path) -> None:
+    targets = _targets(scratch)  # a scratch directory belongs to the PostgreSQL OS user
+    with pytest.raises(unpack.UnpackError, match="may be changed by another user"):
+        _unpack(ext_support.raw_archive([_file("lib/y.so")]), targets)
+    assert list(targets.pkglibdir.iterdir()) == []
+    assert not targets.staging_root.exists()

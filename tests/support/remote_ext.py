@@ -1,24 +1,35 @@
-"""Real extension archives, built as Neon's are (``<ext>.tar.zst`` holding
-``share/extension/...`` and ``lib/...``) from the files of Debian extension packages, and a
-private copy of the PostgreSQL install tree for the downloads to land in.
+"""Remote extensions as the tests and ``bench.remote_ext`` see them: real archives and a
+gateway.
 
-PostgreSQL is relocatable: a copy of ``/usr/lib/postgresql/15`` and
-``/usr/share/postgresql/15`` under one new prefix finds its ``sharedir`` and ``pkglibdir``
-inside the copy (``pg_config`` too), so the tests never write into the system's install.
-The copy leaves out the packages the tests download, so their files arrive only by download.
+Archives are built as Neon's are (``<ext>.tar.zst`` holding ``share/extension/...`` and
+``lib/...``) from the files of Debian extension packages. ``private_install`` copies the
+PostgreSQL install tree for the downloads to land in: PostgreSQL is relocatable, so a copy
+of ``/usr/lib/postgresql/15`` and ``/usr/share/postgresql/15`` under one new prefix finds
+its ``sharedir`` and ``pkglibdir`` inside the copy (``pg_config`` too), and nothing is
+written into the system's install. The copy leaves out the packages the tests download,
+so their files arrive only by download.
+
+``Gateway`` stands in for Neon's extension gateway: an aiohttp server on loopback that
+serves archives by path, counts the requests, and fails on demand (a status for a path,
+or a response held until the test releases it).
 """
 
 from __future__ import annotations
 
+import asyncio
+import collections
+import contextlib
+import dataclasses
 import io
 import os
 import shutil
 import subprocess
 import tarfile
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 
 import zstandard
+from aiohttp import web
 
 from tests import pgserver, support
 
@@ -42,7 +53,12 @@ def pg_share() -> Path:
 
 
 def private_install(dest: Path) -> Path:
-    """Copy the install tree under ``dest`` (without ``LEFT_OUT``); its ``bin/postgres``."""
+    """Copy the install tree under ``dest`` (without ``LEFT_OUT``); its ``bin/postgres``.
+
+    ``dest`` becomes ours (a scratch directory belongs to the PostgreSQL OS user): unpacking
+    refuses directories another user could change.
+    """
+    os.chown(dest, os.geteuid(), os.getegid())
 
     def ignore(_dir: str, names: list[str]) -> list[str]:
         return [n for n in names if n.startswith(LEFT_OUT)]
@@ -97,3 +113,49 @@ def raw_archive(members: Iterable[tuple[tarfile.TarInfo, bytes]]) -> bytes:
             member.size = len(data) if member.isreg() else 0
             tar.addfile(member, io.BytesIO(data) if member.isreg() else None)
     return zstandard.ZstdCompressor().compress(buffer.getvalue())
+
+
+@dataclasses.dataclass
+class Gateway:
+    port: int
+    files: dict[str, bytes] = dataclasses.field(default_factory=dict)
+    statuses: dict[str, int] = dataclasses.field(default_factory=dict)
+    hold: asyncio.Event | None = None
+    requests: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/ext/"
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        path = request.match_info["path"]
+        self.requests[path] += 1
+        if self.hold is not None:
+            await self.hold.wait()
+        if path in self.statuses:
+            return web.Response(status=self.statuses[path], text="gateway says no")
+        body = self.files.get(path)
+        if body is None:
+            return web.Response(status=404, text="no such archive")
+        response = web.StreamResponse()
+        await response.prepare(request)
+        for start in range(0, len(body), 4096):  # in pieces, as a real transfer arrives
+            await response.write(body[start : start + 4096])
+        await response.write_eof()
+        return response
+
+
+@contextlib.asynccontextmanager
+async def serving() -> AsyncIterator[Gateway]:
+    gateway = Gateway(port=pgserver.free_port())
+    app = web.Application()
+    app.router.add_get("/ext/{path:.+}", gateway.handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", gateway.port).start()
+        yield gateway
+    finally:
+        if gateway.hold is not None:
+            gateway.hold.set()
+        await runner.cleanup()
