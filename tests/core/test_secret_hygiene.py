@@ -1,0 +1,23 @@
+"""Secrets stay out of ``repr`` and errors; ids that reach a wire command are strict.
+
+Pure: no PostgreSQL, no network. Each case is a defect found in review (its commit names it).
+"""
+
+from __future__ import annotations
+
+from compute_ctl.compute.storage import leases
+
+SECRET = "s3cr3t-never-shown"
+TENANT = "9e4a1c0d5b7f42a8b3c6d2e1f0a9b8c7"
+TIMELINE = "1f2e3d4c5b6a47988766554433221100"
+
+
+def test_lease_request_repr_hides_the_storage_token() -> None:
+    request = leases.LeaseRequest(
+        targets=(leases.Target(tenant_shard_id=TENANT, url="postgresql://127.0.0.1:1"),),
+        timeline=TIMELINE,
+        lsn="0/1",
+        token=SECRET,
+    )
+    assert SECRET not in repr(request)
+    assert SECRET not in str(request)
