@@ -5,6 +5,9 @@ Pure: no PostgreSQL, no network. Each case is a defect found in review (its comm
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from compute_ctl.compute import params
 from compute_ctl.compute.storage import leases
 
 SECRET = "s3cr3t-never-shown"
@@ -21,3 +24,14 @@ def test_lease_request_repr_hides_the_storage_token() -> None:
     )
     assert SECRET not in repr(request)
     assert SECRET not in str(request)
+
+
+def test_params_repr_hides_connection_credentials() -> None:
+    p = params.Params(
+        pgdata=Path("/nonexistent"),
+        connstr=f"postgresql://cloud_admin:{SECRET}@127.0.0.1:5432/postgres",
+        compute_id="c",
+        pgbouncer_connstr=f"host=127.0.0.1 port=6432 user=pgbouncer password={SECRET}",
+        remote_ext_base_url=f"http://user:{SECRET}@127.0.0.1:1/",
+    )
+    assert SECRET not in repr(p)
