@@ -7,7 +7,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from compute_ctl.compute import params
+import pytest
+
+from compute_ctl.compute import errors, params
+from compute_ctl.compute import spec as spec_mod
 from compute_ctl.compute.storage import leases
 
 SECRET = "s3cr3t-never-shown"
@@ -35,3 +38,26 @@ def test_params_repr_hides_connection_credentials() -> None:
         remote_ext_base_url=f"http://user:{SECRET}@127.0.0.1:1/",
     )
     assert SECRET not in repr(p)
+
+
+def _spec(settings: list[dict[str, str]]) -> spec_mod.ComputeSpec:
+    return spec_mod.ComputeSpec.model_validate(
+        {
+            "format_version": 1.0,
+            "suspend_timeout_seconds": -1,
+            "cluster": {"roles": [], "databases": [], "settings": settings},
+            "mode": {"Static": "0/169AD58"},
+            "pageserver_connstring": "postgresql://127.0.0.1:1",
+        }
+    )
+
+
+@pytest.mark.parametrize("field", ["neon.tenant_id", "neon.timeline_id"])
+def test_lease_ids_from_settings_refuse_a_trailing_newline(field: str) -> None:
+    """``lease lsn <tenant> <timeline> <lsn> `` is a wire command: an id with a newline
+    (``$`` matches before one) must not reach it."""
+    values = {"neon.tenant_id": TENANT, "neon.timeline_id": TIMELINE}
+    values[field] += "\n"
+    spec = _spec([{"name": k, "value": v, "vartype": "string"} for k, v in values.items()])
+    with pytest.raises(errors.ConfigError):
+        leases.lease_request(spec, lsn="0/169AD58")
