@@ -5,8 +5,11 @@ Owns the file shape (pretty JSON, keys ``jwks`` then ``tls``, null keys omitted,
 that holds an exclusive ``flock`` on the pid file is running and gets
 SIGHUP (reload) or SIGTERM (termination).
 
-Difference from Neon: Neon writes the file in place; this writes a temp file in the same
-directory and renames it, so local_proxy never reads a half-written config.
+Differences from Neon: Neon writes the file in place; this writes a temp file in the same
+directory and renames it, so local_proxy never reads a half-written config. Neon's
+compute_ctl runs as postgres; this one runs as root, so nothing in the directory is
+trusted: no link is followed, a pid file must be a regular file, and one that another
+user owns may only name that user's process (``running_pid``).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import fcntl
 import json
 import os
 import signal
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -88,16 +92,36 @@ def write_config(directory: Path, text: str) -> Path:
     return target
 
 
+def _uid_of(pid: int) -> int | None:
+    """The real uid of process ``pid``, or None when it is gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    for line in status.splitlines():
+        if line.startswith("Uid:"):
+            return int(line.split()[1])
+    return None
+
+
 def running_pid(directory: Path) -> int | None:
-    """The pid holding the lock on ``<directory>/pid``, or None if nobody holds it."""
+    """The pid holding the lock on ``<directory>/pid``, or None if nobody holds it.
+
+    The directory may be writable by the user local_proxy runs as, and compute_ctl is
+    root: the pid file is opened without following a link and without blocking (a FIFO),
+    must be a regular file, its content is never echoed, and a pid file another user owns
+    may only name a process of that user."""
     path = directory / "pid"
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
     except OSError as exc:
         raise LocalProxyError(f"cannot open {path}: {exc.strerror}") from exc
     try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise LocalProxyError(f"{path}: not a regular file")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -107,12 +131,13 @@ def running_pid(directory: Path) -> int | None:
         raw = os.read(fd, 64).decode("ascii", "replace")
     finally:
         os.close(fd)
-    try:
-        pid = int(raw)
-    except ValueError:
-        raise LocalProxyError(f"{path}: not a pid: {raw!r}") from None
-    if pid <= 0 or raw != raw.strip():
-        raise LocalProxyError(f"{path}: not a pid: {raw!r}")
+    if not raw.isdigit() or int(raw) <= 0:
+        raise LocalProxyError(f"{path}: not a pid")
+    pid = int(raw)
+    if st.st_uid != 0 and _uid_of(pid) not in (st.st_uid, None):
+        raise LocalProxyError(
+            f"{path} (uid {st.st_uid}) names pid {pid}, a process of another user: not signalled"
+        )
     return pid
 
 
