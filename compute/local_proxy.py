@@ -24,9 +24,12 @@ from typing import Any
 
 import pydantic
 
+from compute_ctl.compute import pgtools, safefs
 from compute_ctl.compute import spec as spec_mod
 
 DEFAULT_DIR = Path("/etc/local_proxy")
+CONFIG_NAME = "config.json"
+_SELF = pgtools.OsUser(name="root", uid=None, gid=None, home="/")  # "as ourselves"
 
 
 class LocalProxyError(RuntimeError):
@@ -79,17 +82,13 @@ def render_config(local_proxy_config: dict[str, Any], tls: dict[str, str] | None
 
 
 def write_config(directory: Path, text: str) -> Path:
-    """Atomically replace ``<directory>/config.json``; a missing directory is an error."""
-    target = directory / "config.json"
-    tmp = directory / f".config.json.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
-    try:
-        os.write(fd, text.encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, target)
-    return target
+    """Atomically replace ``<directory>/config.json``; a missing directory is an error.
+
+    Through ``safefs``: a fresh ``O_EXCL|O_NOFOLLOW`` temp file, 0644 and compute_ctl's
+    own, renamed over the target, so nothing another user planted in the directory
+    becomes the config."""
+    safefs.write_bytes(directory, CONFIG_NAME, text.encode(), owner=_SELF, mode=0o644)
+    return directory / CONFIG_NAME
 
 
 def _uid_of(pid: int) -> int | None:

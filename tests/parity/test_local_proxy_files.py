@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from compute_ctl.compute import local_proxy
+from compute_ctl.compute import local_proxy, safefs
 
 NOBODY = 65534
 SECRET = "root:$6$not-for-your-eyes"
@@ -80,3 +80,15 @@ def test_a_pid_file_of_another_user_cannot_name_roots_process(tmp_path: Path) ->
     finally:
         victim.kill()
         victim.wait()
+
+
+def test_planted_temp_files_do_not_become_the_config(tmp_path: Path) -> None:
+    for name in (f".config.json.{os.getpid()}.tmp", safefs.temp_name("config.json")):
+        planted = tmp_path / name
+        planted.write_text("planted")
+        os.chown(planted, NOBODY, NOBODY)
+        planted.chmod(0o666)
+    target = local_proxy.write_config(tmp_path, '{"jwks": []}')
+    st = target.lstat()
+    assert (st.st_uid, st.st_mode & 0o777) == (0, 0o644)
+    assert target.read_text() == '{"jwks": []}'
