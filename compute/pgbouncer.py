@@ -198,6 +198,9 @@ def rewrite_ini(path: Path, settings: Mapping[str, str]) -> None:
         raise
 
 
+_CONSOLE_TIMEOUT_S = 10.0  # one connect + RELOAD on the admin console, bounded
+
+
 async def _reload(conninfo: str) -> None:
     import psycopg
 
@@ -208,10 +211,12 @@ async def _reload(conninfo: str) -> None:
         try:
             # The admin console speaks the simple query protocol only: a query without
             # parameters is sent that way by psycopg.
-            async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
-                await conn.execute("RELOAD")
+            async with asyncio.timeout(_CONSOLE_TIMEOUT_S):
+                conn = await psycopg.AsyncConnection.connect(conninfo, autocommit=True)
+                async with conn:
+                    await conn.execute("RELOAD")
             return
-        except psycopg.OperationalError as e:
+        except (psycopg.OperationalError, TimeoutError) as e:
             failure = e
         except psycopg.Error as e:
             raise PgbouncerError(f"RELOAD failed: {e}") from None
