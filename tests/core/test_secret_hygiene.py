@@ -61,3 +61,23 @@ def test_lease_ids_from_settings_refuse_a_trailing_newline(field: str) -> None:
     spec = _spec([{"name": k, "value": v, "vartype": "string"} for k, v in values.items()])
     with pytest.raises(errors.ConfigError):
         leases.lease_request(spec, lsn="0/169AD58")
+
+
+def test_compute_spec_repr_hides_tokens_and_verifiers() -> None:
+    verifier = "SCRAM-SHA-256$4096:c2FsdA==$" + SECRET + ":" + SECRET
+    spec = spec_mod.ComputeSpec.model_validate(
+        {
+            "format_version": 1.0,
+            "suspend_timeout_seconds": -1,
+            "cluster": {
+                "roles": [{"name": "app", "encrypted_password": verifier}],
+                "databases": [],
+                "settings": [],
+            },
+            "storage_auth_token": SECRET + "-storage",
+            "endpoint_storage_token": SECRET + "-endpoint",
+        }
+    )
+    assert SECRET not in repr(spec)
+    assert SECRET not in str(spec)
+    assert spec.cluster.roles[0].encrypted_password == verifier  # still there, just not shown
