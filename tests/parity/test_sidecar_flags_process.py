@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import os
 import pwd
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -50,13 +48,8 @@ def _served(port: int, ca: Path) -> int | None:
 def proxy_dir(scratch: Path) -> Iterator[Path]:
     directory = scratch / "local_proxy"
     directory.mkdir()
-    holder = subprocess.Popen([sys.executable, "-c", test_local_proxy.HOLDER, str(directory)])
-    try:
-        test_local_proxy._wait(lambda: (directory / "ready").exists(), "lock holder")
+    with test_local_proxy.lock_holder(directory):
         yield directory
-    finally:
-        holder.kill()
-        holder.wait(timeout=20)
 
 
 def test_the_flags_take_effect_in_the_process(scratch: Path, proxy_dir: Path) -> None:
