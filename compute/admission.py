@@ -17,9 +17,13 @@ the catalog's desired state (``catalog.desired``), the storage target and the re
   database compute_ctl works through;
 - storage (``storage.check_spec``): tenant, timeline, pageserver, safekeepers, or a
   vanilla primary;
+- ``remote_extensions`` has Neon's shape, with names safe in a file name and a URL
+  (``remote_ext.names``);
 - settings: a spec ``port`` agrees with ``-C``; no ``unix_socket_directories`` unless
   loopback is trusted (compute_ctl connects through its own socket); every setting renders to one
-  ``postgresql.conf`` line (names matched whole, so ``"work_mem\\n"`` is refused).
+  ``postgresql.conf`` line (names matched whole, so ``"work_mem\\n"`` is refused);
+  ``pgbouncer_settings`` keys are pgbouncer names and values one ini line (``pgbouncer``);
+  ``local_proxy_config`` has Neon's shape (``local_proxy``).
 
 Every failure raises ``errors.AdmissionError`` (a ``ConfigError``: HTTP 400, CLI exit 2)
 naming the field or the object at fault. Callers (the CLI's config file and control-plane
@@ -41,9 +45,10 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import pydantic
 
-from compute_ctl.compute import errors, pgconf, pgdata
+from compute_ctl.compute import errors, local_proxy, pgbouncer, pgconf, pgdata, tls
 from compute_ctl.compute import spec as spec_mod
 from compute_ctl.compute.catalog import desired as desired_mod
+from compute_ctl.compute.remote_ext import names as remote_ext_names
 
 if TYPE_CHECKING:
     from compute_ctl.compute import params as params_mod
@@ -78,7 +83,7 @@ _RANGES: tuple[tuple[str, int, int], ...] = (
     ("disk_quota_bytes", 0, _INT64_MAX),
     ("shard_stripe_size", 1, _UINT32_MAX),
     ("safekeepers_generation", 0, _UINT32_MAX),
-    ("offload_lfc_interval_seconds", 0, _INT64_MAX),
+    ("offload_lfc_interval_seconds", 1, _INT64_MAX),  # Neon: NonZeroU64
     ("reconfigure_concurrency", 1, _INT64_MAX),
 )
 
@@ -102,6 +107,9 @@ class Rules:
     # compute_ctl reaches its postgres over its private socket directory only (no
     # --trust-superuser-on-loopback): a spec must not move unix_socket_directories.
     socket_managed: bool = False
+    # The process's compute_ctl_config names a TLS key and cert: a spec with the
+    # tls_experimental feature gets the ssl lines (``tls``).
+    tls: bool = False
 
     @classmethod
     def for_params(cls, params: params_mod.Params) -> Rules:
@@ -167,6 +175,8 @@ def admit_config(
     else:
         config = _parse(spec_mod.ComputeConfig, raw, where=where or "config")
     admitted = None
+    if config.compute_ctl_config.tls is not None:
+        rules = dataclasses.replace(rules, tls=True)
     if config.spec is not None:
         spec_where = f"{where}: spec" if where else "spec"
         admitted = admit_spec(config.spec, rules=rules, where=spec_where)
@@ -205,10 +215,19 @@ def _admit(spec: spec_mod.ComputeSpec, rules: Rules, *, where: str) -> Admitted:
     """Field errors name ``<where>.<path>``, object errors ``<where>: <object>``."""
     _check_ids(spec, where=where)
     _check_ranges(spec, where=where)
+    _check_remote_extensions(spec, where=where)
     desired = desired_mod.from_spec(spec, privileged_role=rules.privileged_role)
     _check_catalog(desired, rules, where=where)
     storage = _storage(spec)
     _check_port(spec, rules.local_port, where=where)
+    try:
+        pgbouncer.check_settings(spec.pgbouncer_settings)
+    except ValueError as e:
+        raise AdmissionError(f"{where}.pgbouncer_settings: {e}") from None
+    try:
+        local_proxy.check_config(spec.local_proxy_config)
+    except ValueError as e:
+        raise AdmissionError(f"{where}.local_proxy_config.{e}") from None
     if rules.socket_managed and pgconf.spec_sets(spec, "unix_socket_directories"):
         raise AdmissionError(
             f"{where}.cluster: unix_socket_directories is managed by compute_ctl: the superuser "
@@ -235,6 +254,15 @@ def _check_ranges(spec: spec_mod.ComputeSpec, *, where: str) -> None:
         value = getattr(spec, name)
         if value is not None and not low <= value <= high:
             raise AdmissionError(f"{where}.{name}: {value} is out of range [{low}, {high}]")
+
+
+def _check_remote_extensions(spec: spec_mod.ComputeSpec, *, where: str) -> None:
+    if spec.remote_extensions is not None:
+        _parse(
+            remote_ext_names.RemoteExtSpec,
+            spec.remote_extensions,
+            where=f"{where}.remote_extensions",
+        )
 
 
 def _check_catalog(desired: desired_mod.Desired, rules: Rules, *, where: str) -> None:
@@ -320,5 +348,6 @@ def _render_conf(spec: spec_mod.ComputeSpec, rules: Rules, *, where: str) -> str
         local_port=rules.local_port,
         socket_dir=rules.socket_dir,
         overcommit_strict=rules.overcommit_strict,
+        tls=rules.tls and tls.requested(spec),
     )
     return pgconf.render_postgresql_conf(spec, context)

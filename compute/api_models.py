@@ -10,8 +10,12 @@ snake_case names), re-exported here as the one enum both sides use.
   ignore fields they do not know.
 - ``ConfigureRequest``: ``POST /configure``; ``DryRunResponse`` its ``?dry_run=true`` answer.
 - ``TerminateResponse``: ``POST /terminate``.
+- ``PromoteRequest``: ``POST /promote``; ``PromoteResponse`` its 200, ``PromoteFailed`` its
+  500 (Neon's ``PromoteState``, tagged by ``status``).
 - ``ErrorBody``: every error, ``{"error": "..."}``.
 - ``GrantsRequest``/``ExtensionRequest`` and their answers: the internal port's bodies.
+- ``LfcPrewarmState``/``LfcOffloadState``: ``GET /lfc/prewarm`` and ``GET /lfc/offload``
+  (Neon's tagged unions, one model each: fields of other tags are left out of the body).
 
 Pure models: no aiohttp, no kopf, no I/O; the operator imports this module.
 """
@@ -36,9 +40,14 @@ __all__ = [
     "ExtensionRequest",
     "GrantsRequest",
     "GrantsResponse",
+    "LfcOffloadState",
+    "LfcPrewarmState",
     "MigrationsStatus",
     "PlannedOperation",
     "Privilege",
+    "PromoteFailed",
+    "PromoteRequest",
+    "PromoteResponse",
     "TerminateResponse",
 ]
 
@@ -160,6 +169,35 @@ class TerminateResponse(_Body):
     lsn: str | None = None
 
 
+class PromoteRequest(pydantic.BaseModel):
+    """Neon's ``PromoteConfig``: the new primary's spec and the old primary's last flush
+    LSN (its ``/terminate?mode=immediate`` answer)."""
+
+    model_config = pydantic.ConfigDict(extra="ignore", title="PromoteRequest")
+
+    spec: spec_mod.ComputeSpec
+    wal_flush_lsn: str = pydantic.Field(
+        pattern=r"^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$", examples=["0/28F10D8"]
+    )
+
+
+class PromoteResponse(_Body):
+    """``POST /promote`` 200: ``{"status": "completed", ...}``, the steps' milliseconds."""
+
+    status: Literal["completed"] = "completed"
+    lsn_wait_time_ms: int = pydantic.Field(ge=0)
+    pg_promote_time_ms: int = pydantic.Field(ge=0)
+    reconfigure_time_ms: int = pydantic.Field(ge=0)
+
+
+class PromoteFailed(_Body):
+    """``POST /promote`` 500: ``{"status": "failed", "error": "..."}`` (an ``Error`` body
+    with Neon's ``status`` tag)."""
+
+    status: Literal["failed"] = "failed"
+    error: str
+
+
 class ErrorBody(_Body):
     """Every error answer."""
 
@@ -218,3 +256,39 @@ class ExtensionRequest(_Request):
 class ExtensionInstallResponse(_Body):
     extension: str
     version: str
+
+
+# --- cache prewarm and offload (Neon's ``LfcPrewarmState``, ``LfcOffloadState``) --------
+
+
+class _LfcState(pydantic.BaseModel):
+    """A tagged union as one model: ``status`` is the tag; only the fields of that tag
+    are set, and unset ones are left out of the body (``model_dump(exclude_none=True)``)."""
+
+    model_config = pydantic.ConfigDict(extra="ignore", frozen=True)
+
+    def body(self) -> bytes:
+        return self.model_dump_json(exclude_none=True).encode()
+
+
+class LfcPrewarmState(_LfcState):
+    """``GET /lfc/prewarm``: ``completed`` carries the counts and the step timings."""
+
+    status: Literal["not_prewarmed", "prewarming", "completed", "failed", "skipped", "cancelled"]
+    error: str | None = None
+    total: int | None = None
+    prewarmed: int | None = None
+    skipped: int | None = None
+    state_download_time_ms: int | None = None
+    uncompress_time_ms: int | None = None
+    prewarm_time_ms: int | None = None
+
+
+class LfcOffloadState(_LfcState):
+    """``GET /lfc/offload``: ``completed`` carries the step timings."""
+
+    status: Literal["not_offloaded", "offloading", "completed", "failed", "skipped"]
+    error: str | None = None
+    state_query_time_ms: int | None = None
+    compress_time_ms: int | None = None
+    state_upload_time_ms: int | None = None

@@ -17,12 +17,13 @@ Difference from Neon: with no ``shared_preload_libraries`` in the spec, Neon pre
 ``neon,...``; without Neon storage (vanilla PostgreSQL has no ``neon`` library, and
 postgres would refuse to start) we preload only the audit libraries.
 
-- ``watch_log_dir``: for the file-writing levels, the gauge ``compute_audit_log_dir_size``
-  (bytes of the regular files in ``<pgdata>/log`` whose name ends in ``log``), every 60 s.
-
-Not done here: the rsyslog forwarding of audit files (``AUDIT_LOGGING_ENDPOINT``), which
-needs an rsyslogd supervised outside compute_ctl, and with it Neon's deletion of audit
-files older than 15 minutes (which only makes sense once they are shipped; see README).
+- ``start_shipping``: for the file-writing levels, before postgres starts, the rsyslog
+  drop-in that ships the files to ``AUDIT_LOGGING_[TLS_]ENDPOINT`` and a restart of
+  rsyslogd (``audit_ship``; a failure fails the start, as Neon's).
+- ``watch_log_dir``: for the file-writing levels, every 60 s, delete the audit files not
+  written to for 15 minutes (``audit_ship.collect_garbage``), then set the gauge
+  ``compute_audit_log_dir_size`` (bytes of the regular files in ``<pgdata>/log`` whose name
+  ends in ``log``).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import asyncio
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from compute_ctl.compute import errors
+from compute_ctl.compute import audit_ship, errors
 from compute_ctl.compute import spec as spec_mod
 
 if TYPE_CHECKING:  # pgconf imports this module: keep psycopg off the conf-rendering path
@@ -39,7 +40,14 @@ if TYPE_CHECKING:  # pgconf imports this module: keep psycopg off the conf-rende
 
     from compute_ctl.compute import metrics as metrics_mod
 
-__all__ = ["apply_sql", "conf_lines", "is_compliance", "log_dir_size", "watch_log_dir"]
+__all__ = [
+    "apply_sql",
+    "conf_lines",
+    "is_compliance",
+    "log_dir_size",
+    "start_shipping",
+    "watch_log_dir",
+]
 
 L = spec_mod.AuditLogLevel
 _BASE = (L.LOG, L.BASE)
@@ -137,10 +145,25 @@ def log_dir_size(pgdata: Path) -> int:
     return total
 
 
+async def start_shipping(
+    settings: audit_ship.Settings, spec: spec_mod.ComputeSpec, *, pgdata: Path
+) -> None:
+    """Ship ``<pgdata>/log`` with rsyslog, the files labelled with the spec's ids."""
+    await audit_ship.configure(
+        settings, pgdata=pgdata, endpoint_id=spec.endpoint_id, project_id=spec.project_id
+    )
+
+
+def _collect(pgdata: Path) -> int:
+    audit_ship.collect_garbage(pgdata / "log")
+    return log_dir_size(pgdata)
+
+
 async def watch_log_dir(
     *, pgdata: Path, metrics: metrics_mod.Metrics, interval: float = 60.0
 ) -> None:
-    """Until cancelled: set ``compute_audit_log_dir_size`` now and every ``interval``."""
+    """Until cancelled, now and every ``interval``: delete the audit files older than 15
+    minutes, then set ``compute_audit_log_dir_size``."""
     while True:
-        metrics.audit_log_dir_size.set(await asyncio.to_thread(log_dir_size, pgdata))
+        metrics.audit_log_dir_size.set(await asyncio.to_thread(_collect, pgdata))
         await asyncio.sleep(interval)

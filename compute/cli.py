@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from compute_ctl.compute import (
+    audit_ship,
     errors,
     failpoints,
     liveness,
@@ -75,7 +76,7 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         default=env.get("POSTGRES_PATH", "postgres"),
         help="postgres binary; its siblings are used too (env POSTGRES_PATH)",
     )
-    p.add_argument("-r", "--remote-ext-base-url", help="no effect here (Neon's extension gateway)")
+    p.add_argument("-r", "--remote-ext-base-url", help="remote extensions' gateway (HTTP base URL)")
     p.add_argument("--external-http-host", default="0.0.0.0")
     p.add_argument("--external-http-port", type=int, default=3080)
     p.add_argument("--internal-http-port", type=int, default=3081, help="bound to 127.0.0.1")
@@ -89,7 +90,19 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         help="seconds between installed-extensions reports when the spec's "
         "suspend_timeout_seconds is -1 or 0",
     )
-    p.add_argument("--dev", action="store_true", help="no effect (no pgbouncer/local_proxy)")
+    p.add_argument(
+        "--dev", action="store_true", help="a signal does not stop pgbouncer/local_proxy"
+    )
+    p.add_argument(
+        "--pgbouncer-ini",
+        type=Path,
+        help="the pgbouncer.ini pgbouncer_settings go into (default: Neon's, by AUTOSCALING)",
+    )
+    p.add_argument("--pgbouncer-connstr", help="pgbouncer admin console (default: Neon's)")
+    p.add_argument("--local-proxy-dir", type=Path, default=Path("/etc/local_proxy"))
+    p.add_argument(
+        "--tls-poll-interval", type=float, default=60.0, help="seconds between cert checks"
+    )
     neonflags.add_hadron_flags(p)
     p.add_argument("--cgroup", default="neon-postgres", help="cgroup for postgres (AUTOSCALING)")
     p.add_argument("--cgroup-root", type=Path, default=Path("/sys/fs/cgroup"))
@@ -126,6 +139,9 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         help="json: one object per line, with compute_id and the HTTP request id",
     )
     p.add_argument("--resync-interval", type=float, default=30.0, help="drift check, seconds")
+    p.add_argument("--rsyslog-conf-dir", type=Path, default=Path("/etc/rsyslog.d"))
+    p.add_argument("--rsyslogd-pid-file", type=Path, default=Path("/run/rsyslogd.pid"))
+    p.add_argument("--rsyslog-work-dir", type=Path, default=Path("/var/log/rsyslog"))
     p.add_argument(
         "--apply-timeout", type=float, default=120.0, help="bound of one configuration, seconds"
     )
@@ -188,6 +204,17 @@ def params_from_args(ns: argparse.Namespace, environ: Mapping[str, str]) -> para
         installed_extensions_collection_interval=ns.installed_extensions_collection_interval,
         failed_exit_delay=ns.failed_exit_delay,
         trust_superuser_on_loopback=ns.trust_superuser_on_loopback,
+        pgbouncer_ini=ns.pgbouncer_ini,
+        pgbouncer_connstr=ns.pgbouncer_connstr,
+        local_proxy_dir=ns.local_proxy_dir,
+        tls_poll_interval=ns.tls_poll_interval,
+        audit_shipping=audit_ship.Settings(
+            endpoint=environ.get("AUDIT_LOGGING_ENDPOINT", ""),
+            tls_endpoint=environ.get("AUDIT_LOGGING_TLS_ENDPOINT", ""),
+            conf_dir=ns.rsyslog_conf_dir,
+            pid_file=ns.rsyslogd_pid_file,
+            work_directory=ns.rsyslog_work_dir,
+        ),
     )
     neonflags.warn_ineffective(ns)  # only once every flag is known to be valid
     return result

@@ -17,8 +17,12 @@ recording calls the rest of compute_ctl makes:
   configurator after each attempt through ``observe_reconfigure_phase()``.
 - ``compute_ctl_setting_overrides_repaired_total``: managed settings the configurator
   found overridden by ``ALTER SYSTEM`` and reset.
+- ``compute_ctl_remote_ext_requests_total{http_status,filename}``: one per extension
+  download, recorded by ``remote_ext.server`` through ``remote_ext_request()``.
 - ``compute_pg_current_downtime_ms`` and ``compute_pg_downtime_ms_total``: recorded by
   the activity monitor through ``report_up()`` / ``report_down()`` (Neon's names).
+- ``compute_ctl_lfc_{prewarms,prewarm_errors,offloads,offload_errors}_total``: counted
+  by ``compute.lfc.controller``.
 
 It must not do I/O, and it must not import the node or the HTTP layer (both import it).
 
@@ -56,6 +60,7 @@ _TIMING_PHASES = (
     "wait_for_spec",
     "sync_safekeepers",
     "basebackup",
+    "load_ext",  # the remote-extension preload (remote_ext.server)
     "start_postgres",
     "config",
     "total_startup",
@@ -154,6 +159,13 @@ class Metrics:
             ["rpc", "http_status"],
             registry=self.registry,
         )
+        self.remote_ext_requests = Counter(
+            "compute_ctl_remote_ext_requests",
+            "Total number of requests made by compute_ctl to download extensions from S3 proxy "
+            "by status",
+            ["http_status", "filename"],
+            registry=self.registry,
+        )
         self.db_migration_failed = Counter(
             "compute_ctl_db_migration_failed",
             "Total number of failed database migrations",
@@ -165,6 +177,27 @@ class Metrics:
             "Size of audit log directory in bytes",
             registry=self.registry,
         )
+        # Cache prewarm and offload (``compute.lfc``); periodic offloads count too.
+        self.lfc_prewarms = Counter(
+            "compute_ctl_lfc_prewarms",
+            "Total number of LFC prewarms requested",
+            registry=self.registry,
+        )
+        self.lfc_prewarm_errors = Counter(
+            "compute_ctl_lfc_prewarm_errors",
+            "Total number of LFC prewarm errors",
+            registry=self.registry,
+        )
+        self.lfc_offloads = Counter(
+            "compute_ctl_lfc_offloads",
+            "Total number of LFC offloads requested",
+            registry=self.registry,
+        )
+        self.lfc_offload_errors = Counter(
+            "compute_ctl_lfc_offload_errors",
+            "Total number of LFC offload errors",
+            registry=self.registry,
+        )
 
     # --- Neon's recording calls -----------------------------------------------
 
@@ -174,6 +207,10 @@ class Metrics:
     def cplane_request(self, *, rpc: str, http_status: str) -> None:
         """``http_status`` as Neon prints it (``"200 OK"``), or ``unknown``."""
         self.cplane_requests.labels(rpc=rpc, http_status=http_status).inc()
+
+    def remote_ext_request(self, *, http_status: str, filename: str) -> None:
+        """One extension download; ``http_status`` as ``cplane_request``'s."""
+        self.remote_ext_requests.labels(http_status=http_status, filename=filename).inc()
 
     def set_installed_extensions(self, counts: Iterable[tuple[tuple[str, str, str], int]]) -> None:
         """``((extname, version, owned_by_superuser), n_databases)``; never reset (Neon)."""

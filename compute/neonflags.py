@@ -2,8 +2,7 @@
 
 Neon's ``compute_ctl`` accepts them, so a control plane or pod spec written for Neon
 starts unchanged; but they drive things that exist only in a NeonVM image (swap resizing,
-disk quotas), in parts of Neon not re-implemented here (remote extensions, pgbouncer and
-local_proxy, which ``--dev`` spares at termination) or in Databricks' Hadron build.
+disk quotas) or in Databricks' Hadron build.
 Each one set logs exactly one line saying it does nothing here. ``--http-port``
 (Hadron) is implemented by ``cli``: external port = N, internal = N+1.
 """
@@ -18,10 +17,6 @@ __all__ = ["add_hadron_flags", "ineffective", "warn_ineffective"]
 logger = logging.getLogger(__name__)
 
 _REASONS = {
-    "remote_ext_base_url": (
-        "-r/--remote-ext-base-url",
-        "remote extensions are not implemented here; install extensions in the image",
-    ),
     "resize_swap_on_bind": (
         "--resize-swap-on-bind",
         "swap is resized only inside a NeonVM (/neonvm/bin/resize-swap)",
@@ -30,7 +25,6 @@ _REASONS = {
         "--set-disk-quota-for-fs",
         "disk quotas are set only inside a NeonVM (/neonvm/bin/set-disk-quota)",
     ),
-    "dev": ("--dev", "there is no pgbouncer or local_proxy to spare at termination"),
     "pg_init_timeout": ("--pg-init-timeout", "a Hadron (Lakebase) setting"),
     "lakebase_mode": ("--lakebase-mode", "Hadron (Lakebase) mode is not implemented"),
 }

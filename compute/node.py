@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import time
 from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from compute_ctl.compute import (
     admission,
@@ -45,23 +46,30 @@ from compute_ctl.compute import (
     params,
     pgtools,
     postgres,
+    sidecars,
     startconf,
+    tls,
 )
 from compute_ctl.compute import installed_extensions as extensions_mod
 from compute_ctl.compute import launcher as launcher_mod
+from compute_ctl.compute import promote as promote_mod
 from compute_ctl.compute import spec as spec_mod
 from compute_ctl.compute import state as state_mod
 from compute_ctl.compute.catalog import db as catalog_db
 from compute_ctl.compute.catalog import settings as catalog_settings
+from compute_ctl.compute.lfc import controller as lfc_mod
+from compute_ctl.compute.remote_ext import server as remote_ext
 
 if TYPE_CHECKING:
     from compute_ctl.compute import vm_monitor
+    from compute_ctl.compute.storage import leases
 
 __all__ = ["ComputeNode"]
 
 logger = logging.getLogger(__name__)
 
 S = state_mod.ComputeStatus
+T = TypeVar("T")
 _TERMINABLE = frozenset({S.EMPTY, S.RUNNING, S.FAILED, S.CONFIGURATION_PENDING, S.CONFIGURATION})
 _TERMINATE_TARGET = {
     "fast": S.TERMINATION_PENDING_FAST,
@@ -166,14 +174,39 @@ class ComputeNode:
         self._applied: admission.Admitted | None = None
         if config is not None:
             self.state.config = config.compute_ctl_config
+            if config.compute_ctl_config.tls is not None:
+                self.rules = dataclasses.replace(self.rules, tls=True)
+        # pgbouncer, local_proxy and the TLS cert watch (docs/pgbouncer-tls.md).
+        self._sidecars = sidecars.Sidecars(params)
+        self._stopped_by_signal = False  # Neon: --dev spares the sidecars then only
+        self._tls = tls.ComputeTls(
+            self.state.config.tls,
+            pgdata=params.pgdata,
+            user=self.tools.user,
+            interval=params.tls_poll_interval,
+            on_change=self._reconfigure_same_spec,
+        )
         self._spec_received = time.monotonic()
         self._finished = False
         self.metrics = metrics.Metrics(build_tag=params.build_tag, state=self.state)
+        self.extension_server = remote_ext.ExtensionServer(
+            base_url=params.remote_ext_base_url,
+            build_tag=params.build_tag,
+            tools=self.tools,
+            metrics=self.metrics,
+        )
         self._vm_monitor: vm_monitor.VmMonitor | None = None
-        self._background: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[Any]] = set()
+        self._promotion = promote_mod.Promotion(spawn=self._spawn_task)
+        self.lease: leases.LeaseKeeper | None = None  # a Static compute's LSN lease task
         self._conf = confguard.ConfGuard(metrics=self.metrics)
         # Seconds between installed-extensions reports (the spec changes it).
         self._extensions_interval = params.installed_extensions_collection_interval
+        self.lfc = lfc_mod.Lfc(
+            spec=lambda: self.state.applied or self.state.desired,
+            connstr=self.connstr,
+            metrics=self.metrics,
+        )
 
     # --- inputs ----------------------------------------------------------------
 
@@ -238,6 +271,7 @@ class ComputeNode:
 
     def request_stop(self, mode: Literal["fast", "immediate"]) -> None:
         """From a signal handler: terminate from any live status (fast, or escalate)."""
+        self._stopped_by_signal = True
 
         async def stop() -> None:
             async with self.state.lock() as s:
@@ -250,6 +284,43 @@ class ComputeNode:
         task = asyncio.get_running_loop().create_task(stop())
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    async def promote(
+        self, admitted: admission.Admitted, *, wal_flush_lsn: str
+    ) -> promote_mod.Outcome:
+        """Neon's ``/promote`` (``compute.promote``): join the running or completed
+        promotion, or start one. Not running: ``StatusError``; a precondition: failed."""
+        if admitted.spec.mode.kind != "Primary":
+            raise errors.ConfigError(
+                f'spec.mode: a promoted compute is a primary (got "{admitted.spec.mode.kind}")'
+            )
+        if not self._promotion.started:
+            async with self.state.lock() as s:
+                status, applied = s.status, self._applied
+            if status is not S.RUNNING or applied is None or self.postmaster is None:
+                raise errors.StatusError(f"invalid compute status: {status.kebab}")
+            refused = promote_mod.refusal(applied.spec, prewarm=self.lfc.prewarm_state.status)
+            if refused is not None:
+                return promote_mod.Outcome.failed(refused)
+        return await self._promotion.join(lambda: self._promote(admitted, wal_flush_lsn))
+
+    async def _promote(
+        self, admitted: admission.Admitted, wal_flush_lsn: str
+    ) -> promote_mod.Outcome:
+        async def reconfigure() -> None:
+            # Through /configure's path: the configurator is the one writer of the catalog.
+            await self.state.wait_for(
+                lambda s: s.status not in (S.CONFIGURATION_PENDING, S.CONFIGURATION)
+            )
+            config = admission.AdmittedConfig(spec=admitted, compute_ctl_config=self.state.config)
+            await self.configure(config)
+
+        return await promote_mod.promote(
+            connstr=self.connstr(),
+            admitted=admitted,
+            wal_flush_lsn=wal_flush_lsn,
+            reconfigure=reconfigure,
+        )
 
     async def plan(self, admitted: admission.Admitted) -> applier.PlanLike:
         """The catalog plan an admitted spec would run now (dry run; changes nothing)."""
@@ -307,6 +378,7 @@ class ComputeNode:
 
     async def _start_and_supervise(self, admitted: admission.Admitted, generation: int) -> int:
         spec = admitted.spec
+        self._start_lease(spec)
         startup = asyncio.create_task(self._start_compute(admitted, generation))
         stop = asyncio.create_task(self.state.wait_for(lambda s: s.status.terminating))
         tasks: list[asyncio.Task[Any]] = [startup, stop]
@@ -348,8 +420,13 @@ class ComputeNode:
         """Neon's ``start_compute``: PGDATA, postgres, the catalog apply; then running."""
         spec = admitted.spec
         started = time.monotonic()
-        await self.launcher.prepare(admitted)
+        self._spawn(self._sidecars.configure(spec, tls=self._tls.for_spec(spec)))
+        async with self.extension_server.preloading(spec, timings=self.state.timings):
+            await self.launcher.prepare(admitted)  # the preload runs meanwhile (Neon)
+        await self._tls.install(spec)
         logger.info("PGDATA ready in %d ms", state_mod.monotonic_ms(started))
+        if audit.is_compliance(spec.audit_log_level):  # Neon: before postgres, fatal
+            await audit.start_shipping(self.params.audit_shipping, spec, pgdata=self.params.pgdata)
         await self.failpoints.hit("before-start-postgres")
         started, spawned_at = time.monotonic(), time.time()
         self.postmaster = await self.launcher.spawn(admitted)
@@ -368,6 +445,8 @@ class ComputeNode:
         config_ms = state_mod.monotonic_ms(started)
         await self.failpoints.hit("after-apply")
         self._vm_monitor = await autoscaling.start_vm_monitor(self.params, spec)
+        if spec.autoprewarm:  # vanilla: warm before running (docs/lfc.md)
+            await self.lfc.autoprewarm()
         async with self.state.lock() as s:
             s.timings.start_postgres_ms = start_postgres_ms
             s.timings.config_ms = config_ms
@@ -377,8 +456,10 @@ class ComputeNode:
             if s.status is S.INIT:  # else a termination arrived meanwhile: supervise handles it
                 s.set_status(S.RUNNING)
         logger.info("compute running: %s", self.state.timings.as_dict())
+        self._spawn(self._tls.watch())
         if audit.is_compliance(spec.audit_log_level):
             self._spawn(audit.watch_log_dir(pgdata=self.params.pgdata, metrics=self.metrics))
+        self._spawn(self.lfc.run_periodic_offload(self._offload_interval))
         self._spawn(
             extensions_mod.run_periodically(
                 connstr=self.connstr(),
@@ -386,6 +467,10 @@ class ComputeNode:
                 interval=lambda: self._extensions_interval,
             )
         )
+
+    def _offload_interval(self) -> int | None:
+        """``offload_lfc_interval_seconds`` of the applied spec (a reconfigure changes it)."""
+        return self.state.applied.offload_lfc_interval_seconds if self.state.applied else None
 
     # --- Neon's Primary start steps (parity: startconf, audit, migrations) ---------
 
@@ -412,6 +497,7 @@ class ComputeNode:
             await self._apply_catalog(
                 admitted, concurrency=applier.start_concurrency(admitted.spec)
             )
+        await self._sidecars.local_proxy_now(admitted.spec, tls=self._tls.for_spec(admitted.spec))
         self._spawn(self._run_migrations())
         self.launcher.append_conf_line(startconf.SUBSCRIBERS_LINE)
         await self.postmaster.reload()
@@ -447,11 +533,26 @@ class ComputeNode:
         async with self.state.lock() as s:
             s.set_migrations(progress)
 
+    def _start_lease(self, spec: spec_mod.ComputeSpec) -> None:
+        """Neon: a Static compute leases its LSN from the pageservers, from before postgres
+        starts until the compute ends (``storage.leases``; loaded only when needed)."""
+        if spec.mode.kind != "Static":
+            return
+        from compute_ctl.compute.storage import leases
+
+        if leases.wants_lease(spec) and spec.mode.lsn is not None:
+            self.lease = leases.LeaseKeeper(state=self.state, lsn=spec.mode.lsn)
+            self._spawn(self.lease.run())
+
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """A background task of this compute, cancelled when it ends."""
+        self._spawn_task(work)
+
+    def _spawn_task(self, work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
         task = asyncio.get_running_loop().create_task(work)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        return task
 
     async def _failed_start(self, failure: BaseException) -> int:
         logger.error("compute start failed: %s", failure, exc_info=failure)
@@ -469,8 +570,12 @@ class ComputeNode:
 
     async def _shutdown(self, spec: spec_mod.ComputeSpec) -> int:
         """A termination was requested: stop postgres (escalating on request), finish."""
+        if self._applied is not None:  # a promoted replica stops as the primary it is now
+            spec = self._applied.spec
         code = 0
         replayed: str | None = None
+        if not (self._stopped_by_signal and self.params.dev):  # forward_termination_signal
+            self._sidecars.terminate()
         if self.postmaster is not None:
             try:  # a vanilla replica's final LSN is what it replayed: read it while up
                 replayed = await self.launcher.lsn_before_stop(spec)
@@ -502,7 +607,9 @@ class ComputeNode:
         self._finished = True
         for task in list(self._background):
             task.cancel()
+        await self.extension_server.close()
         await self.launcher.discard_prewarm()
+        await self.lfc.close()
         await self._stop_vm_monitor()
         if self.postmaster is not None:
             with contextlib.suppress(Exception):
@@ -629,6 +736,10 @@ class ComputeNode:
     ) -> list[str]:
         assert self.postmaster is not None
         self._update_extensions_interval(admitted.spec)
+        self._spawn(self._sidecars.configure(admitted.spec, tls=self._tls.for_spec(admitted.spec)))
+        phases.now = "tls"
+        await self._tls.install(admitted.spec)
+        phases.now = "postgresql.conf"
         self.launcher.write_conf(admitted)
         phases.enter("postgresql.conf", step="conf check")
         async with asyncio.timeout(max(deadline - time.monotonic(), 0.1)):
@@ -680,6 +791,21 @@ class ComputeNode:
             await self.postmaster.reload(timeout=_RESTORE_RELOAD_S)
         except Exception as e:
             logger.warning("the applied spec's postgresql.conf is back, reload pending: %s", e)
+
+    # --- TLS rotation (tls.py) ----------------------------------------------------
+
+    async def _reconfigure_same_spec(self) -> None:
+        """The cert changed: reconfigure with the desired spec once the configurator is
+        not mid-attempt (one that is pending copies the new files anyway)."""
+        while True:
+            await self.state.wait_for(lambda s: s.status is not S.CONFIGURATION)
+            async with self.state.lock() as s:
+                if s.status is S.CONFIGURATION:
+                    continue
+                if s.status is S.RUNNING and self._desired is not None:
+                    self._set_desired(s, self._desired)
+                    s.set_status(S.CONFIGURATION_PENDING)
+                return
 
     # --- settings as postgres sees them (beyond Neon) -----------------------------
 

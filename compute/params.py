@@ -12,7 +12,7 @@ import re
 import urllib.parse
 from pathlib import Path
 
-from compute_ctl.compute import errors
+from compute_ctl.compute import audit_ship, errors
 
 __all__ = ["DEFAULT_FILECACHE_CONNSTR", "LocalConn", "Params", "parse_connstr"]
 
@@ -110,7 +110,7 @@ class Params:
     """The CLI's flags and environment; see ``cli`` for their meaning."""
 
     pgdata: Path
-    connstr: str
+    connstr: str = dataclasses.field(repr=False)  # -C: may hold the superuser's password
     compute_id: str
     config_path: Path | None = None
     control_plane_uri: str | None = None
@@ -133,7 +133,8 @@ class Params:
     internal_full_api: bool = False
     resync_interval: float = 30.0
     build_tag: str = "latest"
-    remote_ext_base_url: str | None = None
+    # Never in repr (below too): the URL and the conninfo may hold a password.
+    remote_ext_base_url: str | None = dataclasses.field(default=None, repr=False)
     resize_swap_on_bind: bool = False
     set_disk_quota_for_fs: str | None = None
     installed_extensions_collection_interval: int = 3600
@@ -147,6 +148,13 @@ class Params:
     # Beyond Neon: the bound of one configuration attempt (conf, reload, catalog apply).
     # A failed attempt is answered 500 and retried with backoff; the compute stays running.
     apply_timeout: float = 120.0
+    # pgbouncer, local_proxy and TLS (docs/pgbouncer-tls.md): None means Neon's paths.
+    pgbouncer_ini: Path | None = None
+    pgbouncer_connstr: str | None = dataclasses.field(default=None, repr=False)
+    local_proxy_dir: Path = Path("/etc/local_proxy")
+    tls_poll_interval: float = 60.0
+    # Neon's AUDIT_LOGGING_*ENDPOINT, and (beyond Neon) the rsyslog paths: audit_ship.
+    audit_shipping: audit_ship.Settings = dataclasses.field(default_factory=audit_ship.Settings)
 
     @property
     def local(self) -> LocalConn:
@@ -191,3 +199,5 @@ class Params:
             raise errors.ConfigError("--resync-interval must be positive")
         if self.apply_timeout <= 0:
             raise errors.ConfigError("--apply-timeout must be positive")
+        if self.tls_poll_interval <= 0:
+            raise errors.ConfigError("--tls-poll-interval must be positive")

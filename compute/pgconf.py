@@ -4,6 +4,7 @@
 
     cluster.postgresql_conf, verbatim
     storage lines (neon.pageserver_connstring, neon.safekeepers, ids; none in local mode)
+    ssl = on, ssl_cert_file, ssl_key_file (TLS in effect: ``tls``)
     lc_messages/lc_monetary/lc_time/lc_numeric = 'C.UTF-8'
     local-mode lines (ours, see below)
     neon.compute_mode (Neon storage only); hot_standby + recovery_target_lsn (Static),
@@ -43,7 +44,7 @@ import dataclasses
 import re
 from collections.abc import Iterable, Sequence
 
-from compute_ctl.compute import audit, errors
+from compute_ctl.compute import audit, errors, tls
 from compute_ctl.compute import spec as spec_mod
 
 __all__ = [
@@ -113,6 +114,8 @@ class ConfContext:
     socket_dir: str | None = None
     # /proc/sys/vm/overcommit_memory == 2: Neon switches DSM to mmap.
     overcommit_strict: bool = False
+    # TLS in effect (``tls.in_effect``): the ssl lines.
+    tls: bool = False
 
 
 def spec_sets(spec: spec_mod.ComputeSpec, name: str) -> bool:
@@ -139,6 +142,8 @@ def render_postgresql_conf(spec: spec_mod.ComputeSpec, context: ConfContext) -> 
     if spec.cluster.postgresql_conf:
         lines.extend(spec.cluster.postgresql_conf.rstrip("\n").split("\n"))
     lines.extend(context.storage_lines)
+    if context.tls:
+        lines.extend(tls.conf_lines())
     lines.extend(f"{name}='C.UTF-8'" for name in _LOCALE_SETTINGS)
     if context.local_port is not None and not spec_sets(spec, "port"):
         lines.append(f"port = {context.local_port}")

@@ -8,12 +8,13 @@ compute_ctl, which is another process.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sys
 from collections.abc import Sequence
 
 from compute_ctl.compute import admission, logformat
-from compute_ctl.operator import client, clientlibs, config, credentials, reconcile
+from compute_ctl.operator import client, clientlibs, config, credentials, kubesecrets, reconcile
 
 logger = logging.getLogger(__name__)
 
@@ -27,20 +28,32 @@ async def run(cfg: config.OperatorConfig) -> None:
     auth = None
     if cfg.key_file is not None:
         auth = credentials.TokenSource(cfg.key_file, compute_id=cfg.compute_id).header
-    async with client.ComputeClient(
-        cfg.compute_url, configure_timeout=cfg.configure_timeout, auth=auth
-    ) as compute:
+    settings = handlers.build_settings(cfg)
+    secrets = kubesecrets.SecretReader(
+        namespace=cfg.namespace, login=lambda: handlers.login(cfg, settings=settings)
+    )
+    async with (
+        client.ComputeClient(
+            cfg.compute_url, configure_timeout=cfg.configure_timeout, auth=auth
+        ) as compute,
+        contextlib.aclosing(secrets),
+    ):
         rules = admission.Rules(
             privileged_role=cfg.privileged_role,
             superuser=cfg.compute_superuser,
             maintenance_db=cfg.compute_dbname,
         )
         reconciler = reconcile.Reconciler(
-            compute, busy_timeout=cfg.busy_timeout, retry_delay=cfg.retry_delay, rules=rules
+            compute,
+            busy_timeout=cfg.busy_timeout,
+            retry_delay=cfg.retry_delay,
+            rules=rules,
+            secrets=secrets,
+            secret_interval=cfg.secret_interval,
         )
         await kopf.operator(
             registry=handlers.build_registry(cfg, reconciler),
-            settings=handlers.build_settings(cfg),
+            settings=settings,
             standalone=True,
             clusterwide=False,
             namespaces=[cfg.namespace],

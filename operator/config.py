@@ -37,6 +37,7 @@ class OperatorConfig:
     key_file: Path | None = None  # the private key signing the operator's JWTs
     resync_interval: float = 30.0  # periodic reconcile, seconds
     watch_interval: float = 1.0  # how often GET /status looks for a changed compute
+    secret_interval: float = 10.0  # how often referenced Secrets are read for a rotation
     busy_timeout: float = 120.0  # how long to retry /configure while compute_ctl is busy
     configure_timeout: float = 300.0  # one /configure (a first start runs initdb)
     retry_delay: float = 5.0
@@ -70,6 +71,12 @@ def parse(argv: Sequence[str], env: Mapping[str, str] | None = None) -> Operator
     )
     parser.add_argument("--resync-interval", type=float, default=OperatorConfig.resync_interval)
     parser.add_argument("--watch-interval", type=float, default=OperatorConfig.watch_interval)
+    parser.add_argument(
+        "--secret-interval",
+        type=float,
+        default=OperatorConfig.secret_interval,
+        help="seconds between reads of the Secrets spec.credentials references (rotation)",
+    )
     parser.add_argument("--busy-timeout", type=float, default=OperatorConfig.busy_timeout)
     parser.add_argument("--configure-timeout", type=float, default=OperatorConfig.configure_timeout)
     parser.add_argument("--retry-delay", type=float, default=OperatorConfig.retry_delay)
@@ -110,6 +117,7 @@ def parse(argv: Sequence[str], env: Mapping[str, str] | None = None) -> Operator
     if (
         args.resync_interval <= 0
         or args.watch_interval <= 0
+        or args.secret_interval <= 0
         or args.busy_timeout <= 0
         or args.configure_timeout <= 0
     ):
@@ -122,6 +130,7 @@ def parse(argv: Sequence[str], env: Mapping[str, str] | None = None) -> Operator
         compute_url=args.compute_url,
         resync_interval=args.resync_interval,
         watch_interval=args.watch_interval,
+        secret_interval=args.secret_interval,
         busy_timeout=args.busy_timeout,
         configure_timeout=args.configure_timeout,
         retry_delay=args.retry_delay,

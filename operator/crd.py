@@ -1,10 +1,10 @@
 """The ``ComputeSpec`` CustomResourceDefinition, generated from the pydantic models.
 
 ``spec.computeSpec`` is ``compute.spec.ComputeSpec`` (the model that validates
-``POST /configure``) and ``status`` is ``operator.status.ResourceStatus`` (the model the
-operator writes), both turned into structural schemas by ``schema.structural``. The
-committed ``manifests/crd/crd.yaml`` and the Helm chart's copy must equal ``render()``; a test
-fails otherwise. Regenerate with::
+``POST /configure``), ``spec.credentials`` is ``secretrefs.Credentials`` and ``status``
+is ``operator.status.ResourceStatus`` (the model the operator writes), each turned into a
+structural schema by ``schema.structural``. The committed ``manifests/crd/crd.yaml`` and
+the Helm chart's copy must equal ``render()``; a test fails otherwise. Regenerate with::
 
     python -m compute_ctl.operator.crd > manifests/crd/crd.yaml
     cp manifests/crd/crd.yaml charts/compute-ctl/crds/computespecs.yaml
@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 
 from compute_ctl.compute import spec as spec_mod
-from compute_ctl.operator import resource, schema, status
+from compute_ctl.operator import resource, schema, secretrefs, status
 
 __all__ = ["build", "main", "render"]
 
@@ -85,6 +85,13 @@ def build() -> dict[str, Any]:
     compute_spec["description"] = (
         "Neon's ComputeSpec, as POST /configure takes it (snake_case field names)."
     )
+    credentials = schema.structural(
+        secretrefs.Credentials.model_json_schema(mode="validation", by_alias=True)
+    )
+    credentials["description"] = (
+        "Secret keys (in this namespace) whose values the operator puts into the "
+        "ComputeSpec it pushes: role passwords and storage tokens, never stored here."
+    )
     resource_status = schema.structural(
         status.ResourceStatus.model_json_schema(mode="validation", by_alias=True)
     )
@@ -100,7 +107,10 @@ def build() -> dict[str, Any]:
             "spec": {
                 "type": "object",
                 "required": [resource.SPEC_FIELD],
-                "properties": {resource.SPEC_FIELD: compute_spec},
+                "properties": {
+                    resource.SPEC_FIELD: compute_spec,
+                    secretrefs.FIELD: credentials,
+                },
             },
             "status": resource_status,
         },

@@ -27,6 +27,8 @@ _TROUBLE = frozenset(
         status.Reason.CONFIGURE_FAILED,
         status.Reason.BUSY,
         status.Reason.UNREACHABLE,
+        status.Reason.SECRET_MISSING,
+        status.Reason.SECRET_UNREADABLE,
     }
 )
 

@@ -2,9 +2,10 @@
 
 The handlers are thin. Every cause that can change the desired or the actual state
 (create, update, resume, and a periodic timer) runs the same ``Reconciler.reconcile``.
-The timer ticks every ``--watch-interval`` (1 s) but only reads ``GET /status`` unless
-the compute changed or ``--resync-interval`` is over, so a restarted compute_ctl gets
-its spec back within about a second;
+The timer ticks every ``--watch-interval`` (1 s) but only reads ``GET /status`` (and,
+every ``--secret-interval``, the Secrets the resource references) unless the compute or a
+Secret changed or ``--resync-interval`` is over, so a restarted compute_ctl gets its
+spec back within about a second, and a rotated password is applied;
 the handler writes the status it returns (a minimal merge patch through the status
 subresource), posts its events, and translates its error, here and only here:
 ``RetryLater`` becomes ``kopf.TemporaryError`` (retried after a delay) and ``GiveUp``
@@ -24,8 +25,9 @@ be reached cannot be terminated either).
 **Scope and RBAC**: the operator watches one resource, by a server-side field selector
 (``metadata.name=NAME``) and a client-side ``when`` filter (for API servers that ignore
 selectors), in one namespace, standalone (no peering), with cluster scanning disabled, so
-a namespaced Role (get/list/watch/patch on computespecs and computespecs/status,
-create/patch on events) is all it needs. kopf keeps its progress and a hash of the
+a namespaced Role (list/watch/patch on its computespec and patch on its status, create
+on events, and get on the Secrets ``spec.credentials`` names, by ``resourceNames``:
+``kubesecrets``) is all it needs. kopf keeps its progress and a hash of the
 last-handled spec (``diffbase``) in annotations under the group's prefix, never in
 ``.status``.
 """
@@ -75,6 +77,12 @@ def build_settings(cfg: config_mod.OperatorConfig) -> kopf.OperatorSettings:
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 10
     settings.networking.request_timeout = 60
+    # On deletion kopf holds the finalizer until the resync timer has stopped. A timer in
+    # the middle of its GET /status (it runs every second) misses kopf's instant-exit
+    # check, and kopf then looks again only after cancellation_polling: 60 s by default,
+    # a minute of Terminating after the compute was already terminated (seen on real pods).
+    settings.background.instant_exit_timeout = 1.0
+    settings.background.cancellation_polling = 1.0
     return settings
 
 
@@ -99,6 +107,22 @@ def _in_cluster() -> kopf.ConnectionInfo | None:
     )
 
 
+def login(cfg: config_mod.OperatorConfig, **kwargs: Any) -> kopf.ConnectionInfo | None:
+    """The API server and credentials, for kopf and for reading Secrets (``kubesecrets``)."""
+    if cfg.server is None:
+        # In a pod, the ServiceAccount token; elsewhere, $KUBECONFIG (kopf's own login).
+        # No client library needed (login_via_client needs `kubernetes`: 126 MB in the image).
+        info: kopf.ConnectionInfo | None = _in_cluster() or kopf.login_with_kubeconfig(**kwargs)
+        return info
+    token = cfg.token_file.read_text().strip() if cfg.token_file else None
+    return kopf.ConnectionInfo(
+        server=cfg.server,
+        insecure=cfg.insecure,
+        token=token,
+        default_namespace=cfg.namespace,
+    )
+
+
 def build_registry(
     cfg: config_mod.OperatorConfig, reconciler: reconcile.Reconciler
 ) -> kopf.OperatorRegistry:
@@ -108,19 +132,8 @@ def build_registry(
         return name == cfg.name and namespace == cfg.namespace
 
     @kopf.on.login(registry=registry)
-    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-        if cfg.server is None:
-            # In a pod, the ServiceAccount token; elsewhere, $KUBECONFIG (kopf's own login).
-            # No client library needed (login_via_client needs `kubernetes`: 126 MB in the image).
-            info: kopf.ConnectionInfo | None = _in_cluster() or kopf.login_with_kubeconfig(**kwargs)
-            return info
-        token = cfg.token_file.read_text().strip() if cfg.token_file else None
-        return kopf.ConnectionInfo(
-            server=cfg.server,
-            insecure=cfg.insecure,
-            token=token,
-            default_namespace=cfg.namespace,
-        )
+    def on_login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        return login(cfg, **kwargs)
 
     @kopf.on.resume(*_RESOURCE, when=mine, id="reconcile", registry=registry)
     @kopf.on.create(*_RESOURCE, when=mine, id="reconcile", registry=registry)

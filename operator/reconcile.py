@@ -38,12 +38,12 @@ import enum
 import logging
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from compute_ctl.compute import admission, api_models
 from compute_ctl.compute import spec as spec_mod
 from compute_ctl.operator import client as client_mod
-from compute_ctl.operator import events, resource, status
+from compute_ctl.operator import events, resource, secretrefs, status
 
 __all__ = [
     "Action",
@@ -53,6 +53,7 @@ __all__ = [
     "ReconcileError",
     "Reconciler",
     "RetryLater",
+    "SecretSource",
     "Trigger",
     "decide",
 ]
@@ -147,6 +148,13 @@ def decide(
     )
 
 
+class SecretSource(Protocol):
+    """Reads one Secret of the resource's namespace (``kubesecrets.SecretReader``);
+    raises ``secretrefs.SecretUnavailable``."""
+
+    async def read(self, name: str) -> secretrefs.Secret: ...
+
+
 @dataclasses.dataclass
 class _Memory:
     """Per-resource state kept across reconciles in this process."""
@@ -163,6 +171,10 @@ class _Memory:
     # timer and the change handlers the bodies they last saw).
     last_status: status.ResourceStatus | None = None
     reconciled_at: float = 0.0  # time.monotonic() of the last full reconcile
+    # The referenced Secrets' resourceVersions at the last reconcile (None: unreadable),
+    # and when ``due`` last read them again.
+    secret_versions: dict[str, str | None] = dataclasses.field(default_factory=dict)
+    secrets_checked: float = 0.0
 
 
 class Reconciler:
@@ -176,8 +188,12 @@ class Reconciler:
         retry_delay: float = 5.0,
         clock: Callable[[], datetime.datetime] | None = None,
         rules: admission.Rules | None = None,
+        secrets: SecretSource | None = None,
+        secret_interval: float = 10.0,
     ) -> None:
         self.client = client
+        self.secrets = secrets
+        self.secret_interval = secret_interval
         self.rules = rules or admission.Rules()
         self.busy_timeout = busy_timeout
         self.retry_delay = retry_delay
@@ -215,6 +231,8 @@ class Reconciler:
             return True
         if time.monotonic() - memory.reconciled_at >= resync_interval:
             return True
+        if await self._secrets_changed(memory):
+            return True
         try:
             obs = await self.client.status()
         except client_mod.ComputeApiError:
@@ -237,7 +255,11 @@ class Reconciler:
         obs: status.Observation | None = None
         decision = Decision(Action.NONE)
         try:
-            admitted = view.compute_spec(self.rules)
+            secrets = await self._read_secrets(view, memory=memory)
+            try:
+                admitted = view.compute_spec(self.rules, secrets)
+            except secretrefs.SecretKeyMissing as exc:
+                raise GiveUp(status.Problem(R.SECRET_MISSING, str(exc))) from None
             desired, want = admitted.spec, admitted.hash
             expected = _expected_hash(memory.last_status, want=want, trigger=trigger)
             if expected is not None:
@@ -293,6 +315,65 @@ class Reconciler:
         memory.last_status = new
         memory.reconciled_at = time.monotonic()
         return Outcome(new, [*actions, *events.transitions(old, new)], error)
+
+    async def _read_secrets(
+        self, view: resource.ResourceView, *, memory: _Memory
+    ) -> dict[str, secretrefs.Secret]:
+        """Every Secret ``spec.credentials`` names, read now (one GET each), by name.
+
+        Their resourceVersions are remembered, readable or not, so ``due`` notices a
+        rotated Secret, or a missing one that appears. A Secret that cannot be read ends
+        the reconcile before any push: ``SecretMissing`` (not found) or
+        ``SecretUnreadable`` (forbidden, or the API server unreachable: retried).
+        """
+        names = view.credentials().secret_names()
+        found: dict[str, secretrefs.Secret] = {}
+        failures: list[secretrefs.SecretUnavailable] = []
+        versions: dict[str, str | None] = {}
+        for name in names:
+            try:
+                if self.secrets is None:
+                    raise secretrefs.SecretUnavailable(f"Secret {name!r}: no Secret reader")
+                secret = await self.secrets.read(name)
+            except secretrefs.SecretUnavailable as exc:
+                failures.append(exc)
+                versions[name] = None
+                continue
+            found[name] = secret
+            versions[name] = secret.resource_version
+        memory.secret_versions = versions
+        memory.secrets_checked = time.monotonic()
+        if not failures:
+            return found
+        first = failures[0]
+        if first.not_found:
+            raise GiveUp(status.Problem(R.SECRET_MISSING, str(first)))
+        problem = status.Problem(R.SECRET_UNREADABLE, str(first))
+        if first.forbidden:
+            raise GiveUp(problem)
+        raise RetryLater(problem, delay=self.retry_delay)
+
+    async def _secrets_changed(self, memory: _Memory) -> bool:
+        """Whether a referenced Secret's resourceVersion changed (read at most once per
+        ``secret_interval``). A Secret that cannot be read for a transient reason (the
+        API server unreachable) counts as unchanged."""
+        if not memory.secret_versions or self.secrets is None:
+            return False
+        now = time.monotonic()
+        if now - memory.secrets_checked < self.secret_interval:
+            return False
+        memory.secrets_checked = now
+        for name, seen in memory.secret_versions.items():
+            try:
+                current: str | None = (await self.secrets.read(name)).resource_version
+            except secretrefs.SecretUnavailable as exc:
+                if not (exc.not_found or exc.forbidden):
+                    continue
+                current = None
+            if current != seen:
+                logger.info("Secret %r changed: reconciling", name)
+                return True
+        return False
 
     async def _push(
         self, desired: spec_mod.ComputeSpec, *, want: str, obs: status.Observation

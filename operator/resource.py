@@ -1,7 +1,8 @@
 """The ``ComputeSpec`` custom resource: its coordinates and how its spec is read.
 
-The resource's ``spec`` is ``{"computeSpec": <Neon's ComputeSpec, verbatim>}``. The wrapper
-leaves room for operator-level fields later without mixing them into Neon's wire format,
+The resource's ``spec`` is ``{"computeSpec": <Neon's ComputeSpec, verbatim>}``, and
+optionally ``credentials`` (Secret keys whose values go into the pushed ComputeSpec:
+``secretrefs``). The wrapper keeps operator-level fields out of Neon's wire format,
 and ``spec.computeSpec`` is exactly the ``spec`` of a ``POST /configure`` body, so the same
 admission step validates both (the CRD schema is generated from its pydantic model, see
 ``crd.py``), and an invalid resource is refused before any call to compute_ctl.
@@ -16,6 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from compute_ctl.compute import admission, errors
+from compute_ctl.operator import secretrefs
 
 __all__ = [
     "CATEGORY",
@@ -69,11 +71,29 @@ class ResourceView:
             status=body.get("status") or {},
         )
 
-    def compute_spec(self, rules: admission.Rules) -> admission.Admitted:
-        """Admit ``spec.computeSpec`` with the step ``/configure`` runs."""
+    def credentials(self) -> secretrefs.Credentials:
+        """``spec.credentials``: the Secret keys the pushed spec takes values from."""
+        try:
+            return secretrefs.parse(self.spec)
+        except secretrefs.InvalidReference as exc:
+            raise InvalidSpec(str(exc)) from exc
+
+    def compute_spec(
+        self,
+        rules: admission.Rules,
+        secrets: Mapping[str, secretrefs.Secret] | None = None,
+    ) -> admission.Admitted:
+        """Admit ``spec.computeSpec``, with the values ``spec.credentials`` references
+        taken from ``secrets`` (every one of ``credentials().secret_names()``), with the
+        step ``/configure`` runs. ``secretrefs.SecretKeyMissing`` passes through."""
         raw = self.spec.get(SPEC_FIELD)
         if not isinstance(raw, Mapping):
             raise InvalidSpec(f"spec.{SPEC_FIELD}: field required (an object)")
+        credentials = self.credentials()
+        try:
+            raw = secretrefs.resolve(raw, credentials, secrets or {})
+        except secretrefs.InvalidReference as exc:
+            raise InvalidSpec(str(exc)) from exc
         try:
             return admission.admit_spec(raw, rules=rules, where=f"spec.{SPEC_FIELD}")
         except errors.AdmissionError as exc:

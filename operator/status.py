@@ -34,6 +34,7 @@ import pydantic.alias_generators
 from compute_ctl.compute import api_models
 
 __all__ = [
+    "CamelModel",
     "Condition",
     "ConditionType",
     "Facts",
@@ -79,9 +80,13 @@ class Reason(enum.StrEnum):
     NO_PENDING_RESTART = "NoPendingRestart"
     HEALTHY = "Healthy"
     APPLY_RETRYING = "ApplyRetrying"
+    SECRET_MISSING = "SecretMissing"  # noqa: S105 (a reason, not a secret)
+    SECRET_UNREADABLE = "SecretUnreadable"  # noqa: S105
 
 
-class _Camel(pydantic.BaseModel):
+class CamelModel(pydantic.BaseModel):
+    """camelCase on the wire (Kubernetes' convention), snake_case in Python."""
+
     model_config = pydantic.ConfigDict(
         alias_generator=pydantic.alias_generators.to_camel,
         populate_by_name=True,
@@ -90,7 +95,7 @@ class _Camel(pydantic.BaseModel):
     )
 
 
-class Condition(_Camel):
+class Condition(CamelModel):
     """One condition, in the shape of Kubernetes' ``metav1.Condition``."""
 
     type: str
@@ -101,7 +106,7 @@ class Condition(_Camel):
     observed_generation: int | None = None
 
 
-class ResourceStatus(_Camel):
+class ResourceStatus(CamelModel):
     """The ``ComputeSpec`` resource's status (camelCase on the wire)."""
 
     status: str | None = pydantic.Field(

@@ -26,7 +26,15 @@ from pathlib import Path
 
 from compute_ctl.compute import pgtools
 
-__all__ = ["PgServer", "die_with_parent", "free_port", "leftovers", "scratch_dir", "tools"]
+__all__ = [
+    "PgServer",
+    "die_with_parent",
+    "free_port",
+    "leftovers",
+    "scratch",
+    "scratch_dir",
+    "tools",
+]
 
 SUPERUSER = "cloud_admin"
 
@@ -59,6 +67,16 @@ def scratch_dir(prefix: str) -> Path:
     path.chmod(0o755)
     tools().user.chown(path)
     return path
+
+
+@contextlib.contextmanager
+def scratch(prefix: str) -> Iterator[Path]:
+    """``scratch_dir(prefix)``, removed when the context exits."""
+    path = scratch_dir(prefix)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def die_with_parent() -> Callable[[], None]:

@@ -25,7 +25,16 @@ from aiohttp import hdrs, web
 from compute_ctl.compute import logformat, loghygiene
 from compute_ctl.compute import metrics as metrics_mod
 from compute_ctl.compute.http import auth, bodies, guards, interface, responses, translate
-from compute_ctl.compute.http.routes import catalog, failpoints, internal, lifecycle, probes
+from compute_ctl.compute.http.routes import (
+    catalog,
+    failpoints,
+    internal,
+    lfc,
+    lifecycle,
+    probes,
+    promote,
+)
+from compute_ctl.compute.http.routes import extension_server as extension_server_routes
 from compute_ctl.compute.http.routes import metrics as metrics_routes
 
 __all__ = ["OPEN_PATHS", "REQUEST_ID_HEADER", "build_app", "served_internally"]
@@ -108,12 +117,17 @@ def _wrap(handler: Handler, check: Check | None, guard: Check) -> Handler:
     return handle
 
 
-def _fallback(allowed: Mapping[str, Iterable[str]]) -> Handler:
-    """Unknown path: 404. Known path, other method: 405 with ``Allow`` (before any auth)."""
+def _fallback(
+    allowed: Mapping[str, Iterable[str]], dynamic: Mapping[re.Pattern[str], str]
+) -> Handler:
+    """Unknown path: 404. Known path (or one matching a ``{name}`` route), other method:
+    405 with ``Allow`` (before any auth)."""
     allow = {path: ", ".join(sorted(methods)) for path, methods in allowed.items()}
 
     async def fallback(request: web.Request) -> web.StreamResponse:
         methods = allow.get(request.path)
+        if methods is None:
+            methods = next((m for p, m in dynamic.items() if p.fullmatch(request.path)), None)
         if methods is None:
             raise responses.ApiError(404, "Not Found")
         return responses.error(405, "Method Not Allowed", headers={"Allow": methods})
@@ -157,11 +171,13 @@ def build_app(
 
     guard = guards.checker(internal_port=internal_port)
 
-    tables = [lifecycle.routes, metrics_routes.routes, catalog.routes, probes.routes]
+    tables = [lifecycle.routes, metrics_routes.routes, catalog.routes, probes.routes, lfc.routes]
+    tables.append(promote.routes)
     if not external:
-        tables += [internal.routes, failpoints.routes]
+        tables += [internal.routes, failpoints.routes, extension_server_routes.routes]
     full = bool(node.params.internal_full_api)
     allowed: dict[str, set[str]] = {}
+    dynamic: dict[re.Pattern[str], str] = {}
     for table in tables:
         for route in table:
             assert isinstance(route, web.RouteDef)
@@ -170,10 +186,14 @@ def build_app(
             guarded = check if route.path not in OPEN_PATHS else None
             wrapped = _wrap(route.handler, guarded, guard)
             if route.method == "GET":
-                app.router.add_get(route.path, wrapped, **route.kwargs)  # and HEAD
+                added = app.router.add_get(route.path, wrapped, **route.kwargs)  # and HEAD
                 allowed.setdefault(route.path, set()).update(("GET", "HEAD"))
             else:
-                app.router.add_route(route.method, route.path, wrapped, **route.kwargs)
+                added = app.router.add_route(route.method, route.path, wrapped, **route.kwargs)
                 allowed.setdefault(route.path, set()).add(route.method)
-    app.router.add_route("*", r"/{tail:[\s\S]*}", _wrap(_fallback(allowed), None, guard))
+            info = added.resource.get_info() if added.resource is not None else {}
+            if "pattern" in info:  # a {name} route: /extension_server/{filename}
+                dynamic[info["pattern"]] = ", ".join(sorted(allowed[route.path]))
+    fallback = _fallback(allowed, dynamic)
+    app.router.add_route("*", r"/{tail:[\s\S]*}", _wrap(fallback, None, guard))
     return app

@@ -10,12 +10,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Literal, Protocol
 
-from compute_ctl.compute import admission, pgtools
+from compute_ctl.compute import admission, api_models, pgtools
 from compute_ctl.compute import failpoints as failpoints_mod
+from compute_ctl.compute import promote as promote_mod
 from compute_ctl.compute import spec as spec_mod
 from compute_ctl.compute import state as state_mod
+from compute_ctl.compute.remote_ext import server as remote_ext_server
 
-__all__ = ["Node", "NodeParams", "Plan", "TerminateMode"]
+__all__ = ["Lfc", "Node", "NodeParams", "Plan", "TerminateMode"]
 
 TerminateMode = Literal["fast", "immediate"]
 
@@ -54,6 +56,22 @@ class Plan(Protocol):
     def to_json(self) -> Sequence[Mapping[str, object]]: ...
 
 
+class Lfc(Protocol):
+    """Cache prewarm and offload (``compute.lfc.controller.Lfc``)."""
+
+    @property
+    def prewarm_state(self) -> api_models.LfcPrewarmState: ...
+
+    @property
+    def offload_state(self) -> api_models.LfcOffloadState: ...
+
+    def start_prewarm(self, *, from_endpoint: str | None = None) -> object: ...
+
+    def cancel_prewarm(self) -> None: ...
+
+    def start_offload(self) -> object: ...
+
+
 class Node(Protocol):
     """What the routes call. Semantics are ``compute.node.ComputeNode``'s (see its docstrings)."""
 
@@ -69,6 +87,12 @@ class Node(Protocol):
     @property
     def tools(self) -> pgtools.PgTools: ...
 
+    @property
+    def lfc(self) -> Lfc: ...
+
+    @property
+    def extension_server(self) -> remote_ext_server.ExtensionServer: ...
+
     def admit(self, config: spec_mod.ComputeConfig) -> admission.AdmittedConfig: ...
 
     async def configure(self, config: admission.AdmittedConfig) -> None: ...
@@ -76,5 +100,9 @@ class Node(Protocol):
     async def terminate(self, mode: TerminateMode) -> tuple[bool, str | None]: ...
 
     async def plan(self, admitted: admission.Admitted) -> Plan: ...
+
+    async def promote(
+        self, admitted: admission.Admitted, *, wal_flush_lsn: str
+    ) -> promote_mod.Outcome: ...
 
     def connstr(self, dbname: str = "postgres") -> str: ...

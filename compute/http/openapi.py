@@ -1,8 +1,8 @@
 """The OpenAPI document of the HTTP API (``openapi.json``, shipped as package data).
 
 The paths are written by hand in ``openapi.json``; the bodies' schemas are pydantic's
-own: the wire contract (``compute.api_models``: status, configure, terminate, error,
-grants, extensions), ``ComputeSpec`` and friends, the failpoints body,
+own: the wire contract (``compute.api_models``: status, configure, terminate, promote, error,
+grants, extensions, cache prewarm and offload), ``ComputeSpec`` and friends, the failpoints body,
 with the few wire forms pydantic cannot see patched in (Neon's ``ComputeMode`` union,
 open-ended feature names). ``python -m compute_ctl.compute.http.openapi`` rewrites those
 generated components in place after a model changes; ``tests/http/test_openapi.py``
@@ -87,10 +87,15 @@ def generated_schemas() -> dict[str, Any]:
         api_models.ConfigureRequest,
         api_models.DryRunResponse,
         api_models.TerminateResponse,
+        api_models.PromoteRequest,
+        api_models.PromoteResponse,
+        api_models.PromoteFailed,
         api_models.ErrorBody,
         api_models.GrantsRequest,
         api_models.ExtensionRequest,
         api_models.ExtensionInstallResponse,
+        api_models.LfcPrewarmState,
+        api_models.LfcOffloadState,
         failpoints.FailpointConfig,
     ):
         schemas.update(_schemas_of(model))

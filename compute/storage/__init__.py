@@ -17,8 +17,9 @@ The node calls this package's functions and nothing else:
 Modules, one concept each: ``conninfo`` (where the storage is), ``checks``,
 ``safekeepers`` (commit LSN), ``basebackup`` (libpq fetch), ``extract`` (streaming
 gunzip+untar), ``modes`` (signal files), ``replica`` (vanilla primary), ``conf``
-(postgresql.conf lines), ``lifecycle`` (the order). Nothing here imports the node,
-the HTTP server or the catalog.
+(postgresql.conf lines), ``lifecycle`` (the order), ``leases`` (a Static compute's LSN
+lease task, which the node starts itself). Nothing here imports the node, the HTTP server
+or the catalog.
 """
 
 from __future__ import annotations

@@ -143,8 +143,13 @@ def running_pod(
     spec: Callable[[Pod], dict[str, Any]] | None = None,
     key_file: bool = True,
     compute_env: dict[str, str] | None = None,
+    credentials: dict[str, Any] | None = None,
+    secret_interval: float | None = None,
+    operator_log_level: str = "DEBUG",
+    start_timeout: float = 45.0,
 ) -> Iterator[Pod]:
-    """compute_ctl started, the resource created, the operator started; stopped on exit."""
+    """compute_ctl started, the resource created (with ``spec.credentials`` if given), the
+    operator started; stopped on exit."""
     compute = processes.Compute(compute_id=name)
     operator = processes.Operator(
         compute.workdir,
@@ -165,10 +170,14 @@ def running_pod(
     )
     try:
         compute.start(env=compute_env)
-        pod.wait(compute.try_status, what="compute_ctl's internal API")
+        pod.wait(compute.try_status, what="compute_ctl's internal API", timeout=start_timeout)
         body = copy.deepcopy(spec(pod) if spec else pod.spec())
-        resources.create(name, body)
-        operator.start(resync_interval=resync_interval)
+        resources.create(name, body, credentials)
+        operator.start(
+            resync_interval=resync_interval,
+            secret_interval=secret_interval,
+            log_level=operator_log_level,
+        )
         yield pod
     finally:
         operator.stop()

@@ -50,14 +50,23 @@ class Resources:
         """A resource ``.spec`` (or a patch of it) holding this ComputeSpec (or patch)."""
         return {"computeSpec": compute_spec}
 
-    def body(self, name: str, spec: dict[str, Any] | None = None) -> dict[str, Any]:
-        """A resource whose ComputeSpec is ``spec`` (default: ``minimal_spec()``)."""
-        return {
+    def body(
+        self,
+        name: str,
+        spec: dict[str, Any] | None = None,
+        credentials: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """A resource whose ComputeSpec is ``spec`` (default: ``minimal_spec()``), with
+        ``spec.credentials`` (Secret references) if given."""
+        body: dict[str, Any] = {
             "apiVersion": f"{self.group}/{self.version}",
             "kind": self.kind,
             "metadata": {"name": name},
             "spec": self.wrap(copy.deepcopy(spec if spec is not None else minimal_spec())),
         }
+        if credentials is not None:
+            body["spec"]["credentials"] = copy.deepcopy(credentials)
+        return body
 
     def compute_spec(self, obj: dict[str, Any]) -> dict[str, Any]:
         value: dict[str, Any] = obj["spec"]["computeSpec"]
@@ -67,9 +76,14 @@ class Resources:
         """Merge-patch the resource's ComputeSpec."""
         return self.patch(name, {"spec": self.wrap(compute_spec_patch)})
 
-    def create(self, name: str, spec: dict[str, Any] | None = None) -> dict[str, Any]:
+    def create(
+        self,
+        name: str,
+        spec: dict[str, Any] | None = None,
+        credentials: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
         created: dict[str, Any] = self.api.create_namespaced_custom_object(
-            *self._args(), self.body(name, spec)
+            *self._args(), self.body(name, spec, credentials)
         )
         return created
 

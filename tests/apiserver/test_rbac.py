@@ -1,8 +1,9 @@
 """The shipped Role, enforced by a real RBAC authorizer.
 
 The operator's ServiceAccount (manifests/rbac.yaml) can do what kopf and the reconciler do
-with its one resource (``compute-1``, pinned by resourceNames), and nothing else: not
-even read another ComputeSpec in its namespace. The end-to-end tests run the operator with this
+with its one resource (``compute-1``, pinned by resourceNames) and ``get`` the one Secret
+its ``spec.credentials`` references, and nothing else: not even read another ComputeSpec
+or Secret in its namespace. The end-to-end tests run the operator with this
 identity, which shows the Role is sufficient; these show it is no broader than that.
 """
 
@@ -32,7 +33,10 @@ def _as(account: conftest.Account, crd: conftest.Crd) -> resources_.Resources:
 
 
 def test_role_allows_what_the_operator_does(
-    operator_account: conftest.Account, crd: conftest.Crd, resources: resources_.Resources
+    operator_account: conftest.Account,
+    crd: conftest.Crd,
+    resources: resources_.Resources,
+    secrets: None,
 ) -> None:
     resources.create("compute-1")
     mine = _as(operator_account, crd)
@@ -68,6 +72,16 @@ def test_role_allows_what_the_operator_does(
             "source": {"component": "compute-ctl-operator"},
         },
     )
+    # The Secret spec.credentials references, by its name: get only.
+    core.read_namespaced_secret("compute-1-credentials", operator_account.namespace)
+
+
+@pytest.fixture
+def secrets(admin: Any, operator_account: conftest.Account) -> None:
+    core: Any = kubernetes.client.CoreV1Api(admin)
+    for name in ("compute-1-credentials", "unrelated"):
+        body = {"metadata": {"name": name}, "stringData": {"k": "v"}}
+        core.create_namespaced_secret(operator_account.namespace, body)
 
 
 def _denied(call: Callable[[], object]) -> None:
@@ -81,6 +95,7 @@ def test_role_denies_everything_else(
     operator_account: conftest.Account,
     crd: conftest.Crd,
     resources: resources_.Resources,
+    secrets: None,
 ) -> None:
     resources.create("compute-1")
     mine = _as(operator_account, crd)
@@ -106,8 +121,25 @@ def test_role_denies_everything_else(
     _denied(lambda: custom.list_cluster_custom_object(crd.group, crd.version, crd.plural))
     _denied(lambda: core.list_namespace())
     _denied(lambda: ext.list_custom_resource_definition())
-    # Nothing else in its own namespace: no secrets, pods or its own RBAC.
-    _denied(lambda: core.list_namespaced_secret(operator_account.namespace))
+    # Secrets: only `get` of the one it references; no other Secret, no list or watch
+    # (not even narrowed by a field selector), no writes.
+    ns = operator_account.namespace
+    _denied(lambda: core.read_namespaced_secret("unrelated", ns))
+    _denied(lambda: core.list_namespaced_secret(ns))
+    _denied(
+        lambda: core.list_namespaced_secret(
+            ns, field_selector="metadata.name=compute-1-credentials"
+        )
+    )
+    _denied(
+        lambda: core.list_namespaced_secret(
+            ns, field_selector="metadata.name=compute-1-credentials", watch=True
+        )
+    )
+    _denied(lambda: core.patch_namespaced_secret("compute-1-credentials", ns, {"data": {}}))
+    _denied(lambda: core.delete_namespaced_secret("compute-1-credentials", ns))
+    _denied(lambda: core.create_namespaced_secret(ns, {"metadata": {"name": "mine"}}))
+    # Nothing else in its own namespace: no pods, events to read or its own RBAC.
     _denied(lambda: core.list_namespaced_pod(operator_account.namespace))
     _denied(lambda: core.list_namespaced_event(operator_account.namespace))
     rbac: Any = kubernetes.client.RbacAuthorizationV1Api(operator_account.client)

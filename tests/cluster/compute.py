@@ -20,7 +20,7 @@ import yaml
 from tests import pgserver
 from tests.cluster.cluster import Cluster, Namespace, Ports
 
-__all__ = ["INSTALL_BOUND", "Compute", "cluster_values", "installed", "spec"]
+__all__ = ["INSTALL_BOUND", "TEARDOWN_BOUND", "Compute", "cluster_values", "installed", "spec"]
 
 CHART = Path(__file__).resolve().parents[2] / "charts" / "compute-ctl"
 PGDATA = "/var/lib/postgresql/data/pgdata"  # the chart's --pgdata: also the socket directory
@@ -141,6 +141,10 @@ class Compute:
 
 
 INSTALL_BOUND = 120.0  # helm install to Ready=True here: pod start, initdb, the first push
+# A teardown (the resource deleted to gone), a compute still starting included: its start,
+# the fast shutdown, the finalizer released. kopf's default 60 s wait for a busy timer
+# to stop (operator/handlers.py) once made it 80 s.
+TEARDOWN_BOUND = 50.0
 
 
 def installed(kube: Namespace, release: str, **extra: Any) -> Compute:

@@ -1,16 +1,25 @@
-"""Scenarios b, c, h of issue 14 on real pods: what issue 13's hardening must fix.
+"""Scenarios b and h of issue 14 on real pods: what issue 13's hardening must fix (c is in
+test_credentials.py).
 
-Each is written against main as merged. Where the fix has not landed the test is
+Each is written against main as merged. Where a fix has not landed the test is
 ``xfail(strict=True)`` naming the issue 13 defect: it turns red (XPASS) once the fix lands,
 and the mark must then go.
 """
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
-from tests.cluster.cluster import Namespace, wait_for
-from tests.cluster.compute import Compute, installed
+from tests.cluster import held
+from tests.cluster.cluster import Namespace, finish, wait_for
+from tests.cluster.compute import (
+    TEARDOWN_BOUND,
+    Compute,
+    installed,
+    spec,
+)
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
 
@@ -47,32 +56,45 @@ def test_h_compute_ctl_container_has_no_service_account_token(shared: Compute) -
     assert "token" in listing
 
 
-def test_b_documented_teardown_terminates_and_leaves_nothing(kube: Namespace) -> None:
-    """The documented order (docs/operator.md, docs/quickstart.md): the resource first, so
-    its operator terminates the compute and releases the finalizer; then the release."""
-    compute = installed(kube, "bdoc")
-    kube.kubectl("delete", "computespec", compute.name, "--timeout=120s", timeout=150)
+def _nothing_left(kube: Namespace) -> bool:
+    """No pod, ComputeSpec, Job, hook ServiceAccount or Role of the release is left."""
+    kinds = "pods,computespec,jobs,statefulsets,roles,rolebindings"
+    return kube.kubectl("get", kinds, "-o", "name").strip() == ""
+
+
+def test_b_helm_uninstall_terminates_and_leaves_nothing(kube: Namespace) -> None:
+    """A plain ``helm uninstall``: the chart's pre-delete hook deletes the resource first,
+    while the operator still has its pod, token and Role (issue 13 defect 2)."""
+    compute = installed(kube, "b")
+    started = time.monotonic()
+    out = kube.helm("uninstall", compute.release, "--wait", "--timeout=120s", timeout=150)
+    assert "uninstalled" in out
+    assert time.monotonic() - started < TEARDOWN_BOUND
+    terminated = [e for e in kube.events(compute.name) if e["reason"] == "Terminated"]
+    assert len(terminated) == 1, kube.events(compute.name)
+    assert "terminated" in terminated[0]["message"]
+    wait_for(lambda: _nothing_left(kube), what="nothing left after helm uninstall", timeout=60)
+
+
+def test_b_helm_uninstall_while_the_compute_is_starting(kube: Namespace) -> None:
+    """``helm uninstall`` of a compute still starting: its start is held (a failpoint)
+    with postgres running. The uninstall waits while it is held, then the compute is
+    terminated (not left running behind a deleted resource) and nothing is left."""
+    env = [{"name": k, "value": v} for k, v in held.ENV.items()]
+    compute = Compute(kube, "bstart", extra={"computeCtl": {"extraEnv": env}})
+    compute.install(spec(compute.ports, roles=("app",), databases=("app",)))
+    held.wait_held(kube, compute.name, compute.pod)
+    helm = [str(kube.cluster.tools.helm), "-n", kube.name]
+    with kube.cluster.background([*helm, "uninstall", compute.release, "--wait"]) as uninstall:
+        held.wait_deleting(kube, compute.name)  # by the pre-delete hook
+        assert uninstall.poll() is None, uninstall.communicate()  # it waits for the compute
+        assert kube.get_or_none("pod", compute.pod) is not None
+        assert "Ready" not in [e["reason"] for e in kube.events(compute.name)]
+        released = time.monotonic()
+        held.release(kube, compute.pod, compute.ports.internal)
+        finish(uninstall)
+    assert time.monotonic() - released < TEARDOWN_BOUND
     reasons = [e["reason"] for e in kube.events(compute.name)]
     assert "Terminated" in reasons, reasons
-    kube.helm("uninstall", compute.release, "--wait", "--timeout=90s", timeout=120)
-    wait_for(
-        lambda: kube.kubectl("get", "pods,computespec", "-o", "name").strip() == "",
-        what="nothing left",
-        timeout=60,
-    )
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 13 defect 2 (kept as documented): a plain helm uninstall deletes the "
-    "StatefulSet and RBAC before the resource, whose finalizer then stays (Terminating)",
-)
-def test_b_helm_uninstall_leaves_nothing_terminating(kube: Namespace) -> None:
-    compute = installed(kube, "b")
-    kube.helm("uninstall", compute.release, "--wait", "--timeout=60s", timeout=90)
-
-    def gone() -> bool:
-        return kube.get_or_none("computespec", compute.name) is None
-
-    wait_for(gone, what="the ComputeSpec gone after helm uninstall", timeout=45)
-    assert kube.kubectl("get", "pods", "-o", "name").strip() == ""
+    assert "TerminateFailed" not in reasons, reasons
+    wait_for(lambda: _nothing_left(kube), what="nothing left after helm uninstall", timeout=60)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -188,10 +189,49 @@ def test_internal_extensions_and_grants(neon: NeonClient) -> None:
     assert r.json() == request
 
 
+def test_extension_server_without_a_gateway(neon: NeonClient) -> None:
+    # neon_parity.md section 12: no -r is 412 with Neon's message; is_library is a bool.
+    r = neon.int("POST", "/extension_server/postgis-3.so?is_library=true")
+    _is_error(r, 412)
+    assert r.json() == {"error": "remote storage is not configured"}
+    _is_error(neon.int("POST", "/extension_server/postgis?is_library=maybe"), 400)
+
+
 def test_failpoints(neon: NeonClient) -> None:
     r = neon.int("POST", "/failpoints", json=[{"name": "after-apply", "actions": "off"}])
     assert r.status_code == 200
     _is_error(neon.int("POST", "/failpoints", json={"not": "a list"}), 400)
+
+
+def test_lfc_prewarm_and_offload(neon: NeonClient) -> None:
+    # neon_parity.md section 11: tagged states, 202 with an empty body, JWT on external.
+    _is_error(neon.open_ext("GET", "/lfc/prewarm"), 400)  # no Authorization header
+    assert neon.ext("GET", "/lfc/prewarm").json() == {"status": "not_prewarmed"}
+    assert neon.ext("GET", "/lfc/offload").json() == {"status": "not_offloaded"}
+    r = neon.ext("POST", "/lfc/offload")
+    assert (r.status_code, r.content) == (202, b"")
+    deadline = time.monotonic() + 30
+    while (state := neon.ext("GET", "/lfc/offload").json())["status"] == "offloading":
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    # The spec names no endpoint: Neon's words for the first missing piece.
+    assert state == {
+        "status": "failed",
+        "error": "pspec.endpoint_id missing, other endpoint_id not provided",
+    }
+    text = neon.open_ext("GET", "/metrics").text
+    assert "# TYPE compute_ctl_lfc_offloads_total counter" in text
+    assert "compute_ctl_lfc_offload_errors_total 1.0" in text
+    assert "compute_ctl_lfc_prewarms_total 0.0" in text
+
+
+def test_promote_of_a_primary(neon: NeonClient, compute: compute_process.ComputeProcess) -> None:
+    # neon_parity.md section 10: {"spec", "wal_flush_lsn"}; failures are PromoteState.
+    body = {"spec": specs.local_spec(port=compute.pg_port), "wal_flush_lsn": "0/28F10D8"}
+    r = neon.ext("POST", "/promote", json=body)
+    assert r.status_code == 500, r.text
+    assert r.json() == {"status": "failed", "error": 'compute mode "primary" is not replica'}
+    _is_error(neon.ext("POST", "/promote", json={"spec": body["spec"]}), 400)
 
 
 def test_configure_then_terminate(

@@ -26,7 +26,8 @@ def _served(*, external: bool) -> set[tuple[str, str]]:
         if route.method in ("HEAD", "*"):
             continue  # aiohttp adds HEAD to every GET; "*" is the 404/405 catch-all
         info = route.resource.get_info() if route.resource is not None else {}
-        served.add((route.method.lower(), str(info.get("path", ""))))
+        # A dynamic route has a "formatter" (``/extension_server/{filename}``), no "path".
+        served.add((route.method.lower(), str(info.get("path") or info.get("formatter", ""))))
     return served
 
 

@@ -2,8 +2,9 @@
 
 kubectl is not part of the toolchain, so the tests render ``manifests/`` with this and,
 where a real kustomize is at hand (``kubectl kustomize``), check that both agree. Any
-kustomization feature beyond plain resource files is refused, so the base cannot grow a
-feature that this renderer would silently ignore.
+kustomization feature beyond plain resource files (and transformer configurations, which
+only act on renames) is refused, so the base cannot grow a feature that this renderer
+would silently ignore.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ import yaml
 
 __all__ = ["UnsupportedKustomization", "kubectl_kustomize", "render"]
 
-_ALLOWED = frozenset({"apiVersion", "kind", "resources"})
+# ``configurations`` (transformer configs: our nameReference for renames) change nothing
+# without a namePrefix/nameSuffix, which this renderer refuses.
+_ALLOWED = frozenset({"apiVersion", "kind", "resources", "configurations"})
 
 
 class UnsupportedKustomization(ValueError):

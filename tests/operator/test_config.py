@@ -36,11 +36,18 @@ def test_flags_win_over_environment() -> None:
     )
 
 
+def test_secret_interval_defaults_to_ten_seconds() -> None:
+    base = ["--name", "c", "-n", "ns"]
+    assert config.parse(base, {}).secret_interval == 10.0
+    assert config.parse([*base, "--secret-interval", "2"], {}).secret_interval == 2
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
         (["-n", "ns"], "name is required"),
         (["--name", "c", "-n", "ns", "--resync-interval", "0"], "must be positive"),
+        (["--name", "c", "-n", "ns", "--secret-interval", "-1"], "must be positive"),
     ],
 )
 def test_bad_configuration_is_a_clear_error(argv: list[str], message: str) -> None:

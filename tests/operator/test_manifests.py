@@ -25,8 +25,12 @@ CHART = ROOT / "charts" / "compute-ctl"
 K8S_VERSION = "1.30.0"  # the apiserver tier's version
 
 
-def expected_rules(name: str) -> list[dict[str, Any]]:
-    """Pinned to the compute's own resource; only the verbs kopf uses (defect 6)."""
+def expected_rules(
+    name: str, secrets: Iterable[str] = (), credentials: str | None = None
+) -> list[dict[str, Any]]:
+    """Pinned to the compute's own resource; only the verbs kopf uses (defect 6); ``get``
+    of the Secrets its credentials reference: ``credentials`` (by default
+    ``<name>-credentials``) and ``secrets``."""
     return [
         {
             "apiGroups": [resource.GROUP],
@@ -41,6 +45,12 @@ def expected_rules(name: str) -> list[dict[str, Any]]:
             "verbs": ["patch"],
         },
         {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+        {
+            "apiGroups": [""],
+            "resources": ["secrets"],
+            "resourceNames": list(dict.fromkeys([credentials or f"{name}-credentials", *secrets])),
+            "verbs": ["get"],
+        },
     ]
 
 
@@ -160,10 +170,13 @@ def check_consistency(docs: list[dict[str, Any]]) -> None:
     assert env["OPERATOR_KEY_FILE"]["value"] == f"{key_mount['mountPath']}/operator.pem"
 
 
-def check_least_privilege(docs: list[dict[str, Any]]) -> None:
+def check_least_privilege(
+    docs: list[dict[str, Any]], secrets: Iterable[str] = (), credentials: str | None = None
+) -> None:
     assert _by_kind(docs, "ClusterRole") == []
     assert _by_kind(docs, "ClusterRoleBinding") == []
-    assert _one(docs, "Role")["rules"] == expected_rules(resource_name(docs))
+    rules = expected_rules(resource_name(docs), secrets, credentials)
+    assert _one(docs, "Role")["rules"] == rules
 
 
 # --- the kustomize base ---------------------------------------------------------------
@@ -227,6 +240,15 @@ def _helm() -> str:
 
 
 def _template(*flags: str) -> list[dict[str, Any]]:
+    """The release's objects; its hooks are checked apart (test_teardown_hook.py)."""
+    return [d for d in render_chart(*flags) if not is_hook(d)]
+
+
+def is_hook(doc: dict[str, Any]) -> bool:
+    return "helm.sh/hook" in (doc["metadata"].get("annotations") or {})
+
+
+def render_chart(*flags: str) -> list[dict[str, Any]]:
     proc = subprocess.run(
         [_helm(), "template", "c1", str(CHART), "--namespace", "ns1", *flags],
         capture_output=True,
@@ -292,6 +314,30 @@ def test_chart_full_render_is_valid() -> None:
     annotations = sts["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/scrape"] == "true"
     assert "checksum/keys" in annotations
+
+
+def test_chart_credentials_reach_the_resource_and_pin_the_role() -> None:
+    def ref(name: str, key: str) -> dict[str, Any]:
+        return {"secretKeyRef": {"name": name, "key": key}}
+
+    credentials = {
+        "roles": [{"name": "app", "passwordFrom": ref("app-pw", "password")}],
+        "storageAuthTokenFrom": ref("tokens", "storage"),
+        "endpointStorageTokenFrom": ref("tokens", "endpoint"),
+    }
+    example = yaml.safe_load((BASE / "computespec.yaml").read_text())
+    docs = _template(
+        "--set-json=computeSpec=" + json.dumps(example["spec"]["computeSpec"]),
+        "--set-json=credentials=" + json.dumps(credentials),
+        "--set-json=rbac.secretNames=" + json.dumps(["extra", "tokens"]),
+        "--set=operator.secretInterval=3",
+    )
+    validate_all(docs)
+    check_least_privilege(docs, secrets=["app-pw", "tokens", "extra"])
+    assert _one(docs, resource.KIND)["spec"]["credentials"] == credentials
+    sts = _one(docs, "StatefulSet")
+    operator = sts["spec"]["template"]["spec"]["containers"][1]
+    assert "--secret-interval=3" in operator["args"]
 
 
 def test_chart_uses_a_named_keys_secret() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,10 +18,23 @@ def pg() -> Iterator[pgserver.PgServer]:
         yield server
 
 
-@pytest.fixture
-def scratch() -> Iterator[Path]:
-    path = pgserver.scratch_dir("parity-")
+@contextlib.contextmanager
+def _scratch_dir(prefix: str) -> Iterator[Path]:
+    path = pgserver.scratch_dir(prefix)
     try:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def scratch() -> Iterator[Path]:
+    with _scratch_dir("parity-") as path:
+        yield path
+
+
+@pytest.fixture(scope="module")
+def module_scratch() -> Iterator[Path]:
+    """A scratch directory for a module's shared compute."""
+    with _scratch_dir("parity-mod-") as path:
+        yield path

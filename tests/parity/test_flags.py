@@ -15,10 +15,8 @@ BASE = ["-D", "/tmp/x", "-C", "postgresql://cloud_admin@127.0.0.1:5432/postgres"
 @pytest.mark.parametrize(
     ("argv", "flag"),
     [
-        (["-r", "https://ext.example/"], "-r/--remote-ext-base-url"),
         (["--resize-swap-on-bind"], "--resize-swap-on-bind"),
         (["--set-disk-quota-for-fs", "/var/db"], "--set-disk-quota-for-fs"),
-        (["--dev"], "--dev"),
         (["--pg-init-timeout", "10"], "--pg-init-timeout"),
         (["--lakebase-mode", "true"], "--lakebase-mode"),
         (["--lakebase-mode"], "--lakebase-mode"),
@@ -54,10 +52,18 @@ def test_implemented_neon_flags_take_effect() -> None:
             "120",
             "--http-port",
             "4080",
+            "--dev",
+            "--pgbouncer-ini",
+            "/tmp/pgb.ini",
+            "-r",
+            "http://127.0.0.1:1/ext//",
         ]
     )
     p = cli.params_from_args(ns, {})
     assert p.installed_extensions_collection_interval == 120
+    assert p.dev  # termination spares pgbouncer and local_proxy
+    assert str(p.pgbouncer_ini) == "/tmp/pgb.ini"
+    assert p.remote_ext_base_url == "http://127.0.0.1:1/ext/"  # Neon: one trailing slash
     assert (p.external_http_port, p.internal_http_port) == (4080, 4081)
 
 

@@ -42,11 +42,13 @@ def test_neon_families_types_and_labels() -> None:
         "compute_installed_extensions",
         "compute_ctl_cplane_requests",
         "compute_ctl_db_migration_failed",
+        "compute_ctl_remote_ext_requests",
     ):
         assert not found.get(name) or not found[name].samples, name
     m.migration_failed(4)
     m.cplane_request(rpc="GetConfig", http_status="200 OK")
     m.set_installed_extensions([(("plpgsql", "1.0", "1"), 3)])
+    m.remote_ext_request(http_status="200 OK", filename="anon.tar.zst")
     found = _families(m)
     labels = {
         name: {k for s in found[name].samples for k in s.labels}
@@ -54,16 +56,22 @@ def test_neon_families_types_and_labels() -> None:
             "compute_installed_extensions",
             "compute_ctl_cplane_requests",
             "compute_ctl_db_migration_failed",
+            "compute_ctl_remote_ext_requests",
         )
     }
     assert labels == {
         "compute_installed_extensions": {"extension_name", "version", "owned_by_superuser"},
         "compute_ctl_cplane_requests": {"rpc", "http_status"},
         "compute_ctl_db_migration_failed": {"migration_id"},
+        "compute_ctl_remote_ext_requests": {"http_status", "filename"},
     }
     text = exposition.generate_latest(m.registry).decode()
     assert 'compute_ctl_db_migration_failed_total{migration_id="4"} 1.0' in text
     assert 'compute_ctl_cplane_requests_total{http_status="200 OK",rpc="GetConfig"} 1.0' in text
+    assert (
+        'compute_ctl_remote_ext_requests_total{filename="anon.tar.zst",http_status="200 OK"} 1.0'
+        in text
+    )
 
 
 async def test_control_plane_requests_are_recorded_per_attempt() -> None:

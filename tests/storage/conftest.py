@@ -1,12 +1,15 @@
-"""Fixtures of the storage tier: the basebackup archive and the Neon bin stand-in."""
+"""Fixtures of the storage tier: the basebackup archive, the Neon bin stand-in and a
+node's PGDATA path."""
 
 from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from tests import pgserver
 from tests.storage import archive, neonbin
 
 
@@ -23,3 +26,13 @@ def neon_bin() -> Iterator[neonbin.NeonBin]:
         yield made
     finally:
         shutil.rmtree(made.bindir.parent, ignore_errors=True)
+
+
+@pytest.fixture
+def pgdata() -> Iterator[Path]:
+    """Where a node's PGDATA goes (not created: the node makes it)."""
+    base = pgserver.scratch_dir("node-storage-")
+    try:
+        yield base / "data"
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

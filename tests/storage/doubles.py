@@ -6,18 +6,22 @@ safekeeper answers ``TIMELINE_STATUS`` with one row of ``flush_lsn`` and
 does. The pageserver answers ``basebackup <tenant> <timeline> [<lsn>] --gzip
 [--replica]`` with a ``CopyOutResponse`` stream of a gzip tar; optionally it fails
 the first attempts, or sends an ``ErrorResponse`` after the whole archive (the case
-the tar reader must drain the stream for).
+the tar reader must drain the stream for). It also answers Neon's ``lease lsn
+<tenant_shard_id> <timeline> <lsn> `` with a ``valid_until`` row, following a script of
+``Lease`` answers (granted for some seconds, refused with NULL, or an error), and records
+each call with its time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from typing import Literal
 
 from tests.storage import wire
 
-__all__ = ["TestPageserver", "TestSafekeeper"]
+__all__ = ["Lease", "LeaseCall", "TestPageserver", "TestSafekeeper"]
 
 
 class TestSafekeeper(wire.WireServer):
@@ -62,6 +66,24 @@ class BasebackupCall:
     application_name: str
 
 
+@dataclasses.dataclass(frozen=True)
+class Lease:
+    """One scripted answer to ``lease lsn``: granted for ``valid_for`` seconds from now,
+    refused (``valid_for`` None: a NULL ``valid_until``), or an ``error``."""
+
+    valid_for: float | None = 600.0
+    error: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class LeaseCall:
+    query: str
+    tenant_shard_id: str
+    timeline: str
+    lsn: str
+    at: float  # time.monotonic() when it arrived
+
+
 class TestPageserver(wire.WireServer):
     __test__ = False
 
@@ -69,7 +91,9 @@ class TestPageserver(wire.WireServer):
         self,
         *,
         token: str | None,
-        archive: bytes,
+        archive: bytes = b"",
+        leases: list[Lease] | None = None,
+        lease_default: Lease = Lease(),
         chunk_size: int = 16 * 1024,
         fail_first: int = 0,
         error_after_archive: bool = False,
@@ -81,6 +105,9 @@ class TestPageserver(wire.WireServer):
         self.fail_first = fail_first
         self.error_after_archive = error_after_archive
         self.calls: list[BasebackupCall] = []
+        self.leases = list(leases or [])  # answered in order, then ``lease_default``
+        self.lease_default = lease_default
+        self.lease_calls: list[LeaseCall] = []
 
     @property
     def url(self) -> str:
@@ -88,6 +115,9 @@ class TestPageserver(wire.WireServer):
 
     async def handle_query(self, session: wire.Session, query: str) -> None:
         words = query.split()
+        if words[:2] == ["lease", "lsn"]:
+            self._lease(session, query, words)
+            return
         if len(words) < 3 or words[0] != "basebackup":
             session.error(f"unsupported pageserver command {query!r}")
             return
@@ -116,3 +146,27 @@ class TestPageserver(wire.WireServer):
             return
         session.send(b"c")
         session.command_complete("COPY")
+
+    def _lease(self, session: wire.Session, query: str, words: list[str]) -> None:
+        if len(words) != 5:
+            session.error(f"invalid lease command {query!r}")
+            return
+        self.lease_calls.append(
+            LeaseCall(
+                query=query,
+                tenant_shard_id=words[2],
+                timeline=words[3],
+                lsn=words[4],
+                at=time.monotonic(),
+            )
+        )
+        answer = self.leases.pop(0) if self.leases else self.lease_default
+        if answer.error is not None:
+            session.error(answer.error)
+            return
+        session.row_description(["valid_until"])
+        if answer.valid_for is None:
+            session.data_row([None])
+        else:
+            session.data_row([str(int((time.time() + answer.valid_for) * 1000))])
+        session.command_complete("SELECT 1")

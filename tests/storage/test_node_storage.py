@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -34,15 +33,6 @@ TENANT = "9e4a1c0d5b7f42a8b3c6d2e1f0a9b8c7"
 TIMELINE = "1f2e3d4c5b6a47988766554433221100"
 TOKEN = "node-storage-token"
 S = state.ComputeStatus
-
-
-@pytest.fixture
-def pgdata() -> Iterator[Path]:
-    base = pgserver.scratch_dir("node-storage-")
-    try:
-        yield base / "data"
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

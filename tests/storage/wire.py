@@ -13,7 +13,8 @@ import contextlib
 import hashlib
 import secrets
 import struct
-from typing import Literal
+from collections.abc import Sequence
+from typing import Literal, Self
 
 __all__ = ["Session", "WireServer", "message"]
 
@@ -47,8 +48,12 @@ class Session:
         )
         self.send(b"T", struct.pack("!h", len(names)) + fields)
 
-    def data_row(self, values: list[str]) -> None:
-        cols = b"".join(struct.pack("!i", len(v.encode())) + v.encode() for v in values)
+    def data_row(self, values: Sequence[str | None]) -> None:
+        """One row; ``None`` is SQL NULL."""
+        cols = b"".join(
+            struct.pack("!i", -1) if v is None else struct.pack("!i", len(v.encode())) + v.encode()
+            for v in values
+        )
         self.send(b"D", struct.pack("!h", len(values)) + cols)
 
     def command_complete(self, tag: str) -> None:
@@ -83,7 +88,7 @@ class WireServer:
         self._handlers: set[asyncio.Task[None]] = set()
         self.port = 0
 
-    async def __aenter__(self) -> WireServer:
+    async def __aenter__(self) -> Self:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
         return self

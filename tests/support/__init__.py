@@ -6,7 +6,9 @@ One copy of each piece the tiers used to fork:
 - ``compute_process``: compute_ctl as a real subprocess on loopback ports
   (``ComputeProcess``, ``running_compute``), with the process inspection it needs;
 - ``nodedouble``: the node double the HTTP layer is served over without a real node;
-- ``jwts``: keys and tokens made as a control plane would.
+- ``jwts``: keys and tokens made as a control plane would;
+- ``remote_ext``: extension archives from Debian packages, a private install tree, and a
+  loopback stand-in for Neon's extension gateway.
 
 Nothing here is a test; nothing here imports a tier's own modules.
 """

@@ -16,10 +16,13 @@ from typing import Any
 
 from psycopg import conninfo as conninfo_mod
 
-from compute_ctl.compute import admission, errors, failpoints, pgtools
+from compute_ctl.compute import admission, errors, failpoints, metrics, pgtools
+from compute_ctl.compute import promote as promote_mod
 from compute_ctl.compute import spec as spec_mod
 from compute_ctl.compute import state as state_mod
 from compute_ctl.compute.http import interface
+from compute_ctl.compute.lfc import controller as lfc
+from compute_ctl.compute.remote_ext import server as remote_ext_server
 from tests import pgserver
 
 S = state_mod.ComputeStatus
@@ -69,7 +72,19 @@ class NodeDouble:
         self.state = state_mod.ComputeState()
         self.failpoints = failpoints.Failpoints(enabled=failpoints_enabled)
         self.tools: pgtools.PgTools = pgserver.tools()
+        # Remote extensions off (no -r); tests that need them replace it.
+        self.extension_server = remote_ext_server.ExtensionServer(
+            base_url=None,
+            build_tag="latest",
+            tools=self.tools,
+            metrics=metrics.Metrics(build_tag="latest", state=self.state),
+        )
         self._dsn = dsn
+        self.lfc = lfc.Lfc(
+            spec=lambda: self.state.applied,
+            connstr=self.connstr,
+            metrics=metrics.Metrics(build_tag=params.build_tag, state=self.state),
+        )
         self.configure_calls = 0
         self.plan_calls = 0
         self._configurator: asyncio.Task[None] | None = None
@@ -147,6 +162,12 @@ class NodeDouble:
                 for role in spec.cluster.roles
             )
         )
+
+    async def promote(
+        self, admitted: admission.Admitted, *, wal_flush_lsn: str
+    ) -> promote_mod.Outcome:
+        """The double is a primary: Neon's answer to promoting one."""
+        return promote_mod.Outcome.failed('compute mode "primary" is not replica')
 
 
 def _check_protocol(node: NodeDouble) -> interface.Node:

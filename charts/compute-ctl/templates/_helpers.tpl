@@ -37,3 +37,21 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- define "compute-ctl.keysSecret" -}}
 {{- default (printf "%s-keys" (include "compute-ctl.computeId" .)) .Values.keys.secretName -}}
 {{- end -}}
+
+{{- /* The Secrets the operator may get (JSON list): <computeId>-credentials, those the
+credentials value references, and rbac.secretNames. */ -}}
+{{- define "compute-ctl.credentialSecrets" -}}
+{{- $names := list (printf "%s-credentials" (include "compute-ctl.computeId" .)) -}}
+{{- with .Values.credentials -}}
+{{- range .roles -}}
+{{- $names = append $names .passwordFrom.secretKeyRef.name -}}
+{{- end -}}
+{{- with .storageAuthTokenFrom -}}
+{{- $names = append $names .secretKeyRef.name -}}
+{{- end -}}
+{{- with .endpointStorageTokenFrom -}}
+{{- $names = append $names .secretKeyRef.name -}}
+{{- end -}}
+{{- end -}}
+{{- concat $names .Values.rbac.secretNames | uniq | toJson -}}
+{{- end -}}
