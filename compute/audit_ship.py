@@ -29,9 +29,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import fnmatch
 import logging
 import os
 import signal
+import stat
 import time
 from pathlib import Path
 
@@ -224,16 +226,22 @@ async def configure(
 def collect_garbage(log_directory: Path, *, now: float | None = None) -> list[Path]:
     """Delete ``audit*.log`` files under ``log_directory`` last written more than
     ``GC_AGE_SECONDS`` ago (Neon's ``find -name 'audit*.log' -mmin +15 -delete``, which
-    bounds the disk while trusting rsyslogd to have shipped them by then)."""
+    bounds the disk while trusting rsyslogd to have shipped them by then).
+
+    ``log_directory`` is in PGDATA, the postgres OS user's: no link is followed (not
+    ``log_directory`` itself either), and only regular files are deleted, relative to
+    their directory's descriptor, so root never deletes a file outside it."""
     cutoff = (time.time() if now is None else now) - GC_AGE_SECONDS
     removed = []
-    for path in log_directory.rglob("audit*.log"):
-        try:
-            if path.is_file() and path.stat().st_mtime < cutoff:
-                path.unlink()
-                removed.append(path)
-        except OSError:  # gone meanwhile
-            continue
+    for root, _dirs, files, dir_fd in os.fwalk(log_directory, follow_symlinks=False):
+        for name in fnmatch.filter(files, "audit*.log"):
+            try:
+                st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                if stat.S_ISREG(st.st_mode) and st.st_mtime < cutoff:
+                    os.unlink(name, dir_fd=dir_fd)
+                    removed.append(Path(root) / name)
+            except OSError:  # gone meanwhile
+                continue
     if removed:
         logger.info("deleted %d audit files older than 15 minutes", len(removed))
     return removed

@@ -5,8 +5,11 @@ Owns the file shape (pretty JSON, keys ``jwks`` then ``tls``, null keys omitted,
 that holds an exclusive ``flock`` on the pid file is running and gets
 SIGHUP (reload) or SIGTERM (termination).
 
-Difference from Neon: Neon writes the file in place; this writes a temp file in the same
-directory and renames it, so local_proxy never reads a half-written config.
+Differences from Neon: Neon writes the file in place; this writes a temp file in the same
+directory and renames it, so local_proxy never reads a half-written config. Neon's
+compute_ctl runs as postgres; this one runs as root, so nothing in the directory is
+trusted: no link is followed, a pid file must be a regular file, and one that another
+user owns may only name that user's process (``running_pid``).
 """
 
 from __future__ import annotations
@@ -15,14 +18,18 @@ import fcntl
 import json
 import os
 import signal
+import stat
 from pathlib import Path
 from typing import Any
 
 import pydantic
 
+from compute_ctl.compute import pgtools, safefs
 from compute_ctl.compute import spec as spec_mod
 
 DEFAULT_DIR = Path("/etc/local_proxy")
+CONFIG_NAME = "config.json"
+_SELF = pgtools.OsUser(name="root", uid=None, gid=None, home="/")  # "as ourselves"
 
 
 class LocalProxyError(RuntimeError):
@@ -75,29 +82,45 @@ def render_config(local_proxy_config: dict[str, Any], tls: dict[str, str] | None
 
 
 def write_config(directory: Path, text: str) -> Path:
-    """Atomically replace ``<directory>/config.json``; a missing directory is an error."""
-    target = directory / "config.json"
-    tmp = directory / f".config.json.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+    """Atomically replace ``<directory>/config.json``; a missing directory is an error.
+
+    Through ``safefs``: a fresh ``O_EXCL|O_NOFOLLOW`` temp file, 0644 and compute_ctl's
+    own, renamed over the target, so nothing another user planted in the directory
+    becomes the config."""
+    safefs.write_bytes(directory, CONFIG_NAME, text.encode(), owner=_SELF, mode=0o644)
+    return directory / CONFIG_NAME
+
+
+def _uid_of(pid: int) -> int | None:
+    """The real uid of process ``pid``, or None when it is gone."""
     try:
-        os.write(fd, text.encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, target)
-    return target
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    for line in status.splitlines():
+        if line.startswith("Uid:"):
+            return int(line.split()[1])
+    return None
 
 
 def running_pid(directory: Path) -> int | None:
-    """The pid holding the lock on ``<directory>/pid``, or None if nobody holds it."""
+    """The pid holding the lock on ``<directory>/pid``, or None if nobody holds it.
+
+    The directory may be writable by the user local_proxy runs as, and compute_ctl is
+    root: the pid file is opened without following a link and without blocking (a FIFO),
+    must be a regular file, its content is never echoed, and a pid file another user owns
+    may only name a process of that user."""
     path = directory / "pid"
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
     except OSError as exc:
         raise LocalProxyError(f"cannot open {path}: {exc.strerror}") from exc
     try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise LocalProxyError(f"{path}: not a regular file")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -107,12 +130,13 @@ def running_pid(directory: Path) -> int | None:
         raw = os.read(fd, 64).decode("ascii", "replace")
     finally:
         os.close(fd)
-    try:
-        pid = int(raw)
-    except ValueError:
-        raise LocalProxyError(f"{path}: not a pid: {raw!r}") from None
-    if pid <= 0 or raw != raw.strip():
-        raise LocalProxyError(f"{path}: not a pid: {raw!r}")
+    if not raw.isdigit() or int(raw) <= 0:
+        raise LocalProxyError(f"{path}: not a pid")
+    pid = int(raw)
+    if st.st_uid != 0 and _uid_of(pid) not in (st.st_uid, None):
+        raise LocalProxyError(
+            f"{path} (uid {st.st_uid}) names pid {pid}, a process of another user: not signalled"
+        )
     return pid
 
 

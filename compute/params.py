@@ -110,7 +110,7 @@ class Params:
     """The CLI's flags and environment; see ``cli`` for their meaning."""
 
     pgdata: Path
-    connstr: str
+    connstr: str = dataclasses.field(repr=False)  # -C: may hold the superuser's password
     compute_id: str
     config_path: Path | None = None
     control_plane_uri: str | None = None
@@ -133,7 +133,8 @@ class Params:
     internal_full_api: bool = False
     resync_interval: float = 30.0
     build_tag: str = "latest"
-    remote_ext_base_url: str | None = None
+    # Never in repr (below too): the URL and the conninfo may hold a password.
+    remote_ext_base_url: str | None = dataclasses.field(default=None, repr=False)
     resize_swap_on_bind: bool = False
     set_disk_quota_for_fs: str | None = None
     installed_extensions_collection_interval: int = 3600
@@ -149,7 +150,7 @@ class Params:
     apply_timeout: float = 120.0
     # pgbouncer, local_proxy and TLS (docs/pgbouncer-tls.md): None means Neon's paths.
     pgbouncer_ini: Path | None = None
-    pgbouncer_connstr: str | None = None
+    pgbouncer_connstr: str | None = dataclasses.field(default=None, repr=False)
     local_proxy_dir: Path = Path("/etc/local_proxy")
     tls_poll_interval: float = 60.0
     # Neon's AUDIT_LOGGING_*ENDPOINT, and (beyond Neon) the rsyslog paths: audit_ship.

@@ -33,10 +33,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import re
 import signal
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -65,6 +67,7 @@ _POD_CONN = "host=localhost port=6432 dbname=pgbouncer user=postgres sslmode=dis
 _ATTEMPTS = 4
 _ATTEMPT_PAUSE_S = 1.0
 _CONNECT_TIMEOUT_S = 5
+_MAX_FILE = 1 << 20
 
 _KEY_RE = re.compile(r"[a-z_][a-z0-9_]*")
 _BAD_VALUE_RE = re.compile(r"[\x00-\x1f\x7f]")
@@ -154,13 +157,28 @@ def rewrite_text(text: str, settings: Mapping[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _read(path: Path) -> tuple[str, os.stat_result]:
+    """A regular file's text and status, read without blocking: ``/tmp/pgbouncer.pid`` (and
+    a pod's ini directory) may hold a FIFO another user planted, whose open would block."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        data = os.read(fd, _MAX_FILE + 1)
+    finally:
+        os.close(fd)
+    if len(data) > _MAX_FILE:
+        raise OSError(errno.EFBIG, f"larger than {_MAX_FILE} bytes")
+    return data.decode(), st
+
+
 def rewrite_ini(path: Path, settings: Mapping[str, str]) -> None:
     """Replace ``path`` atomically with ``settings`` set, keeping its mode and owner."""
     try:
-        st = os.stat(path)
-        text = path.read_text()
-    except OSError as e:
-        raise PgbouncerError(f"{path}: {e.strerror or e}") from e
+        text, st = _read(path)
+    except (OSError, UnicodeDecodeError) as e:
+        raise PgbouncerError(f"{path}: {getattr(e, 'strerror', None) or e}") from e
     new = rewrite_text(text, settings)
     tmp = path.with_name(f".{path.name}.compute_ctl.tmp")
     with contextlib.suppress(FileNotFoundError):
@@ -180,6 +198,9 @@ def rewrite_ini(path: Path, settings: Mapping[str, str]) -> None:
         raise
 
 
+_CONSOLE_TIMEOUT_S = 10.0  # one connect + RELOAD on the admin console, bounded
+
+
 async def _reload(conninfo: str) -> None:
     import psycopg
 
@@ -190,10 +211,12 @@ async def _reload(conninfo: str) -> None:
         try:
             # The admin console speaks the simple query protocol only: a query without
             # parameters is sent that way by psycopg.
-            async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
-                await conn.execute("RELOAD")
+            async with asyncio.timeout(_CONSOLE_TIMEOUT_S):
+                conn = await psycopg.AsyncConnection.connect(conninfo, autocommit=True)
+                async with conn:
+                    await conn.execute("RELOAD")
             return
-        except psycopg.OperationalError as e:
+        except (psycopg.OperationalError, TimeoutError) as e:
             failure = e
         except psycopg.Error as e:
             raise PgbouncerError(f"RELOAD failed: {e}") from None
@@ -210,8 +233,8 @@ async def tune(*, ini: Path, conninfo: str, settings: Mapping[str, str]) -> None
 def pidfile_of(ini: Path) -> Path:
     """The ini's ``pidfile``, or Neon's ``/tmp/pgbouncer.pid``."""
     try:
-        text = ini.read_text()
-    except OSError:
+        text, _ = _read(ini)
+    except (OSError, UnicodeDecodeError):
         return DEFAULT_PIDFILE
     section = None
     for line in text.splitlines():
@@ -229,9 +252,9 @@ def kill(ini: Path) -> int | None:
     """SIGKILL the pgbouncer named by the pid file (Neon, at termination); its pid."""
     pidfile = pidfile_of(ini)
     try:
-        pid = int(pidfile.read_text().strip())
+        pid = int(_read(pidfile)[0].strip())
         comm = Path(f"/proc/{pid}/comm").read_text().strip()
-    except (OSError, ValueError):
+    except (OSError, ValueError):  # UnicodeDecodeError included
         return None
     if pid <= 0 or comm != "pgbouncer":
         return None

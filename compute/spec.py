@@ -81,7 +81,7 @@ class GenericOption(_Model):
 
 class Role(_Model):
     name: str
-    encrypted_password: str | None = None
+    encrypted_password: str | None = pydantic.Field(default=None, repr=False)
     options: list[GenericOption] | None = None
 
 
@@ -210,7 +210,7 @@ class ComputeSpec(_Model):
     safekeepers_generation: int | None = None
     safekeeper_connstrings: list[str] = pydantic.Field(default_factory=list)
     mode: ComputeMode = pydantic.Field(default_factory=ComputeMode)
-    storage_auth_token: str | None = None
+    storage_auth_token: str | None = pydantic.Field(default=None, repr=False)
     remote_extensions: dict[str, Any] | None = None
     pgbouncer_settings: dict[str, str] | None = None
     local_proxy_config: dict[str, Any] | None = None
@@ -219,7 +219,7 @@ class ComputeSpec(_Model):
     audit_log_level: AuditLogLevel = AuditLogLevel.DISABLED
     logs_export_host: str | None = None
     endpoint_storage_addr: str | None = None
-    endpoint_storage_token: str | None = None
+    endpoint_storage_token: str | None = pydantic.Field(default=None, repr=False)
     autoprewarm: bool = False
     offload_lfc_interval_seconds: int | None = None
     suspend_timeout_seconds: int

@@ -118,7 +118,7 @@ class Secret:
     name: str
     uid: str
     resource_version: str
-    data: Mapping[str, str]
+    data: Mapping[str, str] = dataclasses.field(repr=False)  # the values: never shown
 
 
 class InvalidReference(ValueError):

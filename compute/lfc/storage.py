@@ -23,6 +23,9 @@ __all__ = ["OBJECT", "StorageFailure", "Target", "download", "target", "upload"]
 OBJECT = "lfc_state"
 _CONNECT_TIMEOUT_S = 10.0
 _TRANSFER_TIMEOUT_S = 120.0
+MAX_DOWNLOAD_BYTES = 1 << 30
+"""The largest state object read (the controller's bound on the decompressed state)."""
+_READ_CHUNK = 1 << 20
 
 
 class StorageFailure(Exception):
@@ -89,9 +92,21 @@ async def download(where: Target) -> bytes | None:
                 return None
             if response.status != 200:
                 raise StorageFailure(f"{_status(response.status)} querying endpoint storage")
-            return await response.read()
+            return await _read_bounded(response)
     except (aiohttp.ClientError, TimeoutError) as e:
         raise StorageFailure(f"querying endpoint storage: {type(e).__name__}: {e}") from e
+
+
+async def _read_bounded(response: aiohttp.ClientResponse) -> bytes:
+    too_large = StorageFailure(f"the stored state is larger than {MAX_DOWNLOAD_BYTES} bytes")
+    if (response.content_length or 0) > MAX_DOWNLOAD_BYTES:
+        raise too_large
+    data = bytearray()
+    async for chunk in response.content.iter_chunked(_READ_CHUNK):
+        data += chunk
+        if len(data) > MAX_DOWNLOAD_BYTES:
+            raise too_large
+    return bytes(data)
 
 
 async def upload(where: Target, data: bytes) -> None:

@@ -31,7 +31,7 @@ __all__ = [
 ]
 
 # Extension and archive names: what a file name and a URL segment can hold safely.
-_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*$")
+_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")  # fullmatch: "$" passes a final "\n"
 # Neon drops these from the preload list: they are always local.
 _NEVER_REMOTE = frozenset({"neon", "databricks_auth", ""})
 _SPLIT_RE = re.compile(r"[,' ]")
@@ -43,7 +43,7 @@ class NotFound(Exception):
 
 
 def _safe_name(value: str, *, what: str) -> str:
-    if not _NAME_RE.match(value) or ".." in value:
+    if not _NAME_RE.fullmatch(value) or ".." in value:
         raise ValueError(f"{what} {value!r} must be letters, digits and _.+- (no '..')")
     return value
 

@@ -224,9 +224,19 @@ class ExtensionServer:
         return total
 
     def _redacted(self, text: str) -> str:
-        """``text`` without the base URL's password (aiohttp's errors may print the URL)."""
-        password = urllib.parse.urlsplit(self.base_url or "").password
-        return text.replace(password, "***") if password else text
+        """``text`` without the base URL's userinfo (aiohttp's errors may print the URL):
+        ``userinfo@`` (a token may be the user name) and the password, as written and
+        percent-decoded."""
+        parsed = urllib.parse.urlsplit(self.base_url or "")
+        userinfo = parsed.netloc.rpartition("@")[0]
+        if not userinfo:
+            return text
+        for form in sorted({userinfo, urllib.parse.unquote(userinfo)}, key=len, reverse=True):
+            text = text.replace(f"{form}@", "***@")
+        password = parsed.password or ""
+        for form in sorted({password, urllib.parse.unquote(password)} - {""}):
+            text = text.replace(form, "***")
+        return text
 
     def _record(self, http_status: str, archive: str) -> None:
         self._metrics.remote_ext_request(http_status=http_status, filename=archive)

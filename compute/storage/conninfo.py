@@ -98,7 +98,7 @@ def check_libpq_conninfo(value: str, *, what: str) -> None:
         )
 
 
-_HEX_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+_HEX_ID_RE = re.compile(r"[0-9a-f]{32}")  # fullmatch: "$" would pass a trailing newline
 
 
 def shard_index(number: int, count: int) -> str:
@@ -235,7 +235,7 @@ def tenant_timeline(spec: spec_mod.ComputeSpec) -> tuple[str | None, str | None]
     tenant = spec.tenant_id or spec.cluster.setting("neon.tenant_id")
     timeline = spec.timeline_id or spec.cluster.setting("neon.timeline_id")
     for name, value in (("tenant id", tenant), ("timeline id", timeline)):
-        if value is not None and not _HEX_ID_RE.match(value):
+        if value is not None and not _HEX_ID_RE.fullmatch(value):
             raise errors.ConfigError(f"invalid {name}: expected 32 lower-case hex digits")
     return tenant, timeline
 

@@ -88,7 +88,7 @@ class LeaseRequest:
     targets: tuple[Target, ...]
     timeline: str
     lsn: str
-    token: str | None
+    token: str | None = dataclasses.field(repr=False)  # storage_auth_token: never shown
 
 
 def wants_lease(spec: spec_mod.ComputeSpec) -> bool:

@@ -280,9 +280,15 @@ async def test_every_callers_session_defeats_hostile_and_logging_settings(
         execute(pgc.dsn(), "ALTER ROLE cloud_admin IN DATABASE trap RESET ALL")
 
 
-# Modules that connect to remote peers (pageserver, safekeepers, a primary), not to the
-# local postgres: the session policy is for our own postgres only.
-REMOTE_PEERS = {"storage/basebackup.py", "storage/safekeepers.py", "storage/replica.py"}
+# Modules that connect to other servers (pageserver, safekeepers, a primary, pgbouncer's
+# admin console), not to the local postgres: the session policy is for our own postgres.
+REMOTE_PEERS = {
+    "storage/basebackup.py",
+    "storage/safekeepers.py",
+    "storage/replica.py",
+    "storage/leases.py",
+    "pgbouncer.py",
+}
 
 
 def test_every_local_connection_goes_through_pgsession() -> None:

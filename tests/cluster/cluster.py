@@ -24,7 +24,7 @@ from tests.cluster import node as node_
 from tests.cluster import toolchain
 from tests.pgserver import free_port
 
-__all__ = ["Cluster", "Namespace", "Ports", "wait_for"]
+__all__ = ["Cluster", "Namespace", "Ports", "finish", "wait_for"]
 
 REPO = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
@@ -105,6 +105,27 @@ class Cluster:
                 f"{' '.join(argv)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
             )
         return proc.stdout
+
+    @contextlib.contextmanager
+    def background(
+        self, argv: list[str], *, env: dict[str, str] | None = None
+    ) -> Iterator[subprocess.Popen[str]]:
+        """``argv`` started with this cluster's environment (plus ``env``); killed if it is
+        still running when the block ends. ``finish`` waits for it."""
+        proc = subprocess.Popen(
+            argv,
+            env=self.env() | (env or {}),
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
 
     def kubectl(self, *args: str, **kw: Any) -> str:
         return self.run([str(self.tools.kubectl), *args], **kw)
@@ -253,6 +274,14 @@ class Namespace:
             check=False,
             timeout=120,
         )
+
+
+def finish(proc: subprocess.Popen[str], *, timeout: float = 180.0) -> str:
+    """The output of a ``Cluster.background`` process that exits 0 within ``timeout``."""
+    out, _ = proc.communicate(timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{proc.args!r} exited {proc.returncode}:\n{out}")
+    return out
 
 
 def container_pid(ns: Namespace, pod: str, container: str) -> int:

@@ -30,8 +30,15 @@ def _op(op: str, path: str, value: Any = None) -> dict[str, Any]:
     return {"op": op, "path": path} if value is None else {"op": op, "path": path, "value": value}
 
 
-def write(cluster: Cluster, ports: Ports, directory: Path) -> Path:
-    """The overlay's directory (``kubectl apply -k`` it in place of ``manifests/``)."""
+def write(
+    cluster: Cluster,
+    ports: Ports,
+    directory: Path,
+    *,
+    compute_env: dict[str, str] | None = None,
+) -> Path:
+    """The overlay's directory (``kubectl apply -k`` it in place of ``manifests/``);
+    ``compute_env``: more environment for compute_ctl (e.g. ``held.ENV``)."""
     api = urlparse(cluster.plane.url)
     repository, _, tag = cluster.tools.image.rpartition(":")
     pod = "/spec/template/spec"
@@ -52,7 +59,10 @@ def write(cluster: Cluster, ports: Ports, directory: Path) -> Path:
                 f"--internal-http-port={ports.internal}",
             ],
         ),
-        _op("add", f"{compute}/env/-", {"name": "PGPORT", "value": str(ports.postgres)}),
+        *(
+            _op("add", f"{compute}/env/-", {"name": k, "value": v})
+            for k, v in {"PGPORT": str(ports.postgres), **(compute_env or {})}.items()
+        ),
         _op("replace", f"{compute}/ports/0/containerPort", ports.postgres),
         _op("replace", f"{compute}/ports/1/containerPort", ports.http),
         _op("replace", f"{compute}/resources", {"requests": {"cpu": "10m", "memory": "64Mi"}}),

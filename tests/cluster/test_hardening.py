@@ -8,15 +8,13 @@ and the mark must then go.
 
 from __future__ import annotations
 
-import subprocess
 import time
 
 import pytest
 
-from tests.cluster.cluster import Namespace, wait_for
+from tests.cluster import held
+from tests.cluster.cluster import Namespace, finish, wait_for
 from tests.cluster.compute import (
-    INSTALL_BOUND,
-    PGDATA,
     TEARDOWN_BOUND,
     Compute,
     installed,
@@ -26,14 +24,6 @@ from tests.cluster.compute import (
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
 
 TOKEN_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
-# compute_ctl's start held before the spec is applied (postgres runs, status init), and
-# its release through the internal port's /failpoints (Neon's internal route).
-HOLD_START = {"name": "FAILPOINTS", "value": "before-apply=pause"}
-RELEASE_START = (
-    "import urllib.request as u; u.urlopen(u.Request('http://127.0.0.1:{port}/failpoints',"
-    ' data=b\'[{{"name": "before-apply", "actions": "off"}}]\', method=\'POST\','
-    " headers={{'Content-Type': 'application/json'}}), timeout=30)"
-)
 
 
 def test_h_compute_ctl_container_has_no_service_account_token(shared: Compute) -> None:
@@ -90,43 +80,19 @@ def test_b_helm_uninstall_while_the_compute_is_starting(kube: Namespace) -> None
     """``helm uninstall`` of a compute still starting: its start is held (a failpoint)
     with postgres running. The uninstall waits while it is held, then the compute is
     terminated (not left running behind a deleted resource) and nothing is left."""
-    compute = Compute(kube, "bstart", extra={"computeCtl": {"extraEnv": [HOLD_START]}})
+    env = [{"name": k, "value": v} for k, v in held.ENV.items()]
+    compute = Compute(kube, "bstart", extra={"computeCtl": {"extraEnv": env}})
     compute.install(spec(compute.ports, roles=("app",), databases=("app",)))
-
-    def held() -> bool:
-        obj = kube.get_or_none("computespec", compute.name) or {}
-        postgres = kube.kubectl(
-            "exec", compute.pod, "-c", "compute-ctl", "--", "sh", "-c",
-            f"test -f {PGDATA}/postmaster.pid && echo yes", check=False,
-        )  # fmt: skip
-        return bool(obj.get("metadata", {}).get("finalizers")) and postgres.strip() == "yes"
-
-    wait_for(held, what="the start held with postgres running", timeout=INSTALL_BOUND)
-    uninstall = subprocess.Popen(
-        [str(kube.cluster.tools.helm), "-n", kube.name, "uninstall", compute.release,
-         "--wait", "--timeout=150s"],
-        env=kube.cluster.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    try:
-
-        def deleting() -> bool:
-            obj = kube.get_or_none("computespec", compute.name) or {}
-            return "deletionTimestamp" in obj.get("metadata", {})
-
-        wait_for(deleting, what="the pre-delete hook deleting the resource", timeout=60)
+    held.wait_held(kube, compute.name, compute.pod)
+    helm = [str(kube.cluster.tools.helm), "-n", kube.name]
+    with kube.cluster.background([*helm, "uninstall", compute.release, "--wait"]) as uninstall:
+        held.wait_deleting(kube, compute.name)  # by the pre-delete hook
         assert uninstall.poll() is None, uninstall.communicate()  # it waits for the compute
         assert kube.get_or_none("pod", compute.pod) is not None
         assert "Ready" not in [e["reason"] for e in kube.events(compute.name)]
         released = time.monotonic()
-        kube.kubectl(
-            "exec", compute.pod, "-c", "compute-ctl", "--", "python3", "-c",
-            RELEASE_START.format(port=compute.ports.internal),
-        )  # fmt: skip
-        out, _ = uninstall.communicate(timeout=180)
-    finally:
-        if uninstall.poll() is None:
-            uninstall.kill()
-    assert uninstall.returncode == 0, out
+        held.release(kube, compute.pod, compute.ports.internal)
+        finish(uninstall)
     assert time.monotonic() - released < TEARDOWN_BOUND
     reasons = [e["reason"] for e in kube.events(compute.name)]
     assert "Terminated" in reasons, reasons

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster import overlay
-from tests.cluster.cluster import Namespace, Ports, wait_for
-from tests.cluster.compute import INSTALL_BOUND, TEARDOWN_BOUND
+from tests.cluster import held, overlay
+from tests.cluster.cluster import Namespace, Ports, finish, wait_for
+from tests.cluster.compute import TEARDOWN_BOUND
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
 
@@ -26,27 +26,24 @@ DOC = REPO / "docs" / "operator.md"
 NAME = "compute-1"
 
 
-def step(kube: Namespace, name: str, base: Path) -> str:
-    """Run the document's step ``name`` in ``kube``'s namespace, on the overlay ``base``."""
-    script = subprocess.run(
+def script(name: str, base: Path) -> str:
+    """The document's step ``name``, on the overlay ``base``."""
+    text = subprocess.run(
         [str(REPO / "scripts" / "doc-commands"), str(DOC), name],
         check=True,
         capture_output=True,
         text=True,
         timeout=30,
     ).stdout
-    script = script.replace("-k manifests/ ", f"-k {base} ")
-    proc = subprocess.run(
-        ["sh", "-eu", "-c", script],
-        env=kube.cluster.env() | {"NS": kube.name},
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
-    assert proc.returncode == 0, f"step {name} failed:\n{script}\n{proc.stdout}\n{proc.stderr}"
-    return proc.stdout
+    return text.replace("-k manifests/ ", f"-k {base} ")
+
+
+def step(kube: Namespace, name: str, base: Path) -> str:
+    """Step ``name`` run to its end in ``kube``'s namespace (``sh -eu``); its output."""
+    with kube.cluster.background(
+        ["sh", "-eu", "-c", script(name, base)], env={"NS": kube.name}
+    ) as proc:
+        return finish(proc, timeout=240)
 
 
 def _nothing_left(kube: Namespace) -> bool:
@@ -89,20 +86,23 @@ def test_b_kustomize_install_change_delete_teardown(kube: Namespace) -> None:
     wait_for(lambda: _nothing_left(kube), what="nothing left after the teardown", timeout=60)
 
 
-def test_b_kustomize_teardown_right_after_install(kube: Namespace) -> None:
-    """The documented teardown as soon as the operator holds the resource (its finalizer
-    is on), the compute still starting: it finishes, the compute is terminated."""
-    base = overlay.write(kube.cluster, Ports.free(), kube.tmp_path / "overlay")
+def test_b_kustomize_teardown_while_the_compute_is_starting(kube: Namespace) -> None:
+    """The documented teardown of a compute still starting: its start is held (a
+    failpoint) with postgres running. ``kubectl delete`` waits while it is held; then the
+    compute is terminated (not left running behind a deleted resource), nothing is left."""
+    ports = Ports.free()
+    base = overlay.write(kube.cluster, ports, kube.tmp_path / "overlay", compute_env=held.ENV)
     step(kube, "install", base)
-
-    def taken() -> bool:
-        obj = kube.get_or_none("computespec", NAME) or {}
-        return bool(obj.get("metadata", {}).get("finalizers"))
-
-    wait_for(taken, what="the operator's finalizer on the resource", timeout=INSTALL_BOUND)
-    started = time.monotonic()
-    step(kube, "delete", base)
-    assert time.monotonic() - started < TEARDOWN_BOUND
-    step(kube, "teardown", base)
+    held.wait_held(kube, NAME, f"{NAME}-0")
+    delete = ["sh", "-eu", "-c", script("delete", base)]
+    with kube.cluster.background(delete, env={"NS": kube.name}) as deleting:
+        held.wait_deleting(kube, NAME)
+        assert deleting.poll() is None, deleting.communicate()  # it waits for the compute
+        assert "Ready" not in [e["reason"] for e in kube.events(NAME)]
+        released = time.monotonic()
+        held.release(kube, f"{NAME}-0", ports.internal)
+        finish(deleting)
+    assert time.monotonic() - released < TEARDOWN_BOUND
     _terminated_once(kube)
+    step(kube, "teardown", base)
     wait_for(lambda: _nothing_left(kube), what="nothing left after the teardown", timeout=60)
