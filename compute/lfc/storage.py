@@ -23,6 +23,7 @@ __all__ = ["OBJECT", "StorageFailure", "Target", "download", "target", "upload"]
 OBJECT = "lfc_state"
 _CONNECT_TIMEOUT_S = 10.0
 _TRANSFER_TIMEOUT_S = 120.0
+_TOTAL_TIMEOUT_S = 900.0  # a whole transfer: a storage trickling bytes must end too
 MAX_DOWNLOAD_BYTES = 1 << 30
 """The largest state object read (the controller's bound on the decompressed state)."""
 _READ_CHUNK = 1 << 20
@@ -77,7 +78,7 @@ def _status(code: int) -> str:
 
 def _timeout() -> aiohttp.ClientTimeout:
     return aiohttp.ClientTimeout(
-        total=None, connect=_CONNECT_TIMEOUT_S, sock_read=_TRANSFER_TIMEOUT_S
+        total=_TOTAL_TIMEOUT_S, connect=_CONNECT_TIMEOUT_S, sock_read=_TRANSFER_TIMEOUT_S
     )
 
 
