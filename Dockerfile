@@ -12,6 +12,19 @@
 # man pages and locales are removed. PostgreSQL's LLVM JIT (llvmjit.so, its bitcode and
 # libLLVM: ~155 MB) is removed too: without llvmjit.so postgres runs with JIT unavailable
 # (`jit` has no effect), as most compute images do.
+#
+# What the Neon-parity features need at runtime, from Debian:
+# - postgresql-15-pgaudit, postgresql-15-pgauditlogtofile: audit_log_level (compute.audit);
+# - pgbouncer: the binary for a pgbouncer beside postgres (compute.pgbouncer tunes it; it is
+#   not started by compute_ctl, nor by this image: run it as a sidecar from the same image);
+# - rsyslog with rsyslog-gnutls: the Extended/Full audit levels ship <pgdata>/log through an
+#   rsyslogd (compute.audit_ship), plain TCP or TLS (gtls), as Neon's compute image does.
+#   Kept because a compute that must ship audit logs cannot start without one, and it costs
+#   ~3 MB; only the binary and its modules are needed, so the Debian default config's local
+#   files are not used: the supervisor that runs rsyslogd (a sidecar, runit, s6) passes its
+#   own -f/-i. Not started by compute_ctl either.
+# pg_buffercache and pg_prewarm (compute.lfc) ship in postgresql-15 itself; zstandard and the
+# other Python dependencies come from pyproject.toml below.
 
 ARG DEBIAN_RELEASE=bookworm
 
@@ -51,6 +64,7 @@ RUN groupadd --system --gid 999 postgres \
 RUN apt-get update \
     && apt-get install -y --no-install-recommends \
         postgresql-15 python3 ca-certificates \
+        postgresql-15-pgaudit postgresql-15-pgauditlogtofile pgbouncer rsyslog rsyslog-gnutls \
     && apt-get clean \
     && rm -rf /var/lib/apt/lists/* /var/cache/debconf/*-old /var/log/apt /var/log/dpkg.log \
         /usr/share/doc /usr/share/man /usr/share/locale /usr/share/info \

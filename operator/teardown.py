@@ -77,7 +77,13 @@ def _server(env: Mapping[str, str]) -> str:
 
 
 def run(
-    *, api: _Api, name: str, namespace: str, timeout: float, say: Callable[[str], None] = print
+    *,
+    api: _Api,
+    name: str,
+    namespace: str,
+    timeout: float,
+    say: Callable[[str], None] = print,
+    poll: float = 1.0,
 ) -> float:
     """Delete the resource and wait until it is gone; the seconds that took."""
     path = (
@@ -96,7 +102,7 @@ def run(
                 "operator has not released its finalizer (see `kubectl describe cspec "
                 f"{name}`; docs/operator.md says how to remove it by hand)"
             )
-        time.sleep(1.0)
+        time.sleep(poll)
     elapsed = time.monotonic() - started
     say(f"computespec {namespace}/{name} gone after {elapsed:.1f} s")
     return elapsed

@@ -73,3 +73,36 @@ def test_the_cli_outside_a_pod_says_why_and_exits_1(capsys: pytest.CaptureFixtur
     assert "KUBERNETES_SERVICE_HOST" in capsys.readouterr().err
     assert teardown.main([], env={}) == 1
     assert "--name" in capsys.readouterr().err
+
+
+class _Replies(teardown._Api):
+    """The API server's answers in order; the calls made, recorded."""
+
+    def __init__(self, *answers: int) -> None:
+        super().__init__(server="https://127.0.0.1:1", token="t", ca_file=None)
+        self.answers = list(answers)
+        self.calls: list[str] = []
+
+    def call(self, method: str, path: str) -> int:
+        self.calls.append(method)
+        return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+
+
+def test_it_waits_until_the_resource_is_gone() -> None:
+    api = _Replies(200, 200, 200, 404)
+    said: list[str] = []
+    teardown.run(api=api, name="c1", namespace="ns1", timeout=30, say=said.append, poll=0.01)
+    assert api.calls == ["DELETE", "GET", "GET", "GET"]
+    assert "gone" in said[-1]
+
+
+def test_a_resource_never_there_is_nothing_to_do() -> None:
+    api = _Replies(404)
+    assert teardown.run(api=api, name="c1", namespace="ns1", timeout=30, say=print) == 0.0
+    assert api.calls == ["DELETE"]
+
+
+def test_a_finalizer_never_released_is_an_error_naming_the_way_out() -> None:
+    api = _Replies(200)
+    with pytest.raises(teardown.TeardownError, match="finalizer"):
+        teardown.run(api=api, name="c1", namespace="ns1", timeout=0.05, say=print, poll=0.01)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,18 @@ def _wait(cond: Callable[[], bool], what: str, deadline: float = 20.0) -> None:
         if time.monotonic() > end:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.02)
+
+
+@contextlib.contextmanager
+def lock_holder(directory: Path) -> Iterator[Path]:
+    """A process holding local_proxy's pid lock in ``directory``, counting its signals."""
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(directory)])
+    try:
+        _wait(lambda: (directory / "ready").exists(), "lock holder")
+        yield directory
+    finally:
+        proc.kill()
+        proc.wait(timeout=20)
 
 
 def _counts(d: Path) -> tuple[int, int]:
@@ -88,18 +101,13 @@ def test_no_holder_means_no_signal(tmp_path: Path) -> None:
 
 
 def test_one_sighup_per_configure_and_sigterm(tmp_path: Path) -> None:
-    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path)])
-    try:
-        _wait(lambda: (tmp_path / "ready").exists(), "lock holder")
+    with lock_holder(tmp_path):
         local_proxy.configure(tmp_path, SPEC, None)
         _wait(lambda: _counts(tmp_path) == (1, 0), "first SIGHUP")
         local_proxy.configure(tmp_path, SPEC, None)
         _wait(lambda: _counts(tmp_path) == (2, 0), "second SIGHUP")
         local_proxy.terminate(tmp_path)
         _wait(lambda: _counts(tmp_path) == (2, 1), "SIGTERM")
-    finally:
-        proc.kill()
-        proc.wait(timeout=20)
 
 
 def test_bad_pid_content_is_an_error(tmp_path: Path) -> None:

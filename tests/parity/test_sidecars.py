@@ -13,7 +13,6 @@ import os
 import pwd
 import shutil
 import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -112,13 +111,8 @@ def bouncer(module_scratch: Path) -> Iterator[Pgbouncer]:
 def proxy_dir(module_scratch: Path) -> Iterator[Path]:
     directory = module_scratch / "local_proxy"
     directory.mkdir()
-    holder = subprocess.Popen([sys.executable, "-c", test_local_proxy.HOLDER, str(directory)])
-    try:
-        test_local_proxy._wait(lambda: (directory / "ready").exists(), "lock holder")
+    with test_local_proxy.lock_holder(directory):
         yield directory
-    finally:
-        holder.kill()
-        holder.wait(timeout=20)
 
 
 LOCAL_PROXY_CONFIG: dict[str, Any] = {
