@@ -204,9 +204,6 @@ def rewrite_ini(path: Path, settings: Mapping[str, str]) -> None:
         raise
 
 
-_CONSOLE_TIMEOUT_S = 10.0  # one connect + RELOAD on the admin console, bounded
-
-
 async def _reload_once(conninfo: str) -> None:
     """One RELOAD, bounded as a whole (beyond Neon): connect_timeout covers only the
     connect, and a console that never answers would hold the sidecars' lock for good. On
