@@ -19,6 +19,12 @@ status and the events the change deserves (``Outcome``). What it does in between
   ``Rejected``. After a restart the spec is pushed once more, and a real refusal recurs;
 - otherwise: push (``POST /configure``, retried while compute_ctl is busy).
 
+A change of the resource skips the read when this process knows what the running
+compute wants (its last observation): the spec is pushed at once with ``If-Match`` on
+that hash, and a 412 (the compute changed meanwhile) falls back to the read and
+``decide``. ``/configure`` answers with the status, which is the observation after a
+push: a change costs one request to compute_ctl.
+
 An invalid spec never reaches the compute: the resource's spec goes through the same
 admission as ``/configure`` (``compute.admission``, with what the operator knows of the
 compute: ``admission.Rules``), and ``InvalidSpec`` ends the reconcile before any call but

@@ -46,6 +46,9 @@ class _Shared:
     lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
     session: contextlib.AsyncExitStack | None = None
     conn: pgsession.Connection | None = None
+    # False once the block ended: a task it spawned (it inherits the context) opens its
+    # own sessions then, rather than one nobody would close.
+    active: bool = True
 
 
 _SHARED: contextvars.ContextVar[_Shared | None] = contextvars.ContextVar(
@@ -62,6 +65,7 @@ async def shared(connstr: str) -> AsyncIterator[None]:
         yield
     finally:
         _SHARED.reset(token)
+        holder.active = False
         if holder.session is not None:
             await holder.session.aclose()
 
@@ -69,7 +73,7 @@ async def shared(connstr: str) -> AsyncIterator[None]:
 def current(connstr: str) -> pgsession.Connection | None:
     """The block's shared session to ``connstr``, if it is open (never opens one)."""
     holder = _SHARED.get()
-    if holder is None or holder.connstr != connstr or holder.conn is None:
+    if holder is None or not holder.active or holder.connstr != connstr or holder.conn is None:
         return None
     return None if holder.conn.closed else holder.conn
 
@@ -91,7 +95,7 @@ async def connect(
     """A checked superuser session on ``dbname`` (default: the connection string's);
     the block's shared one inside ``shared(connstr)``."""
     holder = _SHARED.get()
-    if holder is None or dbname is not None or holder.connstr != connstr:
+    if holder is None or not holder.active or dbname is not None or holder.connstr != connstr:
         async with _connect(connstr, dbname=dbname) as conn:
             yield conn
         return

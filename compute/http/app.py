@@ -20,7 +20,7 @@ import re
 import secrets
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from compute_ctl.compute import logformat, loghygiene
 from compute_ctl.compute import metrics as metrics_mod
@@ -138,7 +138,7 @@ def _fallback(
 def _jwt_check(node: interface.Node, authorizer: auth.Authorizer) -> Check:
     def check(request: web.Request) -> None:
         authorizer.check(
-            authorization=request.headers.get("Authorization"), jwks=node.state.config.jwks
+            authorization=request.headers.get(hdrs.AUTHORIZATION), jwks=node.state.config.jwks
         )
 
     return check
@@ -169,8 +169,7 @@ def build_app(
     app[bodies.BODY_GATE] = gate or bodies.BodyGate()
     internal_port = None if external else node.params.internal_http_port
 
-    def guard(request: web.Request) -> None:
-        guards.check(request, internal_port=internal_port)
+    guard = guards.checker(internal_port=internal_port)
 
     tables = [lifecycle.routes, metrics_routes.routes, catalog.routes, probes.routes, lfc.routes]
     tables.append(promote.routes)

@@ -119,7 +119,8 @@ class Authorizer:
     and re-read only if that config object is replaced.
 
     Accepted tokens are cached (verifying an Ed25519 signature costs more than serving
-    ``/status``): at most ``_CACHE_SIZE`` entries, keyed by the exact token text, each
+    ``/status``): at most ``_CACHE_SIZE`` entries, keyed by the exact token text (the whole
+    ``Authorization`` value, so a hit costs one dictionary lookup), each
     holding the moment its ``exp`` (plus the leeway) passes; a hit after that moment is
     dropped and answered 401 as an uncached expired token would be. Only a token that
     passed every rule is stored, so a rejected one is verified (and rejected) again on
@@ -131,7 +132,7 @@ class Authorizer:
         self.allow_unauthenticated = allow_unauthenticated
         self._jwks: spec_mod.Jwks | None = None
         self._keys: list[_Key] = []
-        # Accepted token -> (claims, the time.time() after which it has expired).
+        # Accepted "Bearer <token>" -> (claims, the time.time() after which it has expired).
         self._accepted: collections.OrderedDict[str, tuple[Claims, float]] = (
             collections.OrderedDict()
         )
@@ -152,6 +153,10 @@ class Authorizer:
 
         Returns ``None`` when no key is configured and unauthenticated access is allowed.
         """
+        if jwks is self._jwks and authorization is not None:
+            hit = self._accepted.get(authorization)
+            if hit is not None and time.time() <= hit[1]:
+                return hit[0]
         keys = self._keys_for(jwks)
         if not keys:
             if self.allow_unauthenticated:
@@ -162,18 +167,17 @@ class Authorizer:
                 "(start with --allow-unauthenticated for an open development API)",
             )
         token = _bearer_token(authorization)
-        hit = self._accepted.get(token)
-        if hit is not None:
-            if time.time() <= hit[1]:
-                return hit[0]
-            del self._accepted[token]
+        assert authorization is not None
+        hit = self._accepted.get(authorization)
+        if hit is not None:  # the fast path above found it expired
+            del self._accepted[authorization]
             raise responses.ApiError(401, "authorization token has expired")
         claims = Claims.parse(_verify(token, keys))
         expires = math.inf if claims.exp is None else claims.exp + EXP_LEEWAY_SECONDS
         if expires < time.time():
             raise responses.ApiError(401, "authorization token has expired")
         self._authorize(claims)
-        self._accepted[token] = (claims, expires)
+        self._accepted[authorization] = (claims, expires)
         if len(self._accepted) > _CACHE_SIZE:
             self._accepted.popitem(last=False)  # the oldest accepted token
         return claims

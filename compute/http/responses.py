@@ -14,6 +14,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import multidict
 import pydantic
 from aiohttp import web
 
@@ -48,7 +49,8 @@ __all__ = [
 NODE = web.AppKey("node", interface.Node)
 METRICS = web.AppKey("metrics", metrics_mod.Metrics)
 REQUEST_ID = web.RequestKey("request_id", str)
-REQUEST_ID_HEADER = "x-request-id"
+# An ``istr``: multidict looks it up without case-folding it on every request.
+REQUEST_ID_HEADER = multidict.istr("x-request-id")
 
 
 class ApiError(Exception):
@@ -151,13 +153,19 @@ def status_body(state: state_mod.ComputeState) -> api_models.ComputeStatusRespon
 
 
 class StatusCache:
-    """The encoded ``/status`` document, re-rendered only when the state it shows changed."""
+    """The encoded ``/status`` document and its ``ETag``, re-rendered only when the state
+    they show changed."""
 
     def __init__(self) -> None:
         self._key: tuple[object, ...] | None = None
         self._body = b""
+        self._etag = ""
 
     def body(self, state: state_mod.ComputeState) -> bytes:
+        return self.current(state)[0]
+
+    def current(self, state: state_mod.ComputeState) -> tuple[bytes, str]:
+        """(body, ETag): the ETag is the desired spec hash, quoted."""
         key = (
             state.status,
             state.start_time,
@@ -174,8 +182,9 @@ class StatusCache:
         )
         if key != self._key:
             self._body = status_body(state).model_dump_json().encode()
+            self._etag = f'"{state.desired_hash}"'
             self._key = key
-        return self._body
+        return self._body, self._etag
 
 
 STATUS_CACHE = web.AppKey("status_cache", StatusCache)
@@ -183,9 +192,9 @@ STATUS_CACHE = web.AppKey("status_cache", StatusCache)
 
 def status_response(request: web.Request) -> web.Response:
     """The ``/status`` document with its ``ETag`` (the desired spec hash)."""
-    state = request.app[NODE].state
-    body = request.app[STATUS_CACHE].body(state)
-    return json_bytes_response(body, headers={"ETag": f'"{state.desired_hash}"'})
+    app = request.app
+    body, etag = app[STATUS_CACHE].current(app[NODE].state)
+    return json_bytes_response(body, headers={"ETag": etag})
 
 
 def invalid_status(status: state_mod.ComputeStatus) -> ApiError:

@@ -35,8 +35,11 @@ class FakeCompute:
             desired_generation=len(self.pushed),
         )
 
-    async def configure(self, spec: spec_mod.ComputeSpec, *, if_match: str | None) -> None:
+    async def configure(
+        self, spec: spec_mod.ComputeSpec, *, if_match: str | None
+    ) -> api_models.ComputeStatusResponse:
         self.pushed.append(spec)
+        return await self.status()  # /configure answers with the status document
 
     async def timings(self) -> dict[str, int]:
         return {}
