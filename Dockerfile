@@ -15,16 +15,19 @@
 #
 # What the Neon-parity features need at runtime, from Debian:
 # - postgresql-15-pgaudit, postgresql-15-pgauditlogtofile: audit_log_level (compute.audit);
-# - pgbouncer: the binary for a pgbouncer beside postgres (compute.pgbouncer tunes it; it is
-#   not started by compute_ctl, nor by this image: run it as a sidecar from the same image);
-# - rsyslog with rsyslog-gnutls: the Extended/Full audit levels ship <pgdata>/log through an
-#   rsyslogd (compute.audit_ship), plain TCP or TLS (gtls), as Neon's compute image does.
-#   Kept because a compute that must ship audit logs cannot start without one, and it costs
-#   ~3 MB; only the binary and its modules are needed, so the Debian default config's local
-#   files are not used: the supervisor that runs rsyslogd (a sidecar, runit, s6) passes its
-#   own -f/-i. Not started by compute_ctl either.
+# - pgbouncer (with libevent, c-ares): for a pgbouncer container beside postgres, run from
+#   this image; compute.pgbouncer tunes it (--pgbouncer-ini, --pgbouncer-connstr);
+# - rsyslog with rsyslog-gnutls (~3 MB with its libraries): the Extended/Full audit levels
+#   ship <pgdata>/log through an rsyslogd (compute.audit_ship), over TCP or TLS (gtls), as in
+#   Neon's compute image. Kept in: a compute with those levels does not start without a
+#   live rsyslogd to restart. Neither it nor pgbouncer is started by compute_ctl or by this
+#   image: a supervisor in the pod runs it (a container sharing the process namespace, or a
+#   wrapper in this one) as the postgres user, its config including the directory given to
+#   --rsyslog-conf-dir and its pid file at --rsyslogd-pid-file (docs/audit.md).
 # pg_buffercache and pg_prewarm (compute.lfc) ship in postgresql-15 itself; zstandard and the
-# other Python dependencies come from pyproject.toml below.
+# other Python dependencies come from pyproject.toml below. zstandard's wheel has two
+# backends of ~12 MB each: its CFFI one, which it imports only when the C one is missing
+# (or PYTHON_ZSTANDARD_IMPORT_POLICY asks), is removed.
 
 ARG DEBIAN_RELEASE=bookworm
 
@@ -41,7 +44,8 @@ RUN python3 -m venv /opt/compute-ctl \
     && /opt/compute-ctl/bin/pip install --no-cache-dir --upgrade pip \
     && python3 -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
 print("\n".join(p["dependencies"] + p["optional-dependencies"]["operator"]))' > /tmp/deps.txt \
-    && /opt/compute-ctl/bin/pip install --no-cache-dir -r /tmp/deps.txt
+    && /opt/compute-ctl/bin/pip install --no-cache-dir -r /tmp/deps.txt \
+    && rm -f /opt/compute-ctl/lib/python3*/site-packages/zstandard/_cffi.*.so
 COPY README.md ./
 COPY compute_ctl ./compute_ctl
 COPY compute ./compute

@@ -29,6 +29,7 @@ postgres would refuse to start) we preload only the audit libraries.
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -134,14 +135,25 @@ async def apply_sql(*, connstr: str, level: spec_mod.AuditLogLevel) -> None:
 
 
 def log_dir_size(pgdata: Path) -> int:
-    """Bytes in ``<pgdata>/log`` files whose name ends in ``log`` (Neon's measure)."""
+    """Bytes in ``<pgdata>/log`` files whose name ends in ``log`` (Neon's measure).
+
+    Regular files only, and ``log`` itself not through a link: PGDATA is the postgres
+    user's, and the gauge must not tell the size of files only root can see."""
     total = 0
-    for path in (pgdata / "log").glob("*log"):
-        try:
-            if path.is_file():
-                total += path.stat().st_size
-        except OSError:  # rotated away meanwhile
-            continue
+    try:
+        fd = os.open(pgdata / "log", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:  # none yet, or a link
+        return 0
+    try:
+        with os.scandir(fd) as entries:
+            for entry in entries:
+                try:
+                    if entry.name.endswith("log") and entry.is_file(follow_symlinks=False):
+                        total += entry.stat(follow_symlinks=False).st_size
+                except OSError:  # rotated away meanwhile
+                    continue
+    finally:
+        os.close(fd)
     return total
 
 

@@ -23,7 +23,10 @@ Differences from Neon (``pg_helpers.rs``), because Neon's behaviour hurts:
 - the connection string (with its password) is never logged;
 - admission refuses keys that are not pgbouncer names and values with control characters
   (a newline would inject ini lines);
-- a failed RELOAD is an error (logged), not a success;
+- a failed RELOAD is an error (logged), not a success; each attempt (connect, RELOAD,
+  answer) is bounded (``_RELOAD_TIMEOUT_S``), where Neon waits for the answer forever;
+- the ini and the pid file are read without blocking, as regular files only (a FIFO
+  planted at ``/tmp/pgbouncer.pid`` would hang Neon's termination);
 - the termination SIGKILL goes only to a process named ``pgbouncer`` (a stale pid file may
   name a reused pid); the pid file is the ini's ``pidfile`` (Neon: ``/tmp/pgbouncer.pid``,
   also the fallback here).
@@ -39,11 +42,13 @@ import os
 import re
 import signal
 import stat
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
 from compute_ctl.compute import errors
 from compute_ctl.compute import spec as spec_mod
+from compute_ctl.compute.storage import libpq
 
 __all__ = [
     "DEFAULT_PIDFILE",
@@ -67,6 +72,7 @@ _POD_CONN = "host=localhost port=6432 dbname=pgbouncer user=postgres sslmode=dis
 _ATTEMPTS = 4
 _ATTEMPT_PAUSE_S = 1.0
 _CONNECT_TIMEOUT_S = 5
+_RELOAD_TIMEOUT_S = 15.0  # one attempt: connect, RELOAD, answer
 _MAX_FILE = 1 << 20
 
 _KEY_RE = re.compile(r"[a-z_][a-z0-9_]*")
@@ -198,26 +204,38 @@ def rewrite_ini(path: Path, settings: Mapping[str, str]) -> None:
         raise
 
 
-_CONSOLE_TIMEOUT_S = 10.0  # one connect + RELOAD on the admin console, bounded
+async def _reload_once(conninfo: str) -> None:
+    """One RELOAD, bounded as a whole (beyond Neon): connect_timeout covers only the
+    connect, and a console that never answers would hold the sidecars' lock for good. On
+    a timeout the socket is cut (psycopg would wait for its cancel request)."""
+    import psycopg
+
+    deadline = time.monotonic() + _RELOAD_TIMEOUT_S
+    conn = await asyncio.wait_for(
+        psycopg.AsyncConnection.connect(conninfo, autocommit=True), _RELOAD_TIMEOUT_S
+    )
+    async with conn:
+        # The admin console speaks the simple query protocol only: a query without
+        # parameters is sent that way by psycopg.
+        await libpq.bounded(
+            conn, lambda: conn.execute("RELOAD"), timeout=max(deadline - time.monotonic(), 0.0)
+        )
 
 
 async def _reload(conninfo: str) -> None:
     import psycopg
 
-    failure: Exception | None = None
+    failure = ""
     for attempt in range(_ATTEMPTS):
         if attempt:
             await asyncio.sleep(_ATTEMPT_PAUSE_S)
         try:
-            # The admin console speaks the simple query protocol only: a query without
-            # parameters is sent that way by psycopg.
-            async with asyncio.timeout(_CONSOLE_TIMEOUT_S):
-                conn = await psycopg.AsyncConnection.connect(conninfo, autocommit=True)
-                async with conn:
-                    await conn.execute("RELOAD")
+            await _reload_once(conninfo)
             return
-        except (psycopg.OperationalError, TimeoutError) as e:
-            failure = e
+        except psycopg.OperationalError as e:
+            failure = str(e)
+        except TimeoutError:
+            failure = f"did not answer within {_RELOAD_TIMEOUT_S:g} s"
         except psycopg.Error as e:
             raise PgbouncerError(f"RELOAD failed: {e}") from None
     raise PgbouncerError(f"cannot reach the pgbouncer admin console: {failure}") from None

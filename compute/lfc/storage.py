@@ -12,20 +12,31 @@ from __future__ import annotations
 
 import dataclasses
 import http
+import re
 import urllib.parse
 
 import aiohttp
 
 from compute_ctl.compute import spec as spec_mod
 
-__all__ = ["OBJECT", "StorageFailure", "Target", "download", "target", "upload"]
+__all__ = [
+    "OBJECT",
+    "StorageFailure",
+    "Target",
+    "check_endpoint_id",
+    "download",
+    "target",
+    "upload",
+]
 
 OBJECT = "lfc_state"
 _CONNECT_TIMEOUT_S = 10.0
 _TRANSFER_TIMEOUT_S = 120.0
+_TOTAL_TIMEOUT_S = 900.0  # a whole transfer: a storage trickling bytes must end too
 MAX_DOWNLOAD_BYTES = 1 << 30
 """The largest state object read (the controller's bound on the decompressed state)."""
 _READ_CHUNK = 1 << 20
+_ENDPOINT_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}")  # admission's id rule
 
 
 class StorageFailure(Exception):
@@ -42,9 +53,21 @@ class Target:
         return {"Authorization": f"Bearer {self.token}"}
 
 
+def check_endpoint_id(endpoint_id: str) -> None:
+    """``from_endpoint`` must be an id as admission allows them (letters, digits, ``_.:-``,
+    starting with a letter or digit): ``..`` would climb out of the timeline's directory."""
+    if not _ENDPOINT_ID_RE.fullmatch(endpoint_id):
+        raise StorageFailure(
+            f"{endpoint_id[:40]!r} is not a valid endpoint id (letters, digits and _.:- only, "
+            "starting with a letter or digit, at most 128 characters)"
+        )
+
+
 def target(spec: spec_mod.ComputeSpec | None, *, endpoint_id: str | None = None) -> Target:
     """The state object's URL and token; ``endpoint_id`` overrides the spec's (prewarm's
     ``from_endpoint``). Missing pieces are reported in Neon's order and words."""
+    if endpoint_id:
+        check_endpoint_id(endpoint_id)
     endpoint = endpoint_id or (spec.endpoint_id if spec else None)
     if not endpoint:
         raise StorageFailure("pspec.endpoint_id missing, other endpoint_id not provided")
@@ -77,7 +100,7 @@ def _status(code: int) -> str:
 
 def _timeout() -> aiohttp.ClientTimeout:
     return aiohttp.ClientTimeout(
-        total=None, connect=_CONNECT_TIMEOUT_S, sock_read=_TRANSFER_TIMEOUT_S
+        total=_TOTAL_TIMEOUT_S, connect=_CONNECT_TIMEOUT_S, sock_read=_TRANSFER_TIMEOUT_S
     )
 
 

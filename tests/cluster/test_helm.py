@@ -31,6 +31,19 @@ def test_a_helm_install_ready_printer_columns_and_events(shared: Compute) -> Non
     reasons = [e["reason"] for e in kube.events(compute.name)]
     assert reasons.count("Ready") == 1, reasons
 
+    # The image carries what the Neon-parity features run (Dockerfile): the audit and
+    # prewarm extensions for this postgres, pgbouncer and rsyslogd for their sidecars.
+    available = compute.query(
+        "SELECT name FROM pg_available_extensions WHERE name IN "
+        "('pg_buffercache', 'pg_prewarm', 'pgaudit', 'pgauditlogtofile') ORDER BY name"
+    )
+    assert available == [("pg_buffercache",), ("pg_prewarm",), ("pgaudit",), ("pgauditlogtofile",)]
+    versions = kube.kubectl(
+        "exec", compute.pod, "-c", "compute-ctl", "--", "sh", "-c", "pgbouncer -V; rsyslogd -v"
+    )
+    assert versions.startswith("PgBouncer 1."), versions
+    assert "\nrsyslogd " in versions, versions
+
 
 def test_d_apply_changes_observed_generation_and_restart_required(shared: Compute) -> None:
     compute, kube = shared, shared.ns

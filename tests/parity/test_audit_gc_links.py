@@ -11,7 +11,7 @@ import os
 import time
 from pathlib import Path
 
-from compute_ctl.compute import audit_ship
+from compute_ctl.compute import audit, audit_ship
 
 
 def _old(path: Path) -> Path:
@@ -44,3 +44,20 @@ def test_links_below_the_log_directory_are_not_followed(tmp_path: Path) -> None:
     assert audit_ship.collect_garbage(log) == [inside]
     assert outside.exists()
     assert not inside.exists()
+
+
+def test_the_size_gauge_counts_no_file_through_a_link(tmp_path: Path) -> None:
+    """``compute_audit_log_dir_size`` must not tell the size of files root can read
+    elsewhere."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "big.log").write_bytes(b"x" * 1000)
+    pgdata = tmp_path / "pgdata"
+    pgdata.mkdir()
+    (pgdata / "log").symlink_to(elsewhere)
+    assert audit.log_dir_size(pgdata) == 0
+    other = tmp_path / "other"
+    (other / "log").mkdir(parents=True)
+    (other / "log" / "pg.log").write_bytes(b"y" * 10)
+    (other / "log" / "linked.log").symlink_to(elsewhere / "big.log")
+    assert audit.log_dir_size(other) == 10

@@ -4,6 +4,7 @@ decompression bound is ever reached."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -20,6 +21,12 @@ async def serve() -> AsyncIterator[dict[str, bytes]]:
     bodies: dict[str, bytes] = {}
 
     async def get(request: web.Request) -> web.StreamResponse:
+        if request.match_info["name"] == "trickle":  # a byte now and then, for ever
+            response = web.StreamResponse()
+            await response.prepare(request)
+            while True:
+                await response.write(b"x")
+                await asyncio.sleep(0.1)
         body = bodies[request.match_info["name"]]
         if request.query.get("chunked"):
             response = web.StreamResponse()
@@ -64,3 +71,12 @@ async def test_a_body_within_the_bound_is_read(
     monkeypatch.setattr(storage, "MAX_DOWNLOAD_BYTES", BOUND, raising=False)
     serve["big"] = b"y" * BOUND
     assert await storage.download(_target(serve, "?chunked=1")) == serve["big"]
+
+
+async def test_a_trickling_answer_is_bounded_as_a_whole(
+    serve: dict[str, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(storage, "_TOTAL_TIMEOUT_S", 1.0, raising=False)
+    where = storage.Target(url=f"http://127.0.0.1:{serve['port'].decode()}/trickle", token="t")
+    with pytest.raises(storage.StorageFailure, match="TimeoutError"):
+        await asyncio.wait_for(storage.download(where), 15)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from compute_ctl.compute.http import responses
-from compute_ctl.compute.lfc import controller
+from compute_ctl.compute.lfc import controller, storage
 
 __all__ = ["routes"]
 
@@ -35,6 +35,10 @@ async def prewarm(request: web.Request) -> web.Response:
         from_endpoint = request.query["from_endpoint"]
         if not from_endpoint:
             raise responses.ApiError(400, "from_endpoint must not be empty")
+        try:
+            storage.check_endpoint_id(from_endpoint)
+        except storage.StorageFailure as e:
+            raise responses.ApiError(400, f"from_endpoint: {e}") from None
     try:
         request.app[responses.NODE].lfc.start_prewarm(from_endpoint=from_endpoint)
     except controller.Busy as e:
