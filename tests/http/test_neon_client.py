@@ -133,8 +133,13 @@ def test_metrics_json_and_prometheus(neon: NeonClient) -> None:
     ):
         assert f"# TYPE {family} {kind}" in text, family
     assert "_created" not in text  # Neon exports none
-    # The start collected the installed extensions (plpgsql in postgres and template1).
-    assert 'extension_name="plpgsql"' in text
+    # The start collects the installed extensions (plpgsql in postgres and template1) in
+    # the background, as Neon does: wait for the report, with a deadline.
+    deadline = time.monotonic() + 30
+    while 'extension_name="plpgsql"' not in text:
+        assert time.monotonic() < deadline, "no installed-extensions report"
+        time.sleep(0.05)
+        text = neon.open_ext("GET", "/metrics").text
 
 
 def test_insights(neon: NeonClient) -> None:
