@@ -25,6 +25,7 @@ import pytest
 from tests.apiserver import conftest, controlplane, kube, processes
 from tests.apiserver import pod as pod_
 from tests.apiserver import resources as resources_
+from tests.support import docsteps
 
 pytestmark = pytest.mark.apiserver
 
@@ -42,13 +43,7 @@ def _kubectl() -> str:
 
 def step(name: str, *, namespace: str, kubeconfig: Path, timeout: float = 100) -> str:
     """Run one step of the quickstart as documented; its output."""
-    script = subprocess.run(
-        [str(REPO / "scripts" / "doc-commands"), str(DOC), name],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    ).stdout
+    script = docsteps.script(DOC, name)
     env = {**os.environ, "NS": namespace, "KUBECONFIG": str(kubeconfig)}
     env.pop("PYTHONPATH", None)
     proc = subprocess.run(

@@ -9,7 +9,6 @@ namespace, so the base's fixed name ``compute-1`` is the documented one.
 
 from __future__ import annotations
 
-import subprocess
 import time
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import pytest
 from tests.cluster import held, overlay
 from tests.cluster.cluster import Namespace, Ports, finish, wait_for
 from tests.cluster.compute import TEARDOWN_BOUND
+from tests.support import docsteps
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
 
@@ -28,14 +28,7 @@ NAME = "compute-1"
 
 def script(name: str, base: Path) -> str:
     """The document's step ``name``, on the overlay ``base``."""
-    text = subprocess.run(
-        [str(REPO / "scripts" / "doc-commands"), str(DOC), name],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    ).stdout
-    return text.replace("-k manifests/ ", f"-k {base} ")
+    return docsteps.script(DOC, name).replace("-k manifests/ ", f"-k {base} ")
 
 
 def step(kube: Namespace, name: str, base: Path) -> str:
