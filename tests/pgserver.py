@@ -11,6 +11,7 @@ reports (and then removes) them at its end.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import ctypes
 import dataclasses
@@ -43,11 +44,20 @@ _made: list[Path] = []
 _PR_SET_PDEATHSIG = 1
 
 
+_handed_out: collections.deque[int] = collections.deque(maxlen=256)
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    """A loopback port free now, and not one of the last ports this process handed out:
+    the kernel may give the same ephemeral port to two calls in a row when nothing has
+    bound it in between (seen: a compute's internal and external ports were equal)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port: int = s.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.append(port)
+            return port
 
 
 def tools() -> pgtools.PgTools:
