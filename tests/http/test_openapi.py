@@ -15,10 +15,7 @@ METHODS = {"get", "post", "put", "patch", "delete"}
 
 
 def _served(*, external: bool) -> set[tuple[str, str]]:
-    node = nodedouble.NodeDouble(
-        params=nodedouble.Params(compute_id="c", external_http_port=0, internal_http_port=0),
-        dsn="postgresql://cloud_admin@127.0.0.1:1/postgres",
-    )
+    node = nodedouble.offline()
     metrics = metrics_mod.Metrics(build_tag="t", state=node.state)
     application: web.Application = app_mod.build_app(node, metrics=metrics, external=external)
     served = set()

@@ -100,12 +100,7 @@ async def test_internal_port_binds_loopback_only(make_api: ApiFactory) -> None:
 
 async def test_a_port_in_use_is_a_clear_config_error(api: Api) -> None:
     busy = api.node.params.internal_http_port
-    node = nodedouble.NodeDouble(
-        params=nodedouble.Params(
-            compute_id="c", external_http_port=pgserver.free_port(), internal_http_port=busy
-        ),
-        dsn="postgresql://cloud_admin@127.0.0.1:1/postgres",
-    )
+    node = nodedouble.offline(external_http_port=pgserver.free_port(), internal_http_port=busy)
     with pytest.raises(errors.ConfigError, match="--internal-http-port"):
         async with server.serving(node):
             pass

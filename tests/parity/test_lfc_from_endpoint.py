@@ -43,15 +43,11 @@ def test_target_takes_an_endpoint_id() -> None:
 
 
 async def test_the_route_answers_400() -> None:
-    node = nodedouble.NodeDouble(
-        params=nodedouble.Params(
-            compute_id="c",
-            external_http_port=pgserver.free_port(),
-            internal_http_port=pgserver.free_port(),
-            allow_unauthenticated=True,
-            internal_full_api=True,
-        ),
-        dsn="postgresql://cloud_admin@127.0.0.1:1/postgres",
+    node = nodedouble.offline(
+        external_http_port=pgserver.free_port(),
+        internal_http_port=pgserver.free_port(),
+        allow_unauthenticated=True,
+        internal_full_api=True,
     )
     await node.start_running(_spec())
     metrics = metrics_mod.Metrics(build_tag="latest", state=node.state)

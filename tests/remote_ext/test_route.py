@@ -81,15 +81,11 @@ class Served:
 
 @contextlib.asynccontextmanager
 async def _served(install: Path, *, base_url: str | None) -> AsyncIterator[Served]:
-    node = nodedouble.NodeDouble(
-        params=nodedouble.Params(
-            compute_id="c",
-            external_http_port=pgserver.free_port(),
-            internal_http_port=pgserver.free_port(),
-            allow_unauthenticated=True,
-            internal_full_api=False,
-        ),
-        dsn="postgresql://cloud_admin@127.0.0.1:1/postgres",
+    node = nodedouble.offline(
+        external_http_port=pgserver.free_port(),
+        internal_http_port=pgserver.free_port(),
+        allow_unauthenticated=True,
+        internal_full_api=False,
     )
     metrics = metrics_mod.Metrics(build_tag="latest", state=node.state)
     node.extension_server = remote_ext.ExtensionServer(

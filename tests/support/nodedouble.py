@@ -170,5 +170,29 @@ class NodeDouble:
         return promote_mod.Outcome.failed('compute mode "primary" is not replica')
 
 
+UNREACHABLE_DSN = "postgresql://cloud_admin@127.0.0.1:1/postgres"
+
+
+def offline(
+    *,
+    external_http_port: int = 0,
+    internal_http_port: int = 0,
+    allow_unauthenticated: bool = False,
+    internal_full_api: bool = True,
+) -> NodeDouble:
+    """A double with no postgres behind it (its DSN points at a closed loopback port), for
+    tests of routing and of handlers that must answer before touching postgres."""
+    return NodeDouble(
+        params=Params(
+            compute_id="c",
+            external_http_port=external_http_port,
+            internal_http_port=internal_http_port,
+            allow_unauthenticated=allow_unauthenticated,
+            internal_full_api=internal_full_api,
+        ),
+        dsn=UNREACHABLE_DSN,
+    )
+
+
 def _check_protocol(node: NodeDouble) -> interface.Node:
     return node  # mypy proves the double satisfies the protocol
