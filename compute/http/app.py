@@ -87,8 +87,9 @@ def _wrap(handler: Handler, check: Check | None, guard: Check) -> Handler:
     async def handle(request: web.Request) -> web.StreamResponse:
         given = request.headers.get(REQUEST_ID_HEADER)
         request_id = given if given and _REQUEST_ID_RE.match(given) else new_request_id()
-        logformat.REQUEST_ID.set(request_id)  # on every log line of this request (its task)
-        request[responses.REQUEST_ID] = request_id  # streaming handlers set it themselves
+        # On every log line of this request (its task), and on a streamed response's headers
+        # (``responses.stream_response``): those are sent before this function sees them.
+        logformat.REQUEST_ID.set(request_id)
         try:
             guard(request)
             if check is not None:
@@ -165,7 +166,7 @@ def build_app(
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     app[responses.NODE] = node
     app[responses.METRICS] = metrics
-    app[responses.STATUS_CACHE] = responses.StatusCache()
+    app[responses.STATUS_CACHE] = responses.StatusCache(node)
     app[bodies.BODY_GATE] = gate or bodies.BodyGate()
     internal_port = None if external else node.params.internal_http_port
 

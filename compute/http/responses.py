@@ -18,7 +18,7 @@ import multidict
 import pydantic
 from aiohttp import web
 
-from compute_ctl.compute import api_models
+from compute_ctl.compute import api_models, logformat
 from compute_ctl.compute import metrics as metrics_mod
 from compute_ctl.compute import state as state_mod
 from compute_ctl.compute.http import interface
@@ -26,7 +26,6 @@ from compute_ctl.compute.http import interface
 __all__ = [
     "METRICS",
     "NODE",
-    "REQUEST_ID",
     "REQUEST_ID_HEADER",
     "STATUS_CACHE",
     "ApiError",
@@ -48,7 +47,6 @@ __all__ = [
 
 NODE = web.AppKey("node", interface.Node)
 METRICS = web.AppKey("metrics", metrics_mod.Metrics)
-REQUEST_ID = web.RequestKey("request_id", str)
 # An ``istr``: multidict looks it up without case-folding it on every request.
 REQUEST_ID_HEADER = multidict.istr("x-request-id")
 
@@ -93,11 +91,14 @@ def model_response(
     )
 
 
-def stream_response(request: web.Request, *, content_type: str) -> web.StreamResponse:
-    """A streamed response; it is prepared by the handler, so it carries the request id now."""
-    return web.StreamResponse(
-        headers={"Content-Type": content_type, REQUEST_ID_HEADER: request[REQUEST_ID]}
-    )
+def stream_response(*, content_type: str) -> web.StreamResponse:
+    """A streamed response; it is prepared by the handler, so it carries the request id now:
+    the one ``app`` put in ``logformat.REQUEST_ID`` for the task serving this request."""
+    headers = {"Content-Type": content_type}
+    request_id = logformat.REQUEST_ID.get()
+    if request_id is not None:
+        headers[REQUEST_ID_HEADER] = request_id
+    return web.StreamResponse(headers=headers)
 
 
 def error(status: int, message: str, *, headers: dict[str, str] | None = None) -> web.Response:
@@ -153,19 +154,21 @@ def status_body(state: state_mod.ComputeState) -> api_models.ComputeStatusRespon
 
 
 class StatusCache:
-    """The encoded ``/status`` document and its ``ETag``, re-rendered only when the state
-    they show changed."""
+    """The encoded ``/status`` document of one node and its response headers (``ETag``: the
+    desired spec hash, quoted), re-rendered only when the state they show changed."""
 
-    def __init__(self) -> None:
+    def __init__(self, node: interface.Node) -> None:
+        self._node = node
         self._key: tuple[object, ...] | None = None
         self._body = b""
-        self._etag = ""
+        self._headers: multidict.CIMultiDictProxy[str] = multidict.CIMultiDictProxy(
+            multidict.CIMultiDict()
+        )
 
-    def body(self, state: state_mod.ComputeState) -> bytes:
-        return self.current(state)[0]
-
-    def current(self, state: state_mod.ComputeState) -> tuple[bytes, str]:
-        """(body, ETag): the ETag is the desired spec hash, quoted."""
+    def current(self) -> tuple[bytes, multidict.CIMultiDictProxy[str]]:
+        """(body, headers): ``Content-Type`` and ``ETag``, built once per state, since
+        ``web.Response`` copies a ready ``CIMultiDict`` faster than it builds one."""
+        state = self._node.state
         key = (
             state.status,
             state.start_time,
@@ -182,9 +185,11 @@ class StatusCache:
         )
         if key != self._key:
             self._body = status_body(state).model_dump_json().encode()
-            self._etag = f'"{state.desired_hash}"'
+            self._headers = multidict.CIMultiDictProxy(
+                multidict.CIMultiDict({"Content-Type": _JSON, "ETag": f'"{state.desired_hash}"'})
+            )
             self._key = key
-        return self._body, self._etag
+        return self._body, self._headers
 
 
 STATUS_CACHE = web.AppKey("status_cache", StatusCache)
@@ -192,9 +197,8 @@ STATUS_CACHE = web.AppKey("status_cache", StatusCache)
 
 def status_response(request: web.Request) -> web.Response:
     """The ``/status`` document with its ``ETag`` (the desired spec hash)."""
-    app = request.app
-    body, etag = app[STATUS_CACHE].current(app[NODE].state)
-    return json_bytes_response(body, headers={"ETag": etag})
+    body, headers = request.app[STATUS_CACHE].current()
+    return web.Response(body=body, headers=headers)
 
 
 def invalid_status(status: state_mod.ComputeStatus) -> ApiError:

@@ -53,7 +53,7 @@ async def database_schema(request: web.Request) -> web.StreamResponse:
         chunk = await dump.read()  # a dump that fails before any output is an error answer
         # Neon's content type, although the body is pg_dump's SQL text, not JSON: clients
         # written against Neon may check it.
-        response = responses.stream_response(request, content_type="application/json")
+        response = responses.stream_response(content_type="application/json")
         await response.prepare(request)
         try:
             while chunk:
