@@ -2,8 +2,10 @@
 
 ``python -m bench.http_servers bare|double ...`` is how the bench starts the bare aiohttp
 app and the HTTP layer over the node double in processes of their own; ``target()``
-starts a real compute_ctl instead when the node is in the tree. ``load()`` is a minimal
+starts a real compute_ctl instead when the node is in the tree. The bare app serves the
+very bytes the target's ``/status`` answers (``bare_server(body)``). ``load()`` is a minimal
 HTTP/1.1 client on raw asyncio streams, so the load generator costs less than the servers.
+``cpu_seconds()`` reads a process's CPU clock (nanoseconds, every thread, live or gone).
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
 import json
 import os
 import signal
@@ -28,7 +32,16 @@ from aiohttp import web
 from tests import pgserver
 from tests.support import compute_process
 
-__all__ = ["COMPUTE_ID", "Target", "bare_server", "cpu_seconds", "load", "percentile", "target"]
+__all__ = [
+    "COMPUTE_ID",
+    "Target",
+    "bare_server",
+    "cpu_seconds",
+    "load",
+    "percentile",
+    "status_body",
+    "target",
+]
 
 REPO = Path(__file__).resolve().parent.parent
 COMPUTE_ID = compute_process.COMPUTE_ID
@@ -37,30 +50,7 @@ COMPUTE_ID = compute_process.COMPUTE_ID
 # --- servers (run as subprocesses of the bench) --------------------------------------
 
 
-def _bare_status_body() -> bytes:
-    """The same document compute_ctl's /status returns, built once."""
-    return json.dumps(
-        {
-            "start_time": "2026-01-01T00:00:00.000000Z",
-            "tenant": None,
-            "timeline": None,
-            "status": "running",
-            "last_active": None,
-            "error": None,
-            "desired_generation": 1,
-            "applied_generation": 1,
-            "desired_spec_hash": "0123456789abcdef",
-            "applied_spec_hash": "0123456789abcdef",
-            "pending_restart": [],
-            "mode": "primary",
-        },
-        separators=(",", ":"),
-    ).encode()
-
-
-def serve_bare(port: int) -> None:
-    body = _bare_status_body()
-
+def serve_bare(port: int, body: bytes) -> None:
     async def status(request: web.Request) -> web.Response:
         return web.Response(body=body, content_type="application/json")
 
@@ -128,10 +118,18 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
+def status_body(url: str) -> bytes:
+    """The body ``GET url`` answers (the target's ``/status`` document, for the baseline)."""
+    response = requests.get(url, timeout=10)
+    response.raise_for_status()
+    return response.content
+
+
 @contextlib.contextmanager
-def bare_server() -> Iterator[tuple[str, int]]:
+def bare_server(body: bytes) -> Iterator[tuple[str, int]]:
+    """A bare aiohttp app answering ``GET /status`` with ``body``: (base URL, pid)."""
     port = pgserver.free_port()
-    proc = _spawn(["bare", "--port", str(port)])
+    proc = _spawn(["bare", "--port", str(port), "--body", body.decode()])
     try:
         url = f"http://127.0.0.1:{port}"
         _wait_http(f"{url}/status")
@@ -140,8 +138,18 @@ def bare_server() -> Iterator[tuple[str, int]]:
         _stop(proc)
 
 
+_LIBC = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+
+
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far."""
+    """User + system CPU time of a process so far, every thread included (exited ones too).
+
+    Read from the process's CPU clock (``clock_getcpuclockid``), exact to the nanosecond:
+    ``/proc/<pid>/stat`` counts in 10 ms ticks, too coarse for a few seconds of idle time.
+    """
+    clock = ctypes.c_int()
+    if _LIBC.clock_getcpuclockid(pid, ctypes.byref(clock)) == 0:
+        return time.clock_gettime(clock.value)
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
@@ -258,9 +266,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--internal-port", type=int)
     parser.add_argument("--jwk")
+    parser.add_argument("--body", help="bare: the /status body to serve")
     args = parser.parse_args(argv)
     if args.kind == "bare":
-        serve_bare(args.port)
+        serve_bare(args.port, args.body.encode())
     else:
         serve_double(
             external_port=args.port, internal_port=args.internal_port, jwk=json.loads(args.jwk)
