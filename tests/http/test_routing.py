@@ -69,6 +69,15 @@ async def test_request_id_on_errors_and_streams(running_api: Api) -> None:
     ) as r:
         assert r.status == 200
         assert r.headers["x-request-id"]
+    # A streamed response sends its headers before the wrapper sees it: the id it carries
+    # is still this request's own (echoed), not another request's.
+    async with api.session.get(
+        f"{api.internal}/database_schema",
+        params={"database": "postgres"},
+        headers={"x-request-id": "stream-42"},
+    ) as r:
+        assert r.status == 200
+        assert r.headers["x-request-id"] == "stream-42"
 
 
 async def test_internal_routes_are_not_served_externally(api: Api) -> None:
