@@ -30,7 +30,6 @@ from compute_ctl.compute.http import app as app_mod
 from compute_ctl.compute.http import connections, responses
 from tests.support import jwts, nodedouble
 
-COMPUTE_ID = "compute-test"
 SERVERS = ("bare", "internal", "external")
 
 
@@ -40,17 +39,19 @@ class _Sink(asyncio.Transport):
     def __init__(self) -> None:
         super().__init__()
         self.answered: asyncio.Future[None] | None = None
+        self.status_line = b""  # of the last answer
         self._closing = False
 
-    def _answer(self) -> None:
+    def _answer(self, head: bytes) -> None:
+        self.status_line = head.split(b"\r\n", 1)[0]
         if self.answered is not None and not self.answered.done():
             self.answered.set_result(None)
 
     def write(self, data: Any) -> None:
-        self._answer()
+        self._answer(bytes(data[:40]))
 
     def writelines(self, list_of_data: Any) -> None:
-        self._answer()
+        self._answer(bytes(next(iter(list_of_data), b"")[:40]))
 
     def is_closing(self) -> bool:
         return self._closing
@@ -72,12 +73,9 @@ class _Sink(asyncio.Transport):
 
 
 async def _servers(names: Sequence[str]) -> dict[str, tuple[web.RequestHandler, _Sink, bytes]]:
+    node = nodedouble.offline(external_http_port=1, internal_http_port=2)
     key = jwts.ed25519()
-    token = jwts.token(key, {"compute_id": COMPUTE_ID})
-    node = nodedouble.NodeDouble(
-        params=nodedouble.Params(compute_id=COMPUTE_ID, external_http_port=1, internal_http_port=2),
-        dsn="postgresql://cloud_admin@127.0.0.1:1/postgres",
-    )
+    token = jwts.token(key, {"compute_id": node.params.compute_id})
     node.state.config = spec_mod.ComputeCtlConfig(jwks=spec_mod.Jwks(keys=[jwts.public_jwk(key)]))
     await node.start_running()
     metrics = metrics_mod.Metrics(build_tag="bench", state=node.state)
@@ -130,6 +128,8 @@ async def run(*, names: Sequence[str], requests_total: int, rounds: int, report:
     servers = await _servers(names)
     for name in names:  # warm up
         await _serve(servers[name], 2000)
+        if servers[name][1].status_line != b"HTTP/1.1 200 OK":
+            raise RuntimeError(f"{name}: {servers[name][1].status_line!r}")
     cpu: dict[str, list[float]] = {name: [] for name in names}
     for _ in range(rounds):
         for name in names:
