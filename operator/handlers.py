@@ -7,7 +7,8 @@ every ``--secret-interval``, the Secrets the resource references) unless the com
 Secret changed or ``--resync-interval`` is over, so a restarted compute_ctl gets its
 spec back within about a second, and a rotated password is applied;
 the handler writes the status it returns (a minimal merge patch through the status
-subresource), posts its events, and translates its error, here and only here:
+subresource, ``kubestatus``), posts its events, and translates its error, here and only
+here:
 ``RetryLater`` becomes ``kopf.TemporaryError`` (retried after a delay) and ``GiveUp``
 becomes ``kopf.PermanentError`` (not retried until the resource changes; the timer keeps
 reporting).
@@ -30,6 +31,14 @@ on events, and get on the Secrets ``spec.credentials`` names, by ``resourceNames
 ``kubesecrets``) is all it needs. kopf keeps its progress and a hash of the
 last-handled spec (``diffbase``) in annotations under the group's prefix, never in
 ``.status``.
+
+**The status is written by the handler**, while the reconcile holds the resource's lock
+(``Reconciler.reconcile(publish=)``), not left in kopf's ``patch``: kopf would write it
+only after its diffbase annotation, one more API round trip after ``/configure``
+answered. kopf's annotation patch follows; if it fails, kopf handles the change again,
+which is a reconcile that finds the compute already running the spec (nothing pushed).
+A status write the API server refuses goes into kopf's ``patch`` (kopf writes it as
+before). The events are posted after the status.
 """
 
 from __future__ import annotations

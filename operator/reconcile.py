@@ -31,7 +31,9 @@ compute: ``admission.Rules``), and ``InvalidSpec`` ends the reconcile before any
 ``GET /status`` (``Reconciled=False``, reason ``Invalid``, a Warning event).
 
 Failures are returned as ``Outcome.error`` (``RetryLater`` or ``GiveUp``) *with* the
-status to write; ``handlers.py`` maps them to kopf's errors.
+status to write; ``handlers.py`` maps them to kopf's errors. The caller's ``publish``
+(the status write) runs under the resource's lock, so statuses are written in the order
+they were rendered.
 """
 
 from __future__ import annotations

@@ -102,6 +102,8 @@ def test_a_password_from_a_secret_logs_in_and_a_rotation_is_applied(
     assert not _login(pod, "first-pw-1")
     status = pod.wait_reconciled(1)  # the resource did not change: same generation
     assert pod.compute.status()["applied_spec_hash"] == status["specHash"]
+    # Events are posted after the status is written.
+    pod.wait(lambda: len(pod.events("Configured")) >= 2, what="a second Configured event")
     assert len(pod.events("Configured")) == 2
 
 
