@@ -1,28 +1,23 @@
-"""The handler writes the status itself, before kopf's own patches, in rendering order.
+"""The handler writes the status itself, before kopf's own patches.
 
 kopf writes its diffbase annotation (a metadata patch) after a handler and then what the
 handler put in its ``patch``. The handlers write the status first, through the status
 subresource: a change shows in ``status.observedGeneration`` while kopf's annotation
 patch is still to come, or failing. A status the API server refuses to the handler goes
-into kopf's ``patch`` instead, so it is written all the same. Outcomes are published
-under the resource's lock, so a periodic reconcile never overwrites a newer status.
+into kopf's ``patch`` instead, so it is written all the same. (That statuses are written
+in the order they were rendered is test_push_path's.)
 """
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import kmock
 import pytest
 
-from compute_ctl.compute import api_models
 from compute_ctl.compute import spec as spec_mod
-from compute_ctl.operator import reconcile
 from tests.operator import emulator, harness
 from tests.operator.harness import Api, Compute, Operator, condition, diffbase
-
-S = api_models.ComputeStatus
 
 
 def _reconciled(generation: int) -> harness.Predicate:
@@ -129,77 +124,3 @@ async def test_a_status_the_api_refuses_to_the_handler_is_written_by_kopf(
     await api.wait_for(_reconciled(generation), what="generation 2 reconciled", timeout=30)
     assert refused
     await sidecar.wait_for_log("kopf will write it")
-
-
-class _Compute:
-    """compute_ctl as the reconciler sees it: takes any spec and runs it at once."""
-
-    base_url = "http://compute"
-
-    def __init__(self) -> None:
-        self.desired = ""
-
-    async def status(self) -> api_models.ComputeStatusResponse:
-        return api_models.ComputeStatusResponse(
-            status=S.RUNNING if self.desired else S.EMPTY,
-            desired_spec_hash=self.desired,
-            applied_spec_hash=self.desired,
-        )
-
-    async def configure(
-        self, spec: spec_mod.ComputeSpec, *, if_match: str | None
-    ) -> api_models.ComputeStatusResponse:
-        self.desired = spec_mod.spec_hash(spec)
-        return await self.status()
-
-    async def timings(self) -> dict[str, int]:
-        return {}
-
-
-def _body(generation: int, work_mem: str) -> dict[str, Any]:
-    settings = [{"name": "work_mem", "value": work_mem, "vartype": "string"}]
-    return {
-        "metadata": {"name": "c", "namespace": "ns", "generation": generation},
-        "spec": {
-            "computeSpec": {
-                "format_version": 1.0,
-                "suspend_timeout_seconds": -1,
-                "cluster": {"roles": [], "databases": [], "settings": settings},
-            }
-        },
-    }
-
-
-async def test_outcomes_are_published_in_the_order_they_were_rendered() -> None:
-    client: Any = _Compute()
-    reconciler = reconcile.Reconciler(client)
-    published: list[int | None] = []
-    writing, done = asyncio.Event(), asyncio.Event()
-
-    async def slow(outcome: reconcile.Outcome) -> None:  # a status write taking its time
-        writing.set()
-        await done.wait()
-        published.append(outcome.status.observed_generation)
-
-    async def publish(outcome: reconcile.Outcome) -> None:
-        published.append(outcome.status.observed_generation)
-
-    # A periodic reconcile of generation 1 is still writing its status when the change
-    # to generation 2 comes: the change's status is written after, never before it.
-    timer = asyncio.create_task(
-        reconciler.reconcile(
-            _body(1, "4MB"), uid="u", trigger=reconcile.Trigger.RESYNC, publish=slow
-        )
-    )
-    await writing.wait()
-    change = asyncio.create_task(
-        reconciler.reconcile(
-            _body(2, "5MB"), uid="u", trigger=reconcile.Trigger.CHANGE, publish=publish
-        )
-    )
-    for _ in range(50):  # let the change run as far as it can (no time passes)
-        await asyncio.sleep(0)
-    assert published == []
-    done.set()
-    await asyncio.gather(timer, change)
-    assert published == [1, 2]
