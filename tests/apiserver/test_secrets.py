@@ -116,7 +116,9 @@ def test_a_missing_secret_or_key_stops_the_push_until_it_appears(
         assert reconciled["status"] == "False"
         assert f"Secret '{SECRET}' not found" in reconciled["message"]
         assert pod.compute.status()["status"] == "empty"  # nothing was pushed
-        assert [e.type for e in pod.events("SecretMissing")] == ["Warning"]
+        # Events are posted after the status is written.
+        events = pod.wait(lambda: pod.events("SecretMissing"), what="a SecretMissing event")
+        assert [e.type for e in events] == ["Warning"]
 
         _put_secret(admin, namespace, {"other": "x"})
         status = pod.wait(
