@@ -8,6 +8,7 @@ of changes, and resumes after a restart without redoing work.
 
 from __future__ import annotations
 
+import functools
 import urllib.parse
 from typing import Any
 
@@ -48,7 +49,7 @@ def test_apply_runs_the_compute_and_reports_ready(pod: pod_.Pod) -> None:
     # Each transition is announced once, even though the create handler and the first
     # periodic reconcile may overlap. Events are posted after the status is written.
     for reason in ("Configured", "Ready"):
-        events = pod.wait(lambda reason=reason: pod.events(reason), what=f"a {reason} event")
+        events = pod.wait(functools.partial(pod.events, reason), what=f"a {reason} event")
         assert [e.reason for e in events] == [reason]
 
 
