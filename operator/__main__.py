@@ -14,7 +14,16 @@ import sys
 from collections.abc import Sequence
 
 from compute_ctl.compute import admission, logformat
-from compute_ctl.operator import client, clientlibs, config, credentials, kubesecrets, reconcile
+from compute_ctl.operator import (
+    client,
+    clientlibs,
+    config,
+    credentials,
+    kubeapi,
+    kubesecrets,
+    kubestatus,
+    reconcile,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -29,14 +38,14 @@ async def run(cfg: config.OperatorConfig) -> None:
     if cfg.key_file is not None:
         auth = credentials.TokenSource(cfg.key_file, compute_id=cfg.compute_id).header
     settings = handlers.build_settings(cfg)
-    secrets = kubesecrets.SecretReader(
-        namespace=cfg.namespace, login=lambda: handlers.login(cfg, settings=settings)
-    )
+    api = kubeapi.ApiSession(login=lambda: handlers.login(cfg, settings=settings))
+    secrets = kubesecrets.SecretReader(namespace=cfg.namespace, api=api)
+    writer = kubestatus.StatusWriter(namespace=cfg.namespace, api=api)
     async with (
         client.ComputeClient(
             cfg.compute_url, configure_timeout=cfg.configure_timeout, auth=auth
         ) as compute,
-        contextlib.aclosing(secrets),
+        contextlib.aclosing(api),
     ):
         rules = admission.Rules(
             privileged_role=cfg.privileged_role,
@@ -52,7 +61,7 @@ async def run(cfg: config.OperatorConfig) -> None:
             secret_interval=cfg.secret_interval,
         )
         await kopf.operator(
-            registry=handlers.build_registry(cfg, reconciler),
+            registry=handlers.build_registry(cfg, reconciler, writer),
             settings=settings,
             standalone=True,
             clusterwide=False,

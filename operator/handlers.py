@@ -7,7 +7,8 @@ every ``--secret-interval``, the Secrets the resource references) unless the com
 Secret changed or ``--resync-interval`` is over, so a restarted compute_ctl gets its
 spec back within about a second, and a rotated password is applied;
 the handler writes the status it returns (a minimal merge patch through the status
-subresource), posts its events, and translates its error, here and only here:
+subresource, ``kubestatus``), posts its events, and translates its error, here and only
+here:
 ``RetryLater`` becomes ``kopf.TemporaryError`` (retried after a delay) and ``GiveUp``
 becomes ``kopf.PermanentError`` (not retried until the resource changes; the timer keeps
 reporting).
@@ -30,10 +31,19 @@ on events, and get on the Secrets ``spec.credentials`` names, by ``resourceNames
 ``kubesecrets``) is all it needs. kopf keeps its progress and a hash of the
 last-handled spec (``diffbase``) in annotations under the group's prefix, never in
 ``.status``.
+
+**The status is written by the handler**, while the reconcile holds the resource's lock
+(``Reconciler.reconcile(publish=)``), not left in kopf's ``patch``: kopf would write it
+only after its diffbase annotation, one more API round trip after ``/configure``
+answered. kopf's annotation patch follows; if it fails, kopf handles the change again,
+which is a reconcile that finds the compute already running the spec (nothing pushed).
+A status write the API server refuses goes into kopf's ``patch`` (kopf writes it as
+before). The events are posted after the status.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from pathlib import Path
@@ -43,7 +53,7 @@ import kopf
 
 from compute_ctl.operator import client as client_mod
 from compute_ctl.operator import config as config_mod
-from compute_ctl.operator import diffbase, reconcile, resource, status
+from compute_ctl.operator import diffbase, kubestatus, reconcile, resource, status
 
 __all__ = ["build_registry", "build_settings"]
 
@@ -124,7 +134,9 @@ def login(cfg: config_mod.OperatorConfig, **kwargs: Any) -> kopf.ConnectionInfo 
 
 
 def build_registry(
-    cfg: config_mod.OperatorConfig, reconciler: reconcile.Reconciler
+    cfg: config_mod.OperatorConfig,
+    reconciler: reconcile.Reconciler,
+    writer: kubestatus.StatusWriter,
 ) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
 
@@ -142,10 +154,10 @@ def build_registry(
         body: kopf.Body, patch: kopf.Patch, uid: str, reason: str, **_: Any
     ) -> None:
         trigger = reconcile.Trigger.RESYNC if reason == "resume" else reconcile.Trigger.CHANGE
-        outcome = await reconciler.reconcile(body, uid=uid, trigger=trigger)
+        publish = functools.partial(_publish, writer=writer, body=body, patch=patch)
+        outcome = await reconciler.reconcile(body, uid=uid, trigger=trigger, publish=publish)
         if outcome is None:
             return
-        _write(outcome, body=body, patch=patch)
         if isinstance(outcome.error, reconcile.RetryLater):
             raise kopf.TemporaryError(str(outcome.error), delay=outcome.error.delay)
         if isinstance(outcome.error, reconcile.GiveUp):
@@ -161,10 +173,12 @@ def build_registry(
         # (a restarted compute_ctl is back `empty`) or --resync-interval is over.
         if not await reconciler.due(uid=uid, resync_interval=cfg.resync_interval):
             return
-        outcome = await reconciler.reconcile(body, uid=uid, trigger=reconcile.Trigger.RESYNC)
+        publish = functools.partial(_publish, writer=writer, body=body, patch=patch)
+        outcome = await reconciler.reconcile(
+            body, uid=uid, trigger=reconcile.Trigger.RESYNC, publish=publish
+        )
         if outcome is None:
             return
-        _write(outcome, body=body, patch=patch)
         if isinstance(outcome.error, reconcile.RetryLater):
             raise kopf.TemporaryError(str(outcome.error), delay=outcome.error.delay)
         # GiveUp: the status says so; the next tick looks again.
@@ -195,10 +209,22 @@ def build_registry(
     return registry
 
 
-def _write(outcome: reconcile.Outcome, *, body: kopf.Body, patch: kopf.Patch) -> None:
+async def _publish(
+    outcome: reconcile.Outcome,
+    *,
+    writer: kubestatus.StatusWriter,
+    body: kopf.Body,
+    patch: kopf.Patch,
+) -> None:
+    """Write the outcome's status now (before kopf's own patches), then post its events.
+
+    A status the API server did not take goes into kopf's ``patch``: kopf writes it after
+    the handler, as it always did. Events follow the status, so their posting does not
+    compete with the status write.
+    """
     stored = body.get("status") or {}
     diff = status.patch_for(stored, outcome.status)
-    if diff:
+    if diff and not await writer.write(body.meta.name or "", diff):
         patch.status.update(diff)
     for event in outcome.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)

@@ -31,7 +31,9 @@ compute: ``admission.Rules``), and ``InvalidSpec`` ends the reconcile before any
 ``GET /status`` (``Reconciled=False``, reason ``Invalid``, a Warning event).
 
 Failures are returned as ``Outcome.error`` (``RetryLater`` or ``GiveUp``) *with* the
-status to write; ``handlers.py`` maps them to kopf's errors.
+status to write; ``handlers.py`` maps them to kopf's errors. The caller's ``publish``
+(the status write) runs under the resource's lock, so statuses are written in the order
+they were rendered.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ import datetime
 import enum
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 from compute_ctl.compute import admission, api_models
@@ -56,6 +58,7 @@ __all__ = [
     "Decision",
     "GiveUp",
     "Outcome",
+    "Publish",
     "ReconcileError",
     "Reconciler",
     "RetryLater",
@@ -115,6 +118,9 @@ class Outcome:
     status: status.ResourceStatus
     events: list[events.Event]
     error: ReconcileError | None = None
+
+
+Publish = Callable[[Outcome], Awaitable[None]]
 
 
 def decide(
@@ -207,9 +213,19 @@ class Reconciler:
         self._memory: dict[str, _Memory] = collections.defaultdict(_Memory)
 
     async def reconcile(
-        self, body: Mapping[str, Any], *, uid: str, trigger: Trigger
+        self,
+        body: Mapping[str, Any],
+        *,
+        uid: str,
+        trigger: Trigger,
+        publish: Publish | None = None,
     ) -> Outcome | None:
-        """Reconcile one resource; ``None`` when ``body`` is older than one already handled."""
+        """Reconcile one resource; ``None`` when ``body`` is older than one already handled.
+
+        ``publish`` is awaited with the outcome before the resource's lock is released, so
+        outcomes are published (their status written) in the order they were rendered: a
+        periodic reconcile cannot overwrite a newer change's status with its older one.
+        """
         view = resource.ResourceView.from_body(body)
         memory = self._memory[uid]
         async with memory.lock:
@@ -222,7 +238,10 @@ class Reconciler:
                 # replayed watch event): nothing changed on the resource's side.
                 trigger = Trigger.RESYNC
             memory.generation = view.generation
-            return await self._reconcile(view, memory=memory, trigger=trigger)
+            outcome = await self._reconcile(view, memory=memory, trigger=trigger)
+            if publish is not None:
+                await publish(outcome)
+            return outcome
 
     async def due(self, *, uid: str, resync_interval: float) -> bool:
         """Whether the periodic check must reconcile: the resync interval is over, or the

@@ -8,6 +8,7 @@ of changes, and resumes after a restart without redoing work.
 
 from __future__ import annotations
 
+import functools
 import urllib.parse
 from typing import Any
 
@@ -46,9 +47,10 @@ def test_apply_runs_the_compute_and_reports_ready(pod: pod_.Pod) -> None:
     assert "app" in _databases(pod)
     assert pod.get()["metadata"]["finalizers"] == [pod.finalizer]
     # Each transition is announced once, even though the create handler and the first
-    # periodic reconcile may overlap.
-    assert [e.reason for e in pod.events("Configured")] == ["Configured"]
-    assert [e.reason for e in pod.events("Ready")] == ["Ready"]
+    # periodic reconcile may overlap. Events are posted after the status is written.
+    for reason in ("Configured", "Ready"):
+        events = pod.wait(functools.partial(pod.events, reason), what=f"a {reason} event")
+        assert [e.reason for e in events] == [reason]
 
 
 def test_status_goes_through_the_status_subresource(pod: pod_.Pod) -> None:
@@ -188,9 +190,14 @@ def test_restart_resumes_without_duplicate_work(pod: pod_.Pod) -> None:
     pod.resources.patch_spec(pod.name, pod.spec(databases=("app", "after")))
     pod.wait_reconciled(3)
     assert pod.compute.status()["desired_generation"] == first + 2
+
     # Since the restart: one Configured per change, and no other news (Ready never dropped).
-    since = [e.reason for e in pod.events() if e.metadata.name not in before]
-    assert sorted(since) == ["Configured", "Configured"]
+    # Events are posted after the status is written.
+    def since() -> list[str]:
+        return sorted(e.reason for e in pod.events() if e.metadata.name not in before)
+
+    pod.wait(lambda: since().count("Configured") >= 2, what="two Configured events")
+    assert since() == ["Configured", "Configured"]
     assert {"while_down", "after"} <= _databases(pod)
 
 

@@ -102,6 +102,8 @@ def test_a_password_from_a_secret_logs_in_and_a_rotation_is_applied(
     assert not _login(pod, "first-pw-1")
     status = pod.wait_reconciled(1)  # the resource did not change: same generation
     assert pod.compute.status()["applied_spec_hash"] == status["specHash"]
+    # Events are posted after the status is written.
+    pod.wait(lambda: len(pod.events("Configured")) >= 2, what="a second Configured event")
     assert len(pod.events("Configured")) == 2
 
 
@@ -114,7 +116,9 @@ def test_a_missing_secret_or_key_stops_the_push_until_it_appears(
         assert reconciled["status"] == "False"
         assert f"Secret '{SECRET}' not found" in reconciled["message"]
         assert pod.compute.status()["status"] == "empty"  # nothing was pushed
-        assert [e.type for e in pod.events("SecretMissing")] == ["Warning"]
+        # Events are posted after the status is written.
+        events = pod.wait(lambda: pod.events("SecretMissing"), what="a SecretMissing event")
+        assert [e.type for e in events] == ["Warning"]
 
         _put_secret(admin, namespace, {"other": "x"})
         status = pod.wait(

@@ -27,9 +27,12 @@ def test_a_helm_install_ready_printer_columns_and_events(shared: Compute) -> Non
     assert compute.query("SELECT 1 FROM pg_roles WHERE rolname = 'app'") == [("1",)]
     assert compute.query("SELECT 1 FROM pg_database WHERE datname = 'app'") == [("1",)]
 
-    # The Events show the transition to Ready, posted once.
-    reasons = [e["reason"] for e in kube.events(compute.name)]
-    assert reasons.count("Ready") == 1, reasons
+    # The Events show the transition to Ready, posted once (after the status).
+    def reasons() -> list[str]:
+        return [e["reason"] for e in kube.events(compute.name)]
+
+    wait_for(lambda: "Ready" in reasons(), what="a Ready event")
+    assert reasons().count("Ready") == 1, reasons()
 
     # The image carries what the Neon-parity features run (Dockerfile): the audit and
     # prewarm extensions for this postgres, pgbouncer and rsyslogd for their sidecars.
@@ -79,7 +82,10 @@ def test_d_apply_changes_observed_generation_and_restart_required(shared: Comput
     )
     assert kube.cspec(compute.name)["status"]["observedGeneration"] == start + 2
     assert compute.query("SHOW max_connections") != [("42",)]  # not live before a restart
-    assert "RestartRequired" in [e["reason"] for e in kube.events(compute.name)]
+    wait_for(  # events are posted after the status
+        lambda: "RestartRequired" in [e["reason"] for e in kube.events(compute.name)],
+        what="a RestartRequired event",
+    )
 
 
 def test_i_helm_upgrade_rolls_the_pod_and_reconciles_again(shared: Compute) -> None:

@@ -33,10 +33,23 @@ from tests.operator import emulator as emulator_mod
 from tests.operator import keys as keys_mod
 from tests.operator import procs
 
-__all__ = ["NAME", "NAMESPACE", "Api", "Compute", "Operator", "compute_spec", "condition"]
+__all__ = [
+    "DIFFBASE",
+    "NAME",
+    "NAMESPACE",
+    "Api",
+    "Compute",
+    "Operator",
+    "compute_spec",
+    "condition",
+    "diffbase",
+]
 
 NAMESPACE = "ns1"
 NAME = "c1"
+# kopf's record of the last spec it handled (handlers.build_settings): written after the
+# handler has written the status.
+DIFFBASE = f"{resource.GROUP}/last-handled-spec"
 Predicate = Callable[[str, dict[str, Any]], bool]
 
 
@@ -241,6 +254,11 @@ class Api:
                 if raw.get("involvedObject", {}).get("name") == NAME:
                     found.append(raw)
         return found
+
+
+def diffbase(obj: dict[str, Any]) -> str | None:
+    annotations: dict[str, str] = (obj.get("metadata") or {}).get("annotations") or {}
+    return annotations.get(DIFFBASE)
 
 
 def condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:

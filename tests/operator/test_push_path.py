@@ -5,11 +5,13 @@ the compute wants another spec) and records every call: a change is pushed over 
 this process last saw without reading ``/status`` first, and the status ``/configure``
 answers with is the observation; anything that happened in between (a direct
 ``/configure``) makes the push fail with 412, and the reconcile then reads, decides and
-reports the conflict exactly as before.
+reports the conflict exactly as before. The status of each reconcile is published (written)
+while the resource's lock is held, so statuses are written in the order they were rendered.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from compute_ctl.compute import api_models
@@ -127,3 +129,38 @@ async def test_a_direct_configure_in_between_is_still_a_reported_conflict() -> N
     ]
     assert compute.desired == _hash(mine)
     assert [(e.type, e.reason) for e in outcome.events][:1] == [("Warning", "ConflictResolved")]
+
+
+async def test_outcomes_are_published_in_the_order_they_were_rendered() -> None:
+    client: Any = FakeCompute()
+    reconciler = reconcile.Reconciler(client)
+    published: list[int | None] = []
+    writing, done = asyncio.Event(), asyncio.Event()
+
+    async def slow(outcome: reconcile.Outcome) -> None:  # a status write taking its time
+        writing.set()
+        await done.wait()
+        published.append(outcome.status.observed_generation)
+
+    async def publish(outcome: reconcile.Outcome) -> None:
+        published.append(outcome.status.observed_generation)
+
+    # A periodic reconcile of generation 1 is still writing its status when the change
+    # to generation 2 comes: the change's status is written after, never before it.
+    timer = asyncio.create_task(
+        reconciler.reconcile(
+            _body(1, work_mem="4MB"), uid="u", trigger=reconcile.Trigger.RESYNC, publish=slow
+        )
+    )
+    await writing.wait()
+    change = asyncio.create_task(
+        reconciler.reconcile(
+            _body(2, work_mem="5MB"), uid="u", trigger=reconcile.Trigger.CHANGE, publish=publish
+        )
+    )
+    for _ in range(50):  # let the change run as far as it can (no time passes)
+        await asyncio.sleep(0)
+    assert published == []
+    done.set()
+    await asyncio.gather(timer, change)
+    assert published == [1, 2]
