@@ -200,6 +200,8 @@ class ComputeNode:
         self._promotion = promote_mod.Promotion(spawn=self._spawn_task)
         self.lease: leases.LeaseKeeper | None = None  # a Static compute's LSN lease task
         self._conf = confguard.ConfGuard(metrics=self.metrics)
+        # The reconfigurations' maintenance session, kept while postgres runs.
+        self._maintenance = catalog_db.kept(self.connstr())
         # Seconds between installed-extensions reports (the spec changes it).
         self._extensions_interval = params.installed_extensions_collection_interval
         self.lfc = lfc_mod.Lfc(
@@ -402,6 +404,7 @@ class ComputeNode:
             configurator.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await configurator
+            await self._maintenance.close()
             if stop.done():
                 return await self._shutdown(spec)
             await self._stop_vm_monitor()  # postgres is gone, and with it what it manages
@@ -610,6 +613,7 @@ class ComputeNode:
         await self.extension_server.close()
         await self.launcher.discard_prewarm()
         await self.lfc.close()
+        await self._maintenance.close()
         await self._stop_vm_monitor()
         if self.postmaster is not None:
             with contextlib.suppress(Exception):
@@ -722,13 +726,14 @@ class ComputeNode:
         """Neon's ``reconfigure``: rewrite postgresql.conf and reload before any SQL.
 
         Every read (the conf report, the reload check, the catalog, ``pg_settings``) goes
-        through one session (``db.shared``). The catalog is observed and planned on every
+        through one session (``db.shared``), kept open from one reconfiguration to the
+        next (``self._maintenance``; closed when postgres stops). The catalog is observed and planned on every
         attempt, so drift is restored by any reconfiguration; the temporary override, the
         executor and their two reloads run only when the plan has work (or audit SQL is
         due): a settings-only change skips them.
         """
         assert self.postmaster is not None
-        async with catalog_db.shared(self.connstr()):
+        async with catalog_db.shared(self.connstr(), session=self._maintenance):
             return await self._reconfigure_shared(admitted, deadline=deadline, phases=phases)
 
     async def _reconfigure_shared(

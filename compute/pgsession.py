@@ -16,6 +16,12 @@ vm-monitor's file cache and the reload check all connect through ``conninfo`` or
   the spec or a user sets (``ALTER SYSTEM``, ``ALTER ROLE ... SET``).
 - Sessions are autocommit and named in ``pg_stat_activity`` by their caller
   (``compute_ctl``, ``compute_ctl:http``...).
+- ``KeptSession``: one session kept open between uses (the reconfigurations' reads), so
+  a use costs no backend fork, authentication or conninfo parsing. Before each use it is
+  reset to the policy (``RESET``: role, session authorization and every setting back to
+  the startup packet's values) in the same round trip that proves it alive; a broken one
+  (killed backend, postgres restarted) is replaced once, transparently. A use that
+  raised, or that left the session in a transaction, closes it: the next one opens anew.
 
 This module knows nothing of the catalog or HTTP: callers translate its ``psycopg`` errors.
 """
@@ -24,15 +30,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import psycopg
 from psycopg import conninfo as conninfo_mod
+from psycopg import pq
 
 __all__ = [
     "SESSION_SETTINGS",
     "Connection",
+    "KeptSession",
     "connect",
     "conninfo",
     "open_session",
@@ -106,6 +114,10 @@ async def open_session(
     info = conninfo(
         connstr, application_name=application_name, dbname=dbname, connect_timeout=timeout
     )
+    return await _open(info, timeout=timeout)
+
+
+async def _open(info: str, *, timeout: float) -> Connection:
     # libpq's connect_timeout applies per address; the outer bound covers them all.
     try:
         return await asyncio.wait_for(
@@ -131,3 +143,80 @@ async def connect(
         yield conn
     finally:
         await conn.close()
+
+
+# Back to the startup packet's values (SESSION_SETTINGS included: they are the reset
+# values), as the login role; one simple-protocol round trip.
+_RESET = "SET SESSION AUTHORIZATION DEFAULT; RESET ROLE; RESET ALL"
+
+
+class KeptSession:
+    """One session under the policy, kept open between ``borrow`` blocks (one at a time).
+
+    ``on_open`` runs on every new session before its first use (a check that may raise).
+    Connection failures are ``psycopg.OperationalError``, as ``open_session``'s.
+    """
+
+    def __init__(
+        self,
+        connstr: str,
+        *,
+        application_name: str,
+        on_open: Callable[[Connection], Awaitable[None]] | None = None,
+        timeout: float = CONNECT_TIMEOUT,
+    ) -> None:
+        # Parsed once: libpq's conninfo parsing is a visible part of a use's CPU time.
+        self._info = conninfo(connstr, application_name=application_name, connect_timeout=timeout)
+        self._timeout = timeout
+        self._on_open = on_open
+        self._lock = asyncio.Lock()
+        self._conn: Connection | None = None
+
+    @property
+    def backend_pid(self) -> int | None:
+        """The kept session's backend, if one is open (tests, diagnostics)."""
+        conn = self._conn
+        return None if conn is None or conn.closed else conn.info.backend_pid
+
+    @contextlib.asynccontextmanager
+    async def borrow(self) -> AsyncIterator[Connection]:
+        """The session, reset, for this block only; closed if the block raises or leaves
+        a transaction open."""
+        async with self._lock:
+            try:
+                conn = await self._ready()
+                yield conn
+            except BaseException:
+                await self._drop()
+                raise
+            if conn.closed or conn.info.transaction_status != pq.TransactionStatus.IDLE:
+                await self._drop()
+
+    async def close(self) -> None:
+        """Close the kept session (postgres stops or restarts); a later ``borrow`` opens
+        a new one. A block in progress keeps its session until it ends."""
+        if not self._lock.locked():
+            await self._drop()
+
+    async def _ready(self) -> Connection:
+        conn = self._conn
+        if conn is not None and not conn.closed:
+            try:
+                await conn.execute(_RESET)
+                return conn
+            except psycopg.Error:  # the backend is gone: reconnect, once
+                await self._drop()
+        conn = await _open(self._info, timeout=self._timeout)
+        try:
+            if self._on_open is not None:
+                await self._on_open(conn)
+        except BaseException:
+            await conn.close()
+            raise
+        self._conn = conn
+        return conn
+
+    async def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await conn.close()

@@ -8,11 +8,12 @@ with phase ``connect``. Only ``observe``, ``execute`` and ``settings`` open conn
 always through ``connect``.
 
 ``shared()``: inside the block, every ``connect`` to the maintenance database (no
-``dbname``) of the same connection string hands out one session, opened on first use and
-closed when the block ends. A reconfiguration reads the conf report, the catalog and
-``pg_settings`` through it: one connection instead of four, which is most of a
-one-setting change's cost. Sessions to other databases are never shared, nor (inside
-``unshared()``) the executor's: its statements may change session state.
+``dbname``) of the same connection string hands out one session. A reconfiguration reads
+the conf report, the catalog and ``pg_settings`` through it. The session is borrowed
+from a ``pgsession.KeptSession`` (``kept()``; the node keeps one for the life of its
+postgres, so a reconfiguration forks no backend), or opened for the block and closed
+with it. Sessions to other databases are never shared, nor (inside ``unshared()``) the
+executor's: its statements may change session state.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ __all__ = [
     "CONNECT_PHASE",
     "connect",
     "current",
+    "kept",
     "shared",
     "unshared",
 ]
@@ -43,8 +45,9 @@ CONNECT_PHASE = "connect"
 @dataclasses.dataclass
 class _Shared:
     connstr: str
+    kept: pgsession.KeptSession
+    stack: contextlib.AsyncExitStack
     lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
-    session: contextlib.AsyncExitStack | None = None
     conn: pgsession.Connection | None = None
     # False once the block ended: a task it spawned (it inherits the context) opens its
     # own sessions then, rather than one nobody would close.
@@ -56,18 +59,37 @@ _SHARED: contextvars.ContextVar[_Shared | None] = contextvars.ContextVar(
 )
 
 
+def kept(connstr: str) -> pgsession.KeptSession:
+    """A maintenance-database session to keep between ``shared`` blocks (checked to be a
+    superuser session whenever it is opened); its owner closes it."""
+    return pgsession.KeptSession(
+        connstr, application_name=APPLICATION_NAME, on_open=_check_superuser
+    )
+
+
 @contextlib.asynccontextmanager
-async def shared(connstr: str) -> AsyncIterator[None]:
-    """One maintenance-database session for every ``connect(connstr)`` in the block."""
-    holder = _Shared(connstr=connstr)
-    token = _SHARED.set(holder)
+async def shared(
+    connstr: str, *, session: pgsession.KeptSession | None = None
+) -> AsyncIterator[None]:
+    """One maintenance-database session for every ``connect(connstr)`` in the block:
+    ``session``'s (``kept``), or one opened on first use and closed with the block."""
+    own = session is None
+    holder = _Shared(
+        connstr=connstr, kept=session or kept(connstr), stack=contextlib.AsyncExitStack()
+    )
     try:
-        yield
+        # ``connect`` enters the borrow into ``stack`` on first use: an error leaving the
+        # block reaches it, and the kept session is dropped rather than used again.
+        async with holder.stack:
+            token = _SHARED.set(holder)
+            try:
+                yield
+            finally:
+                _SHARED.reset(token)
+                holder.active = False
     finally:
-        _SHARED.reset(token)
-        holder.active = False
-        if holder.session is not None:
-            await holder.session.aclose()
+        if own:
+            await holder.kept.close()
 
 
 def current(connstr: str) -> pgsession.Connection | None:
@@ -100,13 +122,33 @@ async def connect(
             yield conn
         return
     async with holder.lock:
-        if holder.conn is None or holder.conn.closed:
-            if holder.session is not None:
-                await holder.session.aclose()
-            holder.session = contextlib.AsyncExitStack()
-            holder.conn = await holder.session.enter_async_context(_connect(connstr))
+        if holder.conn is None:
+            try:
+                holder.conn = await holder.stack.enter_async_context(holder.kept.borrow())
+            except (psycopg.Error, OSError, TimeoutError) as e:
+                raise _connect_error("the maintenance database", e) from e
         conn = holder.conn
     yield conn
+
+
+def _connect_error(where: str, e: BaseException) -> errors.ApplyError:
+    return errors.ApplyError(f"cannot connect to {where}: {e}", phase=CONNECT_PHASE, obj=where)
+
+
+async def _check_superuser(
+    conn: pgsession.Connection, where: str = "the maintenance database"
+) -> None:
+    # ``is_superuser`` is reported by the server at start-up and on every change: no
+    # round trip (the query is for a server that would not report it).
+    value = conn.info.parameter_status("is_superuser")
+    if value is None:
+        cur = await conn.execute("SELECT pg_catalog.current_setting('is_superuser')")
+        row = await cur.fetchone()
+        value = None if row is None else str(row[0])
+    if value != "on":
+        raise errors.ApplyError(
+            f"the session to {where} is not a superuser session", phase=CONNECT_PHASE, obj=where
+        )
 
 
 @contextlib.asynccontextmanager
@@ -120,18 +162,9 @@ async def _connect(
             connstr, application_name=APPLICATION_NAME, dbname=dbname
         )
     except (psycopg.Error, OSError, TimeoutError) as e:
-        raise errors.ApplyError(
-            f"cannot connect to {where}: {e}", phase=CONNECT_PHASE, obj=where
-        ) from e
+        raise _connect_error(where, e) from e
     try:
-        cur = await conn.execute("SELECT pg_catalog.current_setting('is_superuser')")
-        row = await cur.fetchone()
-        if row is None or row[0] != "on":
-            raise errors.ApplyError(
-                f"the session to {where} is not a superuser session",
-                phase=CONNECT_PHASE,
-                obj=where,
-            )
+        await _check_superuser(conn, where)
         yield conn
     finally:
         await conn.close()
