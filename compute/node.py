@@ -727,10 +727,10 @@ class ComputeNode:
 
         Every read (the conf report, the reload check, the catalog, ``pg_settings``) goes
         through one session (``db.shared``), kept open from one reconfiguration to the
-        next (``self._maintenance``; closed when postgres stops). The catalog is observed and planned on every
-        attempt, so drift is restored by any reconfiguration; the temporary override, the
-        executor and their two reloads run only when the plan has work (or audit SQL is
-        due): a settings-only change skips them.
+        next (``self._maintenance``; closed when postgres stops). The catalog is observed
+        and planned on every attempt, so drift is restored by any reconfiguration; the
+        temporary override, the executor and their two reloads run only when the plan has
+        work (or audit SQL is due): a settings-only change skips them.
         """
         assert self.postmaster is not None
         async with catalog_db.shared(self.connstr(), session=self._maintenance):

@@ -261,6 +261,81 @@ async def test_settings_only_change_restores_catalog_drift(scratch: Path) -> Non
         assert n.state.status is S.RUNNING
 
 
+async def test_kept_session_replaced_after_killed_backend_and_crash_restart(
+    scratch: Path,
+) -> None:
+    """Reconfigurations read through one kept maintenance session; when its backend is
+    terminated between two /configure calls, or postgres restarts every backend after a
+    crash, the next /configure reconnects transparently and succeeds at once."""
+    port = pgserver.free_port()
+    n = _node(scratch / "pgdata", port, spec=helpers.make_spec(port=port), resync_interval=3600)
+    async with helpers.run_node(n):
+        await helpers.wait_until(
+            lambda: n.state.migrations is None or n.state.migrations.state != "running",
+            timeout=30,
+            what="the start's migrations",
+        )
+
+        async def configure(work_mem: str) -> int:
+            settings = [("work_mem", work_mem, "string")]
+            await n.configure(
+                spec_mod.ComputeConfig(spec=helpers.make_spec(port=port, settings=settings))
+            )
+            assert await helpers.show(n, "work_mem") == work_mem
+            assert n.state.status is S.RUNNING
+            assert n.state.pending_error is None
+            pid = n._maintenance.backend_pid
+            assert pid is not None
+            return pid
+
+        first = await configure("5MB")
+        assert await configure("6MB") == first  # kept: no new backend
+        async with await psycopg.AsyncConnection.connect(n.connstr(), autocommit=True) as conn:
+            await conn.execute("select pg_terminate_backend(%s)", [first])
+            await helpers.wait_until_async(
+                lambda: _backend_gone(conn, first), timeout=30, what="the backend to exit"
+            )
+        second = await configure("7MB")
+        assert second != first
+
+        assert n.postmaster is not None
+        postmaster = n.postmaster.pid
+        watch = await psycopg.AsyncConnection.connect(n.connstr(), autocommit=True)
+        os.kill(second, signal.SIGKILL)  # postgres restarts every backend
+        await helpers.wait_until_async(
+            lambda: _broken(watch), timeout=30, what="postgres to end every backend"
+        )
+        await watch.close()
+        await helpers.wait_until_async(
+            lambda: _accepts(n.connstr()), timeout=30, what="postgres to accept connections"
+        )
+        third = await configure("8MB")
+        assert third != second
+        assert n.postmaster.pid == postmaster  # the postmaster itself never restarted
+    assert n._maintenance.backend_pid is None  # closed with the compute
+
+
+async def _backend_gone(conn: psycopg.AsyncConnection[tuple[object, ...]], pid: int) -> bool:
+    cur = await conn.execute("select 1 from pg_stat_activity where pid = %s", [pid])
+    return await cur.fetchone() is None
+
+
+async def _broken(conn: psycopg.AsyncConnection[tuple[object, ...]]) -> bool:
+    try:
+        await conn.execute("select 1")
+    except psycopg.OperationalError:
+        return True
+    return False
+
+
+async def _accepts(dsn: str) -> bool:
+    try:
+        async with await psycopg.AsyncConnection.connect(dsn, connect_timeout=2):
+            return True
+    except psycopg.OperationalError:
+        return False
+
+
 async def test_resync_restores_drift(scratch: Path) -> None:
     port = pgserver.free_port()
     n = _node(scratch / "pgdata", port, spec=helpers.make_spec(port=port), resync_interval=0.1)
