@@ -61,11 +61,17 @@ def _valid_until(text: str | None) -> str | None:
     return desired_mod.normalise_valid_until("rolvaliduntil", text)
 
 
-async def _rows(conn: Connection, query: str | plan_mod.Statement, **params: object) -> list[Row]:
-    """The rows of ``query`` by column name (every query names its columns)."""
+async def _send(
+    conn: Connection, query: str | plan_mod.Statement, **params: object
+) -> psycopg.AsyncCursor[Row]:
+    """``query`` executed; its rows by column name (every query names its columns)."""
     cur = conn.cursor(row_factory=rows.dict_row)
     await cur.execute(query, params or None)
-    return await cur.fetchall()
+    return cur
+
+
+async def _rows(conn: Connection, query: str | plan_mod.Statement, **params: object) -> list[Row]:
+    return await (await _send(conn, query, **params)).fetchall()
 
 
 async def _visit(connstr: str, dbname: str) -> tuple[str, str, bool]:
@@ -118,8 +124,10 @@ async def _snapshot(
     visit: Iterable[str],
     concurrency: int,
 ) -> model.Catalog:
-    server = (
-        await _rows(
+    # Four independent reads, one round trip (pipeline mode): sent together, fetched in
+    # order; each statement still sees its own snapshot, as in autocommit.
+    async with conn.pipeline():
+        server_cur = await _send(
             conn,
             _SERVER,
             neon_schema=system.NEON_SCHEMA,
@@ -127,28 +135,31 @@ async def _snapshot(
             health_check=health_check.QUALIFIED_NAME,
             marker=subscriptions.MARKER_QUALIFIED_NAME,
         )
-    )[0]
-    roles = {
-        row["name"]: model.RoleInfo(**{**row, "valid_until": _valid_until(row["valid_until"])})
-        for row in await _rows(conn, _ROLES)
-    }
-    databases = {
-        row["name"]: model.DatabaseInfo(
-            **{
-                **row,
-                "privileged_grant": bool(row["privileged_grant"]),
-                "default_privileges": bool(row["default_privileges"]),
-                "subscriptions": tuple(row["subscriptions"]),
-                "web_access_create": bool(row["web_access_create"]),
-            }
-        )
-        for row in await _rows(
+        roles_cur = await _send(conn, _ROLES)
+        databases_cur = await _send(
             conn, _DATABASES, privileged_role=privileged_role, web_access=perdb.WEB_ACCESS
         )
-    }
-    references = {
-        row["role_oid"]: frozenset(row["databases"]) for row in await _rows(conn, _REFERENCES)
-    }
+        references_cur = await _send(conn, _REFERENCES)
+        server = (await server_cur.fetchall())[0]
+        roles = {
+            row["name"]: model.RoleInfo(**{**row, "valid_until": _valid_until(row["valid_until"])})
+            for row in await roles_cur.fetchall()
+        }
+        databases = {
+            row["name"]: model.DatabaseInfo(
+                **{
+                    **row,
+                    "privileged_grant": bool(row["privileged_grant"]),
+                    "default_privileges": bool(row["default_privileges"]),
+                    "subscriptions": tuple(row["subscriptions"]),
+                    "web_access_create": bool(row["web_access_create"]),
+                }
+            )
+            for row in await databases_cur.fetchall()
+        }
+        references = {
+            row["role_oid"]: frozenset(row["databases"]) for row in await references_cur.fetchall()
+        }
     dropped: frozenset[str] = frozenset()
     if server["marker"]:
         dropped = frozenset(
