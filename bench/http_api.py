@@ -8,7 +8,9 @@ Run: ``.venv/bin/python -m bench.http_api`` (about a minute; ``--help`` for bigg
    in CPU time per request of the server process (raw, and without the CPU the process
    burns with no load, measured first: compute_ctl's timers and activity monitor).
 2. ``POST /configure`` changing one setting (work_mem) and waiting for it to be applied,
-   against ``psql -c "ALTER SYSTEM SET work_mem ..." -c "SELECT pg_reload_conf()"``.
+   against ``psql -c "ALTER SYSTEM SET work_mem ..." -c "SELECT pg_reload_conf()"``. The
+   client keeps its HTTP connection between requests, as a control plane's does; ``psql``
+   is a new process and a new PostgreSQL session each time, which is the baseline's cost.
 3. compute_ctl's resident memory after 2,000 / 5,000 / 10,000 requests (status, metrics,
    404s, auth failures). Target: < 80 MB and not growing.
 
@@ -169,7 +171,10 @@ def _phase_sums(metrics_url: str) -> dict[str, float]:
 
 def bench_configure(*, rounds: int) -> None:
     print(f"\n== one-setting change applied, {rounds} rounds each")
-    with compute_process.running_compute(allow_unauthenticated=True) as compute:
+    with (
+        compute_process.running_compute(allow_unauthenticated=True) as compute,
+        requests.Session() as http,  # one kept connection, as a control plane keeps it
+    ):
         configure_ms: list[float] = []
         psql_ms: list[float] = []
         phases_before = _phase_sums(f"{compute.internal}/metrics")
@@ -177,7 +182,7 @@ def bench_configure(*, rounds: int) -> None:
             value = f"{4 + i % 2}MB"
             spec = specs.local_spec(port=compute.pg_port, settings=[("work_mem", value, "string")])
             started = time.perf_counter()
-            response = requests.post(
+            response = http.post(
                 f"{compute.internal}/configure",
                 json={"spec": spec, "compute_ctl_config": {}},
                 timeout=60,
