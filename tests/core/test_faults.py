@@ -159,6 +159,35 @@ async def test_sigstopped_postmaster_during_configure(compute: Compute) -> None:
         assert await cur.fetchone() == ("5MB",)
 
 
+async def test_sigstopped_postmaster_with_the_maintenance_session_kept(compute: Compute) -> None:
+    """As above, once the reconfigurations' kept session is open: its backend still
+    answers (only the postmaster is stopped), so the conf check passes and the attempt
+    stops at the reload, with the same outcome."""
+    c = compute
+    pid = c.node.postmaster.pid if c.node.postmaster else 0
+    assert c.node._maintenance.backend_pid is not None  # the previous test's /configure
+    body = c.spec(
+        roles=["app_owner", "after_stop"],
+        databases=[("appdb", "app_owner")],
+        settings=[("work_mem", "6MB", "string")],
+    )
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        message = await _fails(c, body)
+        assert "reload: postgres did not load its configuration" in message
+        assert c.conf() == c.applied_conf()
+        assert "work_mem = '6MB'" not in c.conf()
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    await c.converged()
+    assert c.node.postmaster is not None
+    assert c.node.postmaster.pid == pid  # no restart
+    assert "work_mem = '6MB'" in c.conf()
+    async with await psycopg.AsyncConnection.connect(c.admin) as conn:
+        cur = await conn.execute("show work_mem")
+        assert await cur.fetchone() == ("6MB",)
+
+
 async def test_held_role_lock_bounds_configure_then_converges(compute: Compute) -> None:
     c = compute
     body = c.spec(roles=["app_owner", "locked"], databases=[("appdb", "app_owner")])
