@@ -75,6 +75,16 @@ async def wait_until(
         await asyncio.sleep(0.005)
 
 
+async def migrations_done(node: node_mod.ComputeNode) -> None:
+    """Until the start's background migrations have finished (they alter roles and write
+    WAL, which some tests must not race)."""
+    await wait_until(
+        lambda: node.state.migrations is None or node.state.migrations.state != "running",
+        timeout=30,
+        what="the start's migrations",
+    )
+
+
 async def wait_until_async(
     predicate: Callable[[], Awaitable[bool]], *, timeout: float = 10.0, what: str = "condition"
 ) -> None:

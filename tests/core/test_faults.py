@@ -132,60 +132,47 @@ async def _role_exists(c: Compute, role: str) -> bool:
         return await cur.fetchone() is not None
 
 
-async def test_sigstopped_postmaster_during_configure(compute: Compute) -> None:
-    c = compute
+async def _configure_with_postmaster_stopped(c: Compute, work_mem: str) -> str:
+    """A ``/configure`` of ``work_mem`` while the postmaster is SIGSTOPped fails (its
+    message is returned) with the applied spec's conf on disk; once it resumes, the spec
+    converges without a restart."""
     pid = c.node.postmaster.pid if c.node.postmaster else 0
     body = c.spec(
         roles=["app_owner", "after_stop"],
         databases=[("appdb", "app_owner")],
-        settings=[("work_mem", "5MB", "string")],
+        settings=[("work_mem", work_mem, "string")],
     )
     os.kill(pid, signal.SIGSTOP)
     try:
         message = await _fails(c, body)
-        assert "postgresql.conf: postgres did not answer" in message  # phase and cause
         # The conf on disk is the applied spec's, not the one that failed.
         assert c.conf() == c.applied_conf()
-        assert "5MB" not in c.conf()
+        assert f"work_mem = '{work_mem}'" not in c.conf()
     finally:
         os.kill(pid, signal.SIGCONT)
     await c.converged()
     assert c.node.postmaster is not None
     assert c.node.postmaster.pid == pid  # no restart
-    assert "work_mem = '5MB'" in c.conf()
+    assert f"work_mem = '{work_mem}'" in c.conf()
     assert await _role_exists(c, "after_stop")
     async with await psycopg.AsyncConnection.connect(c.admin) as conn:
         cur = await conn.execute("show work_mem")
-        assert await cur.fetchone() == ("5MB",)
+        assert await cur.fetchone() == (work_mem,)
+    return message
+
+
+async def test_sigstopped_postmaster_during_configure(compute: Compute) -> None:
+    message = await _configure_with_postmaster_stopped(compute, "5MB")
+    assert "postgresql.conf: postgres did not answer" in message  # phase and cause
 
 
 async def test_sigstopped_postmaster_with_the_maintenance_session_kept(compute: Compute) -> None:
     """As above, once the reconfigurations' kept session is open: its backend still
     answers (only the postmaster is stopped), so the conf check passes and the attempt
     stops at the reload, with the same outcome."""
-    c = compute
-    pid = c.node.postmaster.pid if c.node.postmaster else 0
-    assert c.node._maintenance.backend_pid is not None  # the previous test's /configure
-    body = c.spec(
-        roles=["app_owner", "after_stop"],
-        databases=[("appdb", "app_owner")],
-        settings=[("work_mem", "6MB", "string")],
-    )
-    os.kill(pid, signal.SIGSTOP)
-    try:
-        message = await _fails(c, body)
-        assert "reload: postgres did not load its configuration" in message
-        assert c.conf() == c.applied_conf()
-        assert "work_mem = '6MB'" not in c.conf()
-    finally:
-        os.kill(pid, signal.SIGCONT)
-    await c.converged()
-    assert c.node.postmaster is not None
-    assert c.node.postmaster.pid == pid  # no restart
-    assert "work_mem = '6MB'" in c.conf()
-    async with await psycopg.AsyncConnection.connect(c.admin) as conn:
-        cur = await conn.execute("show work_mem")
-        assert await cur.fetchone() == ("6MB",)
+    assert compute.node._maintenance.backend_pid is not None  # the previous /configure's
+    message = await _configure_with_postmaster_stopped(compute, "6MB")
+    assert "reload: postgres did not load its configuration" in message
 
 
 async def test_held_role_lock_bounds_configure_then_converges(compute: Compute) -> None:

@@ -88,11 +88,7 @@ async def test_full_disk_is_retried_until_space_returns() -> None:
             applied = n.state.applied_hash
             # The start's background migrations write WAL: let them finish first, or they
             # may take the last MiB (postgres then stops on a WAL write, not CREATE DATABASE).
-            await helpers.wait_until(
-                lambda: n.state.migrations is None or n.state.migrations.state != "running",
-                timeout=30,
-                what="the start's migrations",
-            )
+            await helpers.migrations_done(n)
             filler = disk / "filler"
             written = fill(filler)
             # Leave 1 MiB: postgresql.conf is rewritten, CREATE DATABASE (~8 MiB) is not.

@@ -225,11 +225,7 @@ async def test_settings_only_change_restores_catalog_drift(scratch: Path) -> Non
     port = pgserver.free_port()
     n = _node(scratch / "pgdata", port, spec=helpers.make_spec(port=port), resync_interval=3600)
     async with helpers.run_node(n):
-        await helpers.wait_until(
-            lambda: n.state.migrations is None or n.state.migrations.state != "running",
-            timeout=30,
-            what="the start's migrations",
-        )
+        await helpers.migrations_done(n)
 
         def applies() -> float:
             return (
@@ -270,11 +266,7 @@ async def test_kept_session_replaced_after_killed_backend_and_crash_restart(
     port = pgserver.free_port()
     n = _node(scratch / "pgdata", port, spec=helpers.make_spec(port=port), resync_interval=3600)
     async with helpers.run_node(n):
-        await helpers.wait_until(
-            lambda: n.state.migrations is None or n.state.migrations.state != "running",
-            timeout=30,
-            what="the start's migrations",
-        )
+        await helpers.migrations_done(n)
 
         async def configure(work_mem: str) -> int:
             settings = [("work_mem", work_mem, "string")]
@@ -343,11 +335,7 @@ async def test_resync_restores_drift(scratch: Path) -> None:
         admin = n.connstr()
         # The start's background migrations alter roles too: let them finish first, or
         # DROP ROLE may meet "tuple concurrently updated".
-        await helpers.wait_until(
-            lambda: n.state.migrations is None or n.state.migrations.state != "running",
-            timeout=30,
-            what="the start's migrations",
-        )
+        await helpers.migrations_done(n)
         async with await psycopg.AsyncConnection.connect(admin, autocommit=True) as conn:
             await conn.execute("DROP DATABASE appdb")
             await conn.execute("DROP ROLE app_owner")
