@@ -171,6 +171,7 @@ class KeptSession:
         self._on_open = on_open
         self._lock = asyncio.Lock()
         self._conn: Connection | None = None
+        self._close_after_use = False
 
     @property
     def backend_pid(self) -> int | None:
@@ -187,15 +188,23 @@ class KeptSession:
                 conn = await self._ready()
                 yield conn
             except BaseException:
+                self._close_after_use = False
                 await self._drop()
                 raise
-            if conn.closed or conn.info.transaction_status != pq.TransactionStatus.IDLE:
+            if (
+                self._close_after_use
+                or conn.closed
+                or conn.info.transaction_status != pq.TransactionStatus.IDLE
+            ):
+                self._close_after_use = False
                 await self._drop()
 
     async def close(self) -> None:
         """Close the kept session (postgres stops or restarts); a later ``borrow`` opens
-        a new one. A block in progress keeps its session until it ends."""
-        if not self._lock.locked():
+        a new one. A block in progress keeps its session until it ends, then closes it."""
+        if self._lock.locked():
+            self._close_after_use = True
+        else:
             await self._drop()
 
     async def _ready(self) -> Connection:

@@ -106,6 +106,16 @@ async def test_a_failed_use_or_an_open_transaction_is_not_reused(
         await session.close()
 
 
+async def test_closed_during_a_use_closes_when_the_use_ends(pgc: pgserver.PgServer) -> None:
+    session = db.kept(pgc.dsn())
+    async with session.borrow() as conn:
+        pid = await _backend(conn)
+        await session.close()  # postgres stops, say, while a reconfiguration reads
+        assert await _backend(conn) == pid  # the block keeps its session...
+    assert session.backend_pid is None  # ...until it ends
+    assert conn.closed
+
+
 async def test_a_terminated_backend_is_replaced_transparently(pgc: pgserver.PgServer) -> None:
     session = db.kept(pgc.dsn())
     try:
