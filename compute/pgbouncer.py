@@ -48,7 +48,6 @@ from pathlib import Path
 
 from compute_ctl.compute import errors
 from compute_ctl.compute import spec as spec_mod
-from compute_ctl.compute.storage import libpq
 
 __all__ = [
     "DEFAULT_PIDFILE",
@@ -207,8 +206,12 @@ def rewrite_ini(path: Path, settings: Mapping[str, str]) -> None:
 async def _reload_once(conninfo: str) -> None:
     """One RELOAD, bounded as a whole (beyond Neon): connect_timeout covers only the
     connect, and a console that never answers would hold the sidecars' lock for good. On
-    a timeout the socket is cut (psycopg would wait for its cancel request)."""
+    a timeout the socket is cut (psycopg would wait for its cancel request).
+    psycopg is imported here, not with the module: the operator admits specs with
+    ``check_settings`` and never sends a RELOAD."""
     import psycopg
+
+    from compute_ctl.compute.storage import libpq
 
     deadline = time.monotonic() + _RELOAD_TIMEOUT_S
     conn = await asyncio.wait_for(

@@ -24,8 +24,6 @@ from __future__ import annotations
 import dataclasses
 import re
 
-import psycopg
-
 from compute_ctl.compute import errors
 from compute_ctl.compute import spec as spec_mod
 
@@ -84,7 +82,12 @@ def check_libpq_conninfo(value: str, *, what: str) -> None:
     """Raise ``ConfigError`` unless ``value`` parses and sets only allowed keys.
 
     The message names the refused keys, never a value (it may hold a password).
+    psycopg (libpq's parser) is imported here: the operator admits specs with these
+    checks, and one without a connection string to check never loads psycopg.
     """
+    import psycopg
+    import psycopg.conninfo
+
     try:
         params = psycopg.conninfo.conninfo_to_dict(value)
     except psycopg.ProgrammingError:
