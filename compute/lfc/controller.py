@@ -28,7 +28,6 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any
 
 import psycopg
-import zstandard
 
 from compute_ctl.compute import api_models, pgsession
 from compute_ctl.compute import metrics as metrics_mod
@@ -88,6 +87,8 @@ def describe(e: BaseException) -> str:
 
 
 def decompress(data: bytes) -> bytes:
+    import zstandard  # here, not with the module: a compute that never prewarms skips it
+
     out = bytearray()
     with zstandard.ZstdDecompressor().stream_reader(data) as reader:
         while chunk := reader.read(_CHUNK):
@@ -98,6 +99,8 @@ def decompress(data: bytes) -> bytes:
 
 
 def compress(data: bytes) -> bytes:
+    import zstandard
+
     return zstandard.ZstdCompressor().compress(data)
 
 

@@ -1,5 +1,7 @@
 """What compute_ctl's start path loads: JWT verification (joserfc and ``cryptography``, a
-large import) only once a JWK is configured, never while a compute without keys starts."""
+large import) only once a JWK is configured, never while a compute without keys starts;
+zstandard, which only the cache state's prewarm and offload use, never at start
+(docs/performance.md, "Memory per pod")."""
 
 from __future__ import annotations
 
@@ -14,22 +16,23 @@ from tests.core import helpers
 # first check: without keys, and with one key.
 _PROBE = """
 import json, sys
+WATCHED = ("joserfc", "cryptography", "zstandard")
 from compute_ctl.compute import cli, node, spec
 from compute_ctl.compute.http import auth, server
 authorizer = auth.Authorizer(compute_id="c", allow_unauthenticated=True)
 authorizer.check(authorization=None, jwks=spec.Jwks(keys=[]))
-loaded = {"no_keys": sorted(m for m in ("joserfc", "cryptography") if m in sys.modules)}
+loaded = {"no_keys": sorted(m for m in WATCHED if m in sys.modules)}
 key = {"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}
 try:
     authorizer.check(authorization="Bearer x.y.z", jwks=spec.Jwks(keys=[key]))
 except Exception:
     pass
-loaded["one_key"] = sorted(m for m in ("joserfc", "cryptography") if m in sys.modules)
+loaded["one_key"] = sorted(m for m in WATCHED if m in sys.modules)
 print(json.dumps(loaded))
 """
 
 
-def test_jwt_libraries_load_with_the_first_key_only() -> None:
+def test_jwt_libraries_load_with_the_first_key_only_and_zstandard_never() -> None:
     result = subprocess.run(
         [sys.executable, "-c", _PROBE],
         capture_output=True,
