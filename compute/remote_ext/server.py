@@ -37,11 +37,12 @@ import pydantic
 
 from compute_ctl.compute import controlplane, errors, metrics, pgtools, safefs, state
 from compute_ctl.compute import spec as spec_mod
-from compute_ctl.compute.remote_ext import names, unpack
-from compute_ctl.compute.storage import extract
+from compute_ctl.compute.remote_ext import names
 
 if TYPE_CHECKING:
     import aiohttp
+
+    from compute_ctl.compute.remote_ext import unpack
 
 __all__ = ["DownloadFailed", "ExtensionServer", "Layout", "NotConfigured", "SpecUnavailable"]
 
@@ -180,7 +181,12 @@ class ExtensionServer:
     async def _stream_unpack(
         self, content: aiohttp.StreamReader, *, archive: str, layout: Layout
     ) -> int:
-        """Feed the body to ``unpack`` in a thread as it arrives; the compressed size."""
+        """Feed the body to ``unpack`` in a thread as it arrives; the compressed size.
+        ``unpack`` (tarfile, and the storage package for its pipe) is imported here: a
+        compute that downloads no extension never loads it."""
+        from compute_ctl.compute.remote_ext import unpack
+        from compute_ctl.compute.storage import extract
+
         pipe = extract.ChunkPipe(loop=asyncio.get_running_loop(), max_chunks=16)
 
         def work() -> list[str]:
@@ -244,6 +250,8 @@ class ExtensionServer:
     async def layout(self) -> Layout:
         """PostgreSQL's version and directories, from ``pg_config`` beside postgres (once)."""
         if self._layout is None:
+            from compute_ctl.compute.remote_ext import unpack
+
             try:
                 out, _ = await self._tools.run(
                     [self._tools.tool("pg_config"), "--version", "--sharedir", "--pkglibdir"]

@@ -1,7 +1,8 @@
 """What compute_ctl's start path loads: JWT verification (joserfc and ``cryptography``, a
 large import) only once a JWK is configured, never while a compute without keys starts;
-zstandard, which only the cache state's prewarm and offload use, never at start
-(docs/performance.md, "Memory per pod")."""
+zstandard, which only the cache state's prewarm and offload use, and the remote
+extensions' unpacker (tarfile, and the storage package for its pipe), which only a download
+uses, never at start (docs/performance.md, "Memory per pod")."""
 
 from __future__ import annotations
 
@@ -16,7 +17,10 @@ from tests.core import helpers
 # first check: without keys, and with one key.
 _PROBE = """
 import json, sys
-WATCHED = ("joserfc", "cryptography", "zstandard")
+WATCHED = (
+    "joserfc", "cryptography", "zstandard",
+    "compute_ctl.compute.remote_ext.unpack", "compute_ctl.compute.storage",
+)
 from compute_ctl.compute import cli, node, spec
 from compute_ctl.compute.http import auth, server
 authorizer = auth.Authorizer(compute_id="c", allow_unauthenticated=True)
@@ -32,7 +36,7 @@ print(json.dumps(loaded))
 """
 
 
-def test_jwt_libraries_load_with_the_first_key_only_and_zstandard_never() -> None:
+def test_the_start_path_loads_only_what_every_compute_uses() -> None:
     result = subprocess.run(
         [sys.executable, "-c", _PROBE],
         capture_output=True,
