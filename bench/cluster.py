@@ -31,9 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from compute_ctl.operator.credentials import TokenSource
-from tests.apiserver import controlplane
 from tests.cluster import cluster as cluster_
-from tests.cluster import node as node_
 from tests.cluster import toolchain
 from tests.cluster.cluster import Namespace, container_pid, restarts, wait_for
 from tests.cluster.compute import Compute, spec
@@ -75,23 +73,12 @@ def _configure(compute: Compute, tokens: TokenSource, body: dict[str, Any]) -> b
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    tools = toolchain.tools()
-    plane = controlplane.ControlPlane.start(tools.apiserver)
-    node = None
-    try:
-        node = node_.Node.start(plane, tools, [tools.pause_archive, tools.image_archive])
-        cluster = cluster_.Cluster(plane=plane, node=node, tools=tools)
-        cluster.wait_node_ready()
-        cluster.apply_crd()
-        with (
-            tempfile.TemporaryDirectory() as tmp,
-            cluster.namespace(Path(tmp)) as ns,
-        ):
-            return _measure(ns, args)
-    finally:
-        if node is not None:
-            node.stop()
-        plane.stop()
+    with (
+        cluster_.started(toolchain.tools()) as cluster,
+        tempfile.TemporaryDirectory() as tmp,
+        cluster.namespace(Path(tmp)) as ns,
+    ):
+        return _measure(ns, args)
 
 
 def _measure(ns: Namespace, args: argparse.Namespace) -> dict[str, Any]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,26 +18,20 @@ import pytest
 from tests.apiserver import controlplane, kube, toolchain
 from tests.apiserver import pod as pod_
 from tests.apiserver import resources as resources_
-
-log = logging.getLogger(__name__)
+from tests.support import toolchains
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    if any(item.get_closest_marker("apiserver") for item in session.items):
-        try:
-            toolchain.binaries()  # builds outside any test's timeout; cached afterwards
-        except Exception as e:
-            log.warning("real-API tier unavailable: %s", e)
+    toolchains.build_after_collection(
+        session, marker="apiserver", build=toolchain.binaries, tier="real-API tier"
+    )
 
 
 @pytest.fixture(scope="session")
 def binaries() -> toolchain.Binaries:
-    try:
-        return toolchain.binaries()
-    except toolchain.Unavailable as e:
-        pytest.skip(str(e))
+    return toolchains.built_or_skip(toolchain.binaries, toolchain.Unavailable)
 
 
 @pytest.fixture(scope="session")

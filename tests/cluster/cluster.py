@@ -24,7 +24,7 @@ from tests.cluster import node as node_
 from tests.cluster import toolchain
 from tests.pgserver import free_port
 
-__all__ = ["Cluster", "Namespace", "Ports", "finish", "wait_for"]
+__all__ = ["Cluster", "Namespace", "Ports", "finish", "started", "wait_for"]
 
 REPO = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
@@ -176,6 +176,14 @@ class Namespace:
     def helm(self, *args: str, **kw: Any) -> str:
         return self.cluster.helm("-n", self.name, *args, **kw)
 
+    def exec(self, pod: str, container: str, *argv: str, **kw: Any) -> str:
+        """The output of ``argv`` run in ``container`` of ``pod`` (``kubectl exec``)."""
+        return self.kubectl("exec", pod, "-c", container, "--", *argv, **kw)
+
+    def sh(self, pod: str, container: str, script: str, **kw: Any) -> str:
+        """The output of a shell ``script`` run in ``container`` of ``pod``."""
+        return self.exec(pod, container, "sh", "-c", script, **kw)
+
     def make_keys(self, compute_id: str) -> None:
         """The compute's keys Secret, as the docs make it: scripts/compute-keys | kubectl apply."""
         secret = self.cluster.run([str(REPO / "scripts" / "compute-keys"), compute_id])
@@ -274,6 +282,24 @@ class Namespace:
             check=False,
             timeout=120,
         )
+
+
+@contextlib.contextmanager
+def started(tools: toolchain.Tools) -> Iterator[Cluster]:
+    """A one-node cluster from ``tools``: the control plane, the node with the pause and
+    compute images loaded, Ready, with the CRD applied; both stopped when the block ends."""
+    plane = controlplane.ControlPlane.start(tools.apiserver)
+    node = None
+    try:
+        node = node_.Node.start(plane, tools, [tools.pause_archive, tools.image_archive])
+        running = Cluster(plane=plane, node=node, tools=tools)
+        running.wait_node_ready()
+        running.apply_crd()
+        yield running
+    finally:
+        if node is not None:
+            node.stop()
+        plane.stop()
 
 
 def finish(proc: subprocess.Popen[str], *, timeout: float = 180.0) -> str:

@@ -116,12 +116,9 @@ class Compute:
     def query(self, sql: str, dbname: str = "postgres") -> list[tuple[str, ...]]:
         """Rows of ``sql`` as the superuser, over the pod's private unix socket (the only
         place pg_hba.conf trusts it): ``kubectl exec`` of psql in the compute_ctl container."""
-        out = self.ns.kubectl(
-            "exec",
+        out = self.ns.exec(
             self.pod,
-            "-c",
             "compute-ctl",
-            "--",
             "psql",
             "-h",
             PGDATA,

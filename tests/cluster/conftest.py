@@ -8,53 +8,35 @@ session end fails if a process, cgroup, mount, directory or iptables chain is le
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.apiserver import controlplane
 from tests.cluster import cluster as cluster_
 from tests.cluster import compute as compute_
 from tests.cluster import node as node_
 from tests.cluster import toolchain
-
-log = logging.getLogger(__name__)
+from tests.support import toolchains
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    if any(item.get_closest_marker("cluster") for item in session.items):
-        try:
-            toolchain.tools()  # builds outside any test's timeout; cached afterwards
-        except Exception as e:
-            log.warning("one-node cluster tier unavailable: %s", e)
+    toolchains.build_after_collection(
+        session, marker="cluster", build=toolchain.tools, tier="one-node cluster tier"
+    )
 
 
 @pytest.fixture(scope="session")
 def tools() -> toolchain.Tools:
-    try:
-        return toolchain.tools()
-    except toolchain.Unavailable as e:
-        pytest.skip(str(e))
+    return toolchains.built_or_skip(toolchain.tools, toolchain.Unavailable)
 
 
 @pytest.fixture(scope="session")
 def cluster(tools: toolchain.Tools) -> Iterator[cluster_.Cluster]:
     chains = node_.iptables_chains()
-    plane = controlplane.ControlPlane.start(tools.apiserver)
-    node = None
-    try:
-        node = node_.Node.start(plane, tools, [tools.pause_archive, tools.image_archive])
-        running = cluster_.Cluster(plane=plane, node=node, tools=tools)
-        running.wait_node_ready()
-        running.apply_crd()
+    with cluster_.started(tools) as running:
         yield running
-    finally:
-        if node is not None:
-            node.stop()
-        plane.stop()
-    left = node.leftovers() if node is not None else []
+    left = running.node.leftovers()
     left += [f"iptables chain {c}" for c in sorted(node_.iptables_chains() - chains)]
     assert not left, f"the cluster's teardown left {left}"
 

@@ -26,10 +26,9 @@ def wait_held(kube: Namespace, name: str, pod: str) -> None:
 
     def held() -> bool:
         obj = kube.get_or_none("computespec", name) or {}
-        postgres = kube.kubectl(
-            "exec", pod, "-c", "compute-ctl", "--", "sh", "-c",
-            f"test -f {PGDATA}/postmaster.pid && echo yes", check=False,
-        )  # fmt: skip
+        postgres = kube.sh(
+            pod, "compute-ctl", f"test -f {PGDATA}/postmaster.pid && echo yes", check=False
+        )
         return bool(obj.get("metadata", {}).get("finalizers")) and postgres.strip() == "yes"
 
     wait_for(held, what="the start held with postgres running", timeout=INSTALL_BOUND)
@@ -46,7 +45,4 @@ def wait_deleting(kube: Namespace, name: str) -> None:
 
 
 def release(kube: Namespace, pod: str, internal_port: int) -> None:
-    kube.kubectl(
-        "exec", pod, "-c", "compute-ctl", "--", "python3", "-c",
-        _RELEASE.format(port=internal_port),
-    )  # fmt: skip
+    kube.exec(pod, "compute-ctl", "python3", "-c", _RELEASE.format(port=internal_port))

@@ -31,28 +31,10 @@ def test_h_compute_ctl_container_has_no_service_account_token(shared: Compute) -
     containers = {c["name"]: c for c in kube.pod(compute.pod)["spec"]["containers"]}
     mounts = [m["mountPath"] for m in containers["compute-ctl"].get("volumeMounts", [])]
     assert not any(m.startswith("/var/run/secrets/kubernetes.io") for m in mounts), mounts
-    listing = kube.kubectl(
-        "exec",
-        compute.pod,
-        "-c",
-        "compute-ctl",
-        "--",
-        "sh",
-        "-c",
-        f"ls {TOKEN_DIR}/token 2>/dev/null || echo none",
-    )
+    listing = kube.sh(compute.pod, "compute-ctl", f"ls {TOKEN_DIR}/token 2>/dev/null || echo none")
     assert listing.strip() == "none"
     # The operator still has its token (it talks to the API server).
-    listing = kube.kubectl(
-        "exec",
-        compute.pod,
-        "-c",
-        "operator",
-        "--",
-        "sh",
-        "-c",
-        "ls /var/run/secrets/kubernetes.io/*/token",
-    )
+    listing = kube.sh(compute.pod, "operator", "ls /var/run/secrets/kubernetes.io/*/token")
     assert "token" in listing
 
 

@@ -41,9 +41,7 @@ def test_a_helm_install_ready_printer_columns_and_events(shared: Compute) -> Non
         "('pg_buffercache', 'pg_prewarm', 'pgaudit', 'pgauditlogtofile') ORDER BY name"
     )
     assert available == [("pg_buffercache",), ("pg_prewarm",), ("pgaudit",), ("pgauditlogtofile",)]
-    versions = kube.kubectl(
-        "exec", compute.pod, "-c", "compute-ctl", "--", "sh", "-c", "pgbouncer -V; rsyslogd -v"
-    )
+    versions = kube.sh(compute.pod, "compute-ctl", "pgbouncer -V; rsyslogd -v")
     assert versions.startswith("PgBouncer 1."), versions
     assert "\nrsyslogd " in versions, versions
 

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from tests.cluster.cluster import Namespace, container_pid, restarts, wait_for
-from tests.cluster.compute import Compute
+from tests.cluster.compute import PGDATA, Compute
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
 
@@ -59,16 +59,7 @@ def test_e_compute_ctl_killed_restarts_and_is_ready_again(shared: Compute) -> No
 def test_g_postgres_killed_in_the_pod_compute_ctl_exits_and_recovers(shared: Compute) -> None:
     compute, kube = shared, shared.ns
     before = restarts(kube, compute.pod, "compute-ctl")
-    kube.kubectl(
-        "exec",
-        compute.pod,
-        "-c",
-        "compute-ctl",
-        "--",
-        "sh",
-        "-c",
-        "kill -KILL $(head -1 /var/lib/postgresql/data/pgdata/postmaster.pid)",
-    )
+    kube.sh(compute.pod, "compute-ctl", f"kill -KILL $(head -1 {PGDATA}/postmaster.pid)")
     _wait_restarted(kube, compute, "compute-ctl", before)
     last = kube.container_status(compute.pod, "compute-ctl")["lastState"]["terminated"]
     assert last["exitCode"] != 0, last  # compute_ctl exited with postgres's failure

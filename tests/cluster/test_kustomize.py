@@ -16,7 +16,7 @@ import pytest
 
 from tests.cluster import held, overlay
 from tests.cluster.cluster import Namespace, Ports, finish, wait_for
-from tests.cluster.compute import TEARDOWN_BOUND
+from tests.cluster.compute import PGDATA, TEARDOWN_BOUND
 from tests.support import docsteps
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
@@ -64,10 +64,9 @@ def test_b_kustomize_install_change_delete_teardown(kube: Namespace) -> None:
     assert "running" in out
     assert step(kube, "connect", base).split()[-3:] == ["1", "(1", "row)"]
     step(kube, "change", base)
-    roles = kube.kubectl(
-        "exec", f"{NAME}-0", "-c", "compute-ctl", "--", "psql", "-h",
-        "/var/lib/postgresql/data/pgdata", "-U", "cloud_admin", "-d", "postgres", "-AtXc",
-        "SELECT rolname FROM pg_roles WHERE rolname = 'reader'",
+    roles = kube.exec(
+        f"{NAME}-0", "compute-ctl", "psql", "-h", PGDATA, "-U", "cloud_admin", "-d", "postgres",
+        "-AtXc", "SELECT rolname FROM pg_roles WHERE rolname = 'reader'",
     )  # fmt: skip
     assert roles.split() == ["reader"]
 
