@@ -73,28 +73,27 @@ def test_start_from_empty_then_configure_and_terminate(
     proc.wait_no_postgres()
 
 
-def test_postgres_killed_makes_compute_ctl_exit_nonzero(
-    scratch: Path, procs: list[ComputeProcess]
-) -> None:
+@pytest.fixture
+def running(scratch: Path, procs: list[ComputeProcess]) -> ComputeProcess:
+    """compute_ctl started with a spec, running."""
     port = pgserver.free_port()
     config = process.write_config(scratch / "c.json", helpers.spec_json(port=port))
     proc = ComputeProcess(pgdata=scratch / "pgdata", port=port, config=config)
     procs.append(proc)
     proc.wait_status("running")
+    return proc
+
+
+def test_postgres_killed_makes_compute_ctl_exit_nonzero(running: ComputeProcess) -> None:
+    proc = running
     os.kill(proc.postmaster_pid(), signal.SIGKILL)
     assert proc.wait_exit() != 0
     assert "postgres exited with code -9" in proc.log()
     proc.wait_no_postgres()
 
 
-def test_compute_ctl_killed_leaves_no_postmaster(
-    scratch: Path, procs: list[ComputeProcess]
-) -> None:
-    port = pgserver.free_port()
-    config = process.write_config(scratch / "c.json", helpers.spec_json(port=port))
-    proc = ComputeProcess(pgdata=scratch / "pgdata", port=port, config=config)
-    procs.append(proc)
-    proc.wait_status("running")
+def test_compute_ctl_killed_leaves_no_postmaster(running: ComputeProcess) -> None:
+    proc = running
     postmaster = proc.postmaster_pid()
     proc.signal(signal.SIGKILL)
     proc.wait_exit()

@@ -1,5 +1,5 @@
-"""Fixtures of the storage tier: the basebackup archive, the Neon bin stand-in and a
-node's PGDATA path."""
+"""Fixtures of the storage tier: the basebackup archive, the Neon bin stand-in, a node's
+PGDATA path and a compute's process layer (``compute.Compute``)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 
 from tests import pgserver
 from tests.storage import archive, neonbin
+from tests.storage.compute import Compute
 
 
 @pytest.fixture(scope="session")
@@ -36,3 +37,13 @@ def pgdata() -> Iterator[Path]:
         yield base / "data"
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def compute() -> Iterator[Compute]:
+    """A compute's process layer over a fresh PGDATA, removed afterwards."""
+    made = Compute.create()
+    try:
+        yield made
+    finally:
+        made.remove()

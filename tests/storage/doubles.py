@@ -15,13 +15,15 @@ each call with its time.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
-from typing import Literal
+from collections.abc import AsyncIterator
+from typing import Any, Literal
 
 from tests.storage import wire
 
-__all__ = ["Lease", "LeaseCall", "TestPageserver", "TestSafekeeper"]
+__all__ = ["Lease", "LeaseCall", "TestPageserver", "TestSafekeeper", "storage_services"]
 
 
 class TestSafekeeper(wire.WireServer):
@@ -170,3 +172,21 @@ class TestPageserver(wire.WireServer):
         else:
             session.data_row([str(int((time.time() + answer.valid_for) * 1000))])
         session.command_complete("SELECT 1")
+
+
+@contextlib.asynccontextmanager
+async def storage_services(
+    archive: bytes,
+    *,
+    token: str,
+    safekeepers: int = 3,
+    sk_kwargs: dict[str, Any] | None = None,
+    **ps_kwargs: Any,
+) -> AsyncIterator[tuple[TestPageserver, list[TestSafekeeper]]]:
+    """A pageserver serving ``archive`` and ``safekeepers`` safekeepers, all up in the block."""
+    ps = TestPageserver(token=token, archive=archive, **ps_kwargs)
+    sks = [TestSafekeeper(token=token, **(sk_kwargs or {})) for _ in range(safekeepers)]
+    async with contextlib.AsyncExitStack() as stack:
+        for server in (ps, *sks):
+            await stack.enter_async_context(server)
+        yield ps, sks

@@ -108,12 +108,10 @@ async def test_node_starts_from_neon_storage_and_terminate_returns_the_final_lsn
     pgdata: Path, pgdata_archive: bytes, neon_bin: neonbin.NeonBin
 ) -> None:
     port = pgserver.free_port()
-    ps = doubles.TestPageserver(token=TOKEN, archive=pgdata_archive)
-    sks = [doubles.TestSafekeeper(token=TOKEN, knows_timeline=False) for _ in range(3)]
     neon_bin.configure(lsn="0/16B3748")
-    async with contextlib.AsyncExitStack() as stack:
-        for server in (ps, *sks):
-            await stack.enter_async_context(server)
+    async with doubles.storage_services(
+        pgdata_archive, token=TOKEN, sk_kwargs={"knows_timeline": False}
+    ) as (ps, sks):
         spec = spec_for(
             port,
             tenant_id=TENANT,

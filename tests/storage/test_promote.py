@@ -139,12 +139,10 @@ async def test_a_replica_on_neon_storage_is_promoted_with_neons_settings(
     Neon's prewarm precondition holds (a refused call does not stick: the next one
     promotes); once promoted, the compute stops as a primary: the safekeepers are synced."""
     port = pgserver.free_port()
-    ps = doubles.TestPageserver(token=TOKEN, archive=pgdata_archive)
-    sks = [doubles.TestSafekeeper(token=TOKEN, knows_timeline=False) for _ in range(2)]
     neon_bin.configure(lsn="0/1A2B3C4")
-    async with contextlib.AsyncExitStack() as stack:
-        for server in (ps, *sks):
-            await stack.enter_async_context(server)
+    async with doubles.storage_services(
+        pgdata_archive, token=TOKEN, safekeepers=2, sk_kwargs={"knows_timeline": False}
+    ) as (ps, sks):
         storage = {
             "tenant_id": TENANT,
             "timeline_id": TIMELINE,

@@ -9,7 +9,7 @@ runs through the clearly named stand-in (``tests/storage/fake_sync_safekeepers``
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import psycopg
@@ -26,15 +26,6 @@ TENANT = "9e4a1c0d5b7f42a8b3c6d2e1f0a9b8c7"
 TIMELINE = "1f2e3d4c5b6a47988766554433221100"
 TOKEN = "eyJhbGciOiJFZERTQSJ9.e30.sig"
 SYNCED = "0/169AD58"
-
-
-@pytest.fixture
-def compute() -> Iterator[Compute]:
-    made = Compute.create()
-    try:
-        yield made
-    finally:
-        made.remove()
 
 
 @pytest.fixture(autouse=True)
@@ -67,14 +58,10 @@ def make_spec(
 
 @contextlib.asynccontextmanager
 async def storage_services(
-    archive_bytes: bytes, *, sk_kwargs: dict[str, Any] | None = None, **ps_kwargs: Any
+    archive_bytes: bytes, **kwargs: Any
 ) -> AsyncIterator[tuple[doubles.TestPageserver, list[doubles.TestSafekeeper]]]:
-    ps = doubles.TestPageserver(token=TOKEN, archive=archive_bytes, **ps_kwargs)
-    sks = [doubles.TestSafekeeper(token=TOKEN, **(sk_kwargs or {})) for _ in range(3)]
-    async with contextlib.AsyncExitStack() as stack:
-        for server in (ps, *sks):
-            await stack.enter_async_context(server)
-        yield ps, sks
+    async with doubles.storage_services(archive_bytes, token=TOKEN, **kwargs) as services:
+        yield services
 
 
 async def marker(dsn: str) -> tuple[str, bool]:

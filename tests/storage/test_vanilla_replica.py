@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 
 import psycopg
 import pytest
@@ -14,15 +13,6 @@ from compute_ctl.compute import spec as spec_mod
 from compute_ctl.compute.storage import replica
 from tests import pgserver
 from tests.storage.compute import Compute
-
-
-@pytest.fixture
-def compute() -> Iterator[Compute]:
-    made = Compute.create()
-    try:
-        yield made
-    finally:
-        made.remove()
 
 
 def replica_spec(primary: str) -> spec_mod.ComputeSpec:
