@@ -76,11 +76,18 @@ class GucCache:
     async def rows(self, *, connstr: str, key: object) -> dict[str, gucs.Guc]:
         if key != self._key or not self._rows:
             async with db.connect(connstr) as conn:
-                cur = await conn.execute(
-                    "SELECT name, vartype, context, unit, min_val, max_val, enumvals "
-                    "FROM pg_catalog.pg_settings"
-                )
-                found = await cur.fetchall()
+                try:
+                    cur = await conn.execute(
+                        "SELECT name, vartype, context, unit, min_val, max_val, enumvals "
+                        "FROM pg_catalog.pg_settings"
+                    )
+                    found = await cur.fetchall()
+                except psycopg.Error as e:  # postgres went away under the read
+                    raise errors.ApplyError(
+                        f"reading setting definitions failed: {e}",
+                        phase="setting_definitions",
+                        obj="pg_settings",
+                    ) from e
             self._rows = {
                 str(r[0]).lower(): gucs.Guc(
                     name=str(r[0]),
