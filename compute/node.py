@@ -133,6 +133,16 @@ class _Phase:
         self.now, self._step, self._since = phase, step or phase, now
 
 
+async def _cancelled(task: asyncio.Task[Any]) -> None:
+    """Cancel ``task`` and wait until it has ended, whatever it raises. Unlike awaiting it
+    under ``suppress(CancelledError)``, a cancellation of the caller itself still
+    propagates (the node's own ``run`` must stay cancellable while it waits here)."""
+    task.cancel()
+    await asyncio.wait({task})
+    if not task.cancelled() and (failure := task.exception()) is not None:
+        logger.debug("%s ended with %s while cancelled", task.get_name(), type(failure).__name__)
+
+
 def _applies_catalog(admitted: admission.Admitted) -> bool:
     spec = admitted.spec
     return spec.mode.kind == "Primary" and not spec.skip_pg_catalog_updates
@@ -387,9 +397,7 @@ class ComputeNode:
         try:
             await asyncio.wait({startup, stop}, return_when=asyncio.FIRST_COMPLETED)
             if not startup.done():
-                startup.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await startup
+                await _cancelled(startup)
                 return await self._shutdown(spec)
             if (failure := startup.exception()) is not None:
                 return await self._failed_start(failure)
@@ -401,9 +409,7 @@ class ComputeNode:
             )
             tasks += [configurator, exited, asyncio.create_task(activity.run())]
             await asyncio.wait({exited, stop}, return_when=asyncio.FIRST_COMPLETED)
-            configurator.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await configurator
+            await _cancelled(configurator)
             await self._maintenance.close()
             if stop.done():
                 return await self._shutdown(spec)

@@ -120,9 +120,8 @@ async def open_session(
 async def _open(info: str, *, timeout: float) -> Connection:
     # libpq's connect_timeout applies per address; the outer bound covers them all.
     try:
-        return await asyncio.wait_for(
-            psycopg.AsyncConnection.connect(info, autocommit=True), timeout + 1
-        )
+        async with asyncio.timeout(timeout + 1):
+            return await psycopg.AsyncConnection.connect(info, autocommit=True)
     except TimeoutError:
         raise psycopg.OperationalError(f"connection timed out after {timeout:.0f} s") from None
 

@@ -198,7 +198,8 @@ class ComputeState:
     ) -> None:
         """Wait until ``predicate(state)`` holds. It is checked under the lock first."""
         async with self._cond:
-            await asyncio.wait_for(self._cond.wait_for(lambda: predicate(self)), timeout)
+            async with asyncio.timeout(timeout):
+                await self._cond.wait_for(lambda: predicate(self))
 
     # --- mutations (lock held) -----------------------------------------------
 
