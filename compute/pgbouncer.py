@@ -214,9 +214,8 @@ async def _reload_once(conninfo: str) -> None:
     from compute_ctl.compute.storage import libpq
 
     deadline = time.monotonic() + _RELOAD_TIMEOUT_S
-    conn = await asyncio.wait_for(
-        psycopg.AsyncConnection.connect(conninfo, autocommit=True), _RELOAD_TIMEOUT_S
-    )
+    async with asyncio.timeout(_RELOAD_TIMEOUT_S):
+        conn = await psycopg.AsyncConnection.connect(conninfo, autocommit=True)
     async with conn:
         # The admin console speaks the simple query protocol only: a query without
         # parameters is sent that way by psycopg.

@@ -212,7 +212,8 @@ class Postmaster:
                 # Let the re-logger drain what postgres said before it died.
                 if self._relog is not None:
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(asyncio.shield(self._relog), 1.0)
+                        async with asyncio.timeout(1.0):
+                            await asyncio.shield(self._relog)
                 raise errors.PostgresError(
                     f"postgres exited with code {self._exited.result()} during start: "
                     f"{self.log_tail()[-1500:]}"
@@ -235,12 +236,14 @@ class Postmaster:
         logger.info("stopping postgres (%s shutdown)", mode.value)
         self.signal(STOP_SIGNALS[mode])
         try:
-            return await asyncio.wait_for(asyncio.shield(self._exited), timeout)
+            async with asyncio.timeout(timeout):
+                return await asyncio.shield(self._exited)
         except TimeoutError:
             logger.warning("postgres did not stop in %.0f s; immediate shutdown", timeout)
         self.signal(signal.SIGQUIT)
         try:
-            return await asyncio.wait_for(asyncio.shield(self._exited), 10.0)
+            async with asyncio.timeout(10.0):
+                return await asyncio.shield(self._exited)
         except TimeoutError:
             logger.warning("postgres ignored SIGQUIT; killing it")
         self.signal(signal.SIGKILL)
@@ -309,7 +312,8 @@ class Postmaster:
         """After exit: stop re-logging (backends may keep the pipe open a little longer)."""
         if self._relog is not None and not self._relog.done():
             try:
-                await asyncio.wait_for(asyncio.shield(self._relog), 1.0)
+                async with asyncio.timeout(1.0):
+                    await asyncio.shield(self._relog)
             except TimeoutError:
                 self._relog.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

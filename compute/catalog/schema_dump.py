@@ -118,7 +118,8 @@ class SchemaDumps:
     ) -> AsyncIterator[Dump]:
         """A running pg_dump of ``dbname``, killed on exit; holds one slot meanwhile."""
         try:
-            await asyncio.wait_for(self._slots.acquire(), self.queue_timeout)
+            async with asyncio.timeout(self.queue_timeout):
+                await self._slots.acquire()
         except TimeoutError:
             raise errors.Busy(f"{self.limit} schema dumps are running; try again later") from None
         try:

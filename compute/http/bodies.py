@@ -44,7 +44,8 @@ class BodyGate:
 
     async def parse(self, request: web.Request, parse: Callable[[bytes], T]) -> T:
         try:
-            await asyncio.wait_for(self._lock.acquire(), WAIT_SECONDS)
+            async with asyncio.timeout(WAIT_SECONDS):
+                await self._lock.acquire()
         except TimeoutError:
             raise responses.ApiError(
                 429, "another request body is being processed; retry later"
@@ -52,7 +53,8 @@ class BodyGate:
         handed_over = False
         try:
             try:
-                raw = await asyncio.wait_for(request.read(), READ_SECONDS)
+                async with asyncio.timeout(READ_SECONDS):
+                    raw = await request.read()
             except TimeoutError:
                 raise responses.ApiError(
                     408, f"request body not received within {READ_SECONDS:g} s"

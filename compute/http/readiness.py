@@ -52,7 +52,8 @@ class Readiness:
                 self._conn = await pgsession.open_session(
                     self._connstr, application_name=APPLICATION_NAME, timeout=self.timeout
                 )
-            await asyncio.wait_for(self._conn.execute("SELECT 1"), self.timeout)
+            async with asyncio.timeout(self.timeout):
+                await self._conn.execute("SELECT 1")
         except (psycopg.Error, OSError, TimeoutError) as e:
             answer = f"postgres does not answer: {type(e).__name__}"
             await self.close()

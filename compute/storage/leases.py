@@ -156,7 +156,8 @@ async def _lease_one(target: Target, request: LeaseRequest, *, timeout: float) -
         tenant_shard_id=target.tenant_shard_id, timeline=request.timeline, lsn=request.lsn
     )
     deadline = time.monotonic() + timeout
-    conn = await asyncio.wait_for(psycopg.AsyncConnection.connect(dsn, autocommit=True), timeout)
+    async with asyncio.timeout(timeout):
+        conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
 
     async def ask() -> tuple[bool, tuple[object, ...] | None]:
         cur = await conn.execute(query)

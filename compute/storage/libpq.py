@@ -43,7 +43,8 @@ async def bounded(
     """Run ``call()`` on ``conn``; on timeout or cancellation cut the connection."""
     inner = asyncio.ensure_future(call())
     try:
-        return await asyncio.wait_for(asyncio.shield(inner), timeout)
+        async with asyncio.timeout(timeout):
+            return await asyncio.shield(inner)
     except BaseException:
         if not inner.done():
             cut(conn)

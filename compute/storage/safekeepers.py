@@ -98,7 +98,8 @@ async def timeline_status(
     if token is not None:
         kwargs["password"] = token
     dsn = psycopg.conninfo.make_conninfo(f"postgresql://no_user@{connstring}", **kwargs)
-    conn = await asyncio.wait_for(psycopg.AsyncConnection.connect(dsn, autocommit=True), timeout)
+    async with asyncio.timeout(timeout):
+        conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
 
     async def query() -> tuple[list[str], tuple[object, ...] | None]:
         cur = await conn.execute("TIMELINE_STATUS")

@@ -163,7 +163,8 @@ class Seat:
     async def wait_gone(self, grace: float) -> None:
         """Wait for a clean exit; past ``grace`` seconds, cancel the session outright."""
         try:
-            await asyncio.wait_for(asyncio.shield(self.gone.wait()), grace)
+            async with asyncio.timeout(grace):
+                await asyncio.shield(self.gone.wait())
         except TimeoutError:
             if self.task is not None:
                 logger.warning("old monitor connection did not stop in %.1f s: cancelling", grace)
