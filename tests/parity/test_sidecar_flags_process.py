@@ -18,9 +18,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tests import pgserver
 from tests.parity import test_local_proxy, test_sidecars, test_tls
-from tests.support import compute_process, specs
+from tests.support import compute_process
 
 pytestmark = [
     pytest.mark.postgres,
@@ -66,67 +65,58 @@ def test_the_flags_take_effect_in_the_process(scratch: Path, proxy_dir: Path) ->
     ca_file = scratch / "ca.pem"
     ca_file.write_bytes(pair.ca.cert.public_bytes(serialization.Encoding.PEM))
 
-    port = pgserver.free_port()
-    spec = specs.local_spec(port=port)
-    spec["features"] = ["tls_experimental"]
-    spec["pgbouncer_settings"] = {"default_pool_size": "42"}
-    spec["local_proxy_config"] = test_sidecars.LOCAL_PROXY_CONFIG
-    config = scratch / "config.json"
-    config.write_text(
-        json.dumps(
-            {
-                "spec": spec,
-                "compute_ctl_config": {"jwks": {"keys": []}, "tls": pair.config.model_dump()},
-            }
-        )
-    )
-    compute = compute_process.ComputeProcess(
-        pgdata=scratch / "pgdata",
-        port=port,
-        config=config,
-        args=[
-            "-b",
-            str(pgserver.tools().postgres),
-            "--external-http-host",
-            "127.0.0.1",
-            "--pgbouncer-ini",
-            str(bouncer.ini),
-            "--pgbouncer-connstr",
-            bouncer.conninfo,
-            "--local-proxy-dir",
-            str(proxy_dir),
-            "--tls-poll-interval",
-            "0.2",
-        ],
-    )
+    spec_extra = {
+        "features": ["tls_experimental"],
+        "pgbouncer_settings": {"default_pool_size": "42"},
+        "local_proxy_config": test_sidecars.LOCAL_PROXY_CONFIG,
+    }
+    flags = [
+        *("--pgbouncer-ini", str(bouncer.ini), "--pgbouncer-connstr", bouncer.conninfo),
+        *("--local-proxy-dir", str(proxy_dir), "--tls-poll-interval", "0.2"),
+    ]
     try:
-        compute.wait_status("running", timeout=60)
-        # --pgbouncer-ini: the ini rewritten; --pgbouncer-connstr: RELOAD reached pgbouncer.
-        assert "default_pool_size = 42\n" in bouncer.ini.read_text()
-        compute_process.wait_until_sync(
-            lambda: _show_config(bouncer).get("default_pool_size") == "42",
-            timeout=30,
-            what="pgbouncer's RELOAD",
-        )
-        # --local-proxy-dir: the config there (with the TLS pair, as Neon's), the holder
-        # signalled.
-        written = json.loads((proxy_dir / "config.json").read_text())
-        assert written == {**test_sidecars.LOCAL_PROXY_CONFIG, "tls": pair.config.model_dump()}
-        test_local_proxy._wait(lambda: test_local_proxy._counts(proxy_dir)[0] >= 1, "SIGHUP")
-        # --tls-poll-interval: the rotation is noticed within seconds, not the default 60 s.
-        assert _served(port, ca_file) == first.serial_number
-        new = pair.put(ec.generate_private_key(ec.SECP256R1()))
-        compute_process.wait_until_sync(
-            lambda: _served(port, ca_file) == new.serial_number,
-            timeout=15,
-            what="the rotated certificate",
-        )
-
-        code, _ = compute.request("POST", "/terminate?mode=fast")
-        assert code == 200
-        assert bouncer.proc.wait(timeout=30) == -9  # SIGKILL, as Neon
-        test_local_proxy._wait(lambda: test_local_proxy._counts(proxy_dir)[1] == 1, "SIGTERM")
+        with compute_process.running_compute(
+            extra_args=flags,
+            spec_extra=spec_extra,
+            config_extra={"tls": pair.config.model_dump()},
+        ) as compute:
+            _check_flags(compute, bouncer, proxy_dir, pair, ca_file, first.serial_number)
     finally:
-        compute.terminate()
         bouncer.proc.kill()
         bouncer.proc.wait(timeout=20)
+
+
+def _check_flags(
+    compute: compute_process.ComputeProcess,
+    bouncer: test_sidecars.Pgbouncer,
+    proxy_dir: Path,
+    pair: test_tls.Pair,
+    ca_file: Path,
+    first_serial: int,
+) -> None:
+    port = compute.port
+    # --pgbouncer-ini: the ini rewritten; --pgbouncer-connstr: RELOAD reached pgbouncer.
+    assert "default_pool_size = 42\n" in bouncer.ini.read_text()
+    compute_process.wait_until_sync(
+        lambda: _show_config(bouncer).get("default_pool_size") == "42",
+        timeout=30,
+        what="pgbouncer's RELOAD",
+    )
+    # --local-proxy-dir: the config there (with the TLS pair, as Neon's), the holder
+    # signalled.
+    written = json.loads((proxy_dir / "config.json").read_text())
+    assert written == {**test_sidecars.LOCAL_PROXY_CONFIG, "tls": pair.config.model_dump()}
+    test_local_proxy._wait(lambda: test_local_proxy._counts(proxy_dir)[0] >= 1, "SIGHUP")
+    # --tls-poll-interval: the rotation is noticed within seconds, not the default 60 s.
+    assert _served(port, ca_file) == first_serial
+    new = pair.put(ec.generate_private_key(ec.SECP256R1()))
+    compute_process.wait_until_sync(
+        lambda: _served(port, ca_file) == new.serial_number,
+        timeout=15,
+        what="the rotated certificate",
+    )
+
+    code, _ = compute.request("POST", "/terminate?mode=fast")
+    assert code == 200
+    assert bouncer.proc.wait(timeout=30) == -9  # SIGKILL, as Neon
+    test_local_proxy._wait(lambda: test_local_proxy._counts(proxy_dir)[1] == 1, "SIGTERM")

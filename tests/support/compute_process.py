@@ -18,7 +18,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -83,12 +83,16 @@ def compute_ctl_argv() -> list[str]:
 
 
 def write_config(
-    path: Path, spec: dict[str, Any] | None, *, jwks: Sequence[dict[str, Any]] = ()
+    path: Path,
+    spec: dict[str, Any] | None,
+    *,
+    jwks: Sequence[dict[str, Any]] = (),
+    config: Mapping[str, Any] | None = None,
 ) -> Path:
-    """A config file for ``-c``: ``spec`` and the JWKS ``jwks`` (none by default)."""
-    path.write_text(
-        json.dumps({"spec": spec, "compute_ctl_config": {"jwks": {"keys": list(jwks)}}})
-    )
+    """A config file for ``-c``: ``spec``, the JWKS ``jwks`` (none by default) and any other
+    ``compute_ctl_config`` entries (``config``, e.g. ``tls``)."""
+    compute_ctl_config = {"jwks": {"keys": list(jwks)}, **(config or {})}
+    path.write_text(json.dumps({"spec": spec, "compute_ctl_config": compute_ctl_config}))
     return path
 
 
@@ -274,12 +278,18 @@ def running_compute(
     extra_args: Sequence[str] = (),
     compute_id: str = COMPUTE_ID,
     timeout: float = 60.0,
+    spec_extra: Mapping[str, Any] | None = None,
+    config_extra: Mapping[str, Any] | None = None,
 ) -> Iterator[ComputeProcess]:
-    """A local-mode compute, ``running`` on free loopback ports; terminated on exit."""
+    """A local-mode compute, ``running`` on free loopback ports; terminated on exit.
+
+    ``spec_extra``: top-level spec fields over the local spec's; ``config_extra``: other
+    ``compute_ctl_config`` entries (``write_config``)."""
     base = pgserver.scratch_dir("compute-ctl-")
     try:
         port = pgserver.free_port()
-        config = write_config(base / "config.json", specs.local_spec(port=port), jwks=jwks)
+        spec = {**specs.local_spec(port=port), **(spec_extra or {})}
+        config = write_config(base / "config.json", spec, jwks=jwks, config=config_extra)
         compute = ComputeProcess(
             pgdata=base / "pgdata",
             port=port,
